@@ -1,0 +1,127 @@
+"""Image classification datasets held in memory: MNIST and Fashion-MNIST (IDX format).
+
+Each dataset is one registry entry: where to find or fetch its files, its class names and
+its normalization statistics. ``load_image_dataset`` returns uint8 tensors ready for
+``TensorBatches``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnlab.data.idx import cached_idx_pair
+from nnlab.data.sources import DatasetSpec, RemoteFile, cache_root, describe, locate
+from nnlab.errors import ConfigError
+
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@dataclass(frozen=True)
+class ImageDatasetInfo:
+    """A registered image dataset: its source spec, classes and per-channel statistics."""
+
+    spec: DatasetSpec
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    description: str
+
+
+@dataclass
+class ImageDataset:
+    """Train and test splits as uint8 [N, C, H, W] images and int64 [N] labels."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+
+# Archive md5s are upstream's; raw_sha256 is of the decompressed bytes, which is what
+# identifies Fashion-MNIST found on disk (Debian recompressed the archives).
+FASHION_MNIST = ImageDatasetInfo(
+    spec=DatasetSpec(
+        name="fashion-mnist",
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                       "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+            RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                       "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                       "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+                       "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        ),
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        install_hint="apt-get install dataset-fashion-mnist",
+    ),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    mean=(0.2860,),
+    std=(0.3530,),
+    description="Zalando's article images: 60,000 train + 10,000 test, 28x28 grey, 10 classes",
+)
+
+MNIST = ImageDatasetInfo(
+    spec=DatasetSpec(
+        name="mnist",
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "http://yann.lecun.com/exdb/mnist/"),
+    ),
+    classes=tuple(str(d) for d in range(10)),
+    mean=(0.1307,),
+    std=(0.3081,),
+    description="LeCun's handwritten digits: 60,000 train + 10,000 test, 28x28 grey, 10 classes",
+)
+
+IMAGE_DATASETS: dict[str, ImageDatasetInfo] = {"fashion-mnist": FASHION_MNIST, "mnist": MNIST}
+
+
+def dataset_info(name: str) -> ImageDatasetInfo:
+    """The registry entry for ``name``, or a ``ConfigError`` listing the known datasets."""
+    if name not in IMAGE_DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(IMAGE_DATASETS))}")
+    return IMAGE_DATASETS[name]
+
+
+def _file(directory: Path, name: str) -> Path:
+    """The archive, or its decompressed twin when only that one is present."""
+    path = directory / name
+    return path if path.exists() else directory / name.removesuffix(".gz")
+
+
+def load_image_dataset(name: str, data: str | Path | None = None, download: bool = True) -> ImageDataset:
+    """Find (or fetch) dataset ``name``, decode it (cached as .npy) and return it in memory."""
+    info = dataset_info(name)
+    directory, source = locate(info.spec, data=data, download=download)
+    cache = cache_root() / "decoded" / name
+    splits = []
+    for images_name, labels_name in ((IDX_FILES[0], IDX_FILES[1]), (IDX_FILES[2], IDX_FILES[3])):
+        images, labels = cached_idx_pair(_file(directory, images_name), _file(directory, labels_name),
+                                         len(info.classes), cache)
+        splits.append((torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),  # [N, 1, H, W]
+                       torch.from_numpy(labels.astype(np.int64))))
+    (train_x, train_y), (test_x, test_y) = splits
+    return ImageDataset(name, train_x, train_y, test_x, test_y, info.classes, info.mean, info.std, source)
+
+
+def describe_datasets(data: str | Path | None = None) -> list[dict[str, str]]:
+    """One row per registered dataset: name, description and where it is found now."""
+    return [{"name": name, "description": info.description, "location": describe(info.spec, data)}
+            for name, info in IMAGE_DATASETS.items()]

@@ -1,0 +1,140 @@
+"""Callbacks shipped with the engine: progress display, metrics log, checkpoints, early stopping."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from tqdm.auto import tqdm
+
+from nnlab.engine.checkpoint import save_checkpoint
+from nnlab.engine.learner import Callback, CancelFitException
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+class ProgressCallback(Callback):
+    """A tqdm bar per epoch (loss, accuracy, images/s) on a terminal; one plain line per epoch otherwise.
+
+    The bar refreshes every ``every`` batches, because reading the loss is a host-device sync.
+    """
+
+    order = 50
+
+    def __init__(self, stream: TextIO | None = None, every: int = 10) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = every
+        self.bar: tqdm | None = None
+
+    def before_epoch(self) -> None:
+        self.start = time.perf_counter()
+        self.seen = 0
+        self.correct = 0
+        if self.stream.isatty():
+            total = len(self.learner.train_batches) if hasattr(self.learner.train_batches, "__len__") else None
+            self.bar = tqdm(total=total, desc=f"epoch {self.learner.epoch + 1}/{self.learner.n_epochs}",
+                            file=self.stream, leave=False, dynamic_ncols=True)
+
+    def after_batch(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if self.learner.batch_index % self.every == 0:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            done = (self.learner.batch_index + 1) * len(self.learner.y)
+            acc = (self.learner.logits.argmax(1) == self.learner.y).float().mean().item()
+            self.bar.set_postfix(loss=f"{self.learner.loss.item():.3f}", acc=f"{acc:.3f}",
+                                 img_s=f"{done / elapsed:.0f}")
+
+    def after_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        m = self.learner.metrics
+        print(f"epoch {m['epoch']}/{self.learner.n_epochs}  train_loss {_fmt(m['train_loss'])}  "
+              f"train_acc {_fmt(m['train_acc'])}  valid_loss {_fmt(m['valid_loss'])}  "
+              f"valid_acc {_fmt(m['valid_acc'])}  lr {m['lr']:.2e}  "
+              f"{m['train_images_per_s']:.0f} img/s  {m['seconds']:.1f}s", file=self.stream, flush=True)
+
+
+class MetricsLog(Callback):
+    """Appends each epoch's metrics row to ``metrics.jsonl`` (one JSON object per line)."""
+
+    order = 60
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def after_epoch(self) -> None:
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.learner.metrics.items()}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+
+
+class CheckpointCallback(Callback):
+    """Saves ``last.pt`` after every epoch and ``best.pt`` whenever ``monitor`` improves.
+
+    ``state_fn`` returns the dict to save (model, optimizer, config, ...); this callback adds
+    the epoch, step and best score. Writes are atomic, so an interruption never corrupts a
+    previous checkpoint.
+    """
+
+    order = 70
+
+    def __init__(self, run_dir: str | Path, state_fn: Callable[[], dict[str, Any]],
+                 monitor: str = "valid_acc", mode: str = "max") -> None:
+        self.run_dir = Path(run_dir)
+        self.state_fn = state_fn
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def _score(self) -> float | None:
+        value = self.learner.metrics.get(self.monitor)
+        if value is None:  # no validation split: fall back to the training metric
+            value = self.learner.metrics.get(self.monitor.replace("valid_", "train_"))
+        return value
+
+    def after_epoch(self) -> None:
+        score = self._score()
+        improved = score is not None and (self.best is None or self.sign * score > self.sign * self.best)
+        if improved:
+            self.best, self.best_epoch = score, self.learner.metrics["epoch"]
+        state = self.state_fn()
+        state.update(epoch=self.learner.metrics["epoch"], step=self.learner.step,
+                     best={"monitor": self.monitor, "score": self.best, "epoch": self.best_epoch})
+        save_checkpoint(self.run_dir / "last.pt", state)
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", state)
+
+
+class EarlyStopping(Callback):
+    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    order = 80
+
+    def __init__(self, patience: int, monitor: str = "valid_loss", mode: str = "min", min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.waited = 0
+
+    def after_epoch(self) -> None:
+        value = self.learner.metrics.get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or self.sign * (value - self.best) > self.min_delta:
+            self.best, self.waited = value, 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            raise CancelFitException()

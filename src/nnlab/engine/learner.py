@@ -1,0 +1,230 @@
+"""The Learner: one readable training loop with events where callbacks hook in.
+
+``fit`` -> ``one_epoch`` -> ``one_batch``. Each stage fires ``before_*``/``after_*`` events on
+the callbacks (fastai's protocol, without its magic); callbacks read and change state
+explicitly through ``self.learner``. Control flow uses ``CancelBatchException``,
+``CancelEpochException`` and ``CancelFitException``. The engine knows nothing of datasets or
+model families: it sees an ``nn.Module``, iterables of ``(x, y)`` batches and a loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+class CancelBatchException(Exception):
+    """Raised by a callback to skip the rest of the current batch."""
+
+
+class CancelEpochException(Exception):
+    """Raised by a callback to end the current epoch's training early."""
+
+
+class CancelFitException(Exception):
+    """Raised by a callback to stop training (e.g. early stopping)."""
+
+
+class Callback:
+    """Base class: override any event method; ``order`` sorts callbacks (lower runs first)."""
+
+    order = 0
+    learner: "Learner"
+
+    def before_fit(self) -> None: ...
+    def before_epoch(self) -> None: ...
+    def before_batch(self) -> None: ...
+    def after_loss(self) -> None: ...
+    def after_step(self) -> None: ...
+    def after_batch(self) -> None: ...
+    def after_train(self) -> None: ...
+    def after_validate(self) -> None: ...
+    def after_epoch(self) -> None: ...
+    def after_fit(self) -> None: ...
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; other names are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from nnlab.errors import ConfigError
+        raise ConfigError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        from nnlab.errors import ConfigError
+        raise ConfigError("--device mps: Apple's MPS backend is not available on this machine")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` means bf16 where the hardware computes it natively, else fp32.
+
+    On CPUs without native bf16 (no AVX512-BF16/AMX) oneDNN emulates it and a training step
+    gets several times slower, so auto falls back to fp32 there.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+class Learner:
+    """Trains ``model`` on ``train_batches`` and measures it on ``valid_batches``.
+
+    ``scheduler`` (any object with ``step()``, e.g. a ``torch.optim.lr_scheduler``) is
+    stepped after every optimizer step. ``precision`` is ``auto``, ``bf16``, ``fp16`` or
+    ``fp32``; ``clip`` is a max gradient norm or ``None``.
+    """
+
+    def __init__(self, model: nn.Module, train_batches: Iterable, valid_batches: Iterable | None = None, *,
+                 loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                 callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu",
+                 precision: str = "auto", clip: float | None = None, channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.model = model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
+        self.train_batches = train_batches
+        self.valid_batches = valid_batches
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.precision = resolve_precision(precision, self.device)
+        self.clip = clip
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+        for cb in self.callbacks:
+            cb.learner = self
+        self.epoch = 0
+        self.step = 0
+        self.n_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}
+
+    def _event(self, name: str) -> None:
+        for cb in self.callbacks:
+            getattr(cb, name)()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for forward passes (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def fit(self, epochs: int, start_epoch: int = 0) -> list[dict[str, Any]]:
+        """Train for ``epochs`` epochs (from ``start_epoch`` when resuming); returns the history."""
+        self.n_epochs = epochs
+        try:
+            self._event("before_fit")
+            for self.epoch in range(start_epoch, epochs):
+                try:
+                    self.one_epoch()
+                except CancelEpochException:
+                    pass
+        except CancelFitException:
+            pass
+        finally:
+            self._event("after_fit")
+        return self.history
+
+    def one_epoch(self) -> None:
+        """Train over ``train_batches`` once, validate, and record the epoch's metrics row."""
+        start = time.perf_counter()
+        self.model.train()
+        self._event("before_epoch")
+        # Running sums stay on the device: no host sync per batch.
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for self.batch_index, (self.x, self.y) in enumerate(self.train_batches):
+            try:
+                self.one_batch()
+            except CancelBatchException:
+                continue
+            loss_sum += self.loss.detach() * len(self.y)
+            correct += (self.logits.detach().argmax(1) == self.y).sum()
+            seen += len(self.y)
+        train_seconds = time.perf_counter() - start
+        self.metrics = {
+            "epoch": self.epoch + 1,
+            "train_loss": loss_sum.item() / max(seen, 1),  # host sync, once per epoch
+            "train_acc": correct.item() / max(seen, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_images_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
+        }
+        self._event("after_train")
+        if self.valid_batches is not None:
+            result = self.validate(self.valid_batches)
+            self.metrics.update(valid_loss=result["loss"], valid_acc=result["acc"])
+            self._event("after_validate")
+        else:
+            self.metrics.update(valid_loss=None, valid_acc=None)
+        self.metrics["seconds"] = time.perf_counter() - start
+        self.history.append(self.metrics)
+        self._event("after_epoch")
+
+    def one_batch(self) -> None:
+        """Forward, loss, backward, step, zero_grad: the whole update is visible here."""
+        self._event("before_batch")
+        with self.autocast():
+            self.logits = self.model(self.x)
+            self.loss = self.loss_fn(self.logits, self.y)
+        self._event("after_loss")
+        self.scaler.scale(self.loss).backward()
+        if self.clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        self._event("after_step")
+        self._event("after_batch")
+
+    @torch.no_grad()
+    def predict(self, batches: Iterable, tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities and targets for every batch, on the CPU, in batch order.
+
+        With ``tta_flip`` the probabilities are averaged with those of the left-right mirrored
+        images (test-time augmentation).
+        """
+        self.model.eval()
+        probs, targets = [], []
+        for x, y in batches:
+            with self.autocast():
+                p = self.model(x).float().softmax(1)
+                if tta_flip:
+                    p = (p + self.model(x.flip(3)).float().softmax(1)) / 2
+            probs.append(p.cpu())
+            targets.append(y.cpu())
+        return torch.cat(probs), torch.cat(targets)
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable) -> dict[str, float]:
+        """Mean loss and accuracy over ``batches`` in eval mode."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in batches:
+            with self.autocast():
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        self.model.train()
+        return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
