@@ -1,0 +1,116 @@
+"""PNG plots of a run: training curves, confusion matrix and learning-rate schedule.
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``) instead of pyplot:
+saving to PNG then renders with the Agg backend whatever backend the user's session has chosen,
+works on headless machines, and never registers a figure in pyplot's global list, so nothing
+needs closing and nothing leaks, even when a plot fails half way. Every file is written atomically.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nnlab.engine.checkpoint import atomic_write_bytes
+
+DPI = 100
+# Beyond this many classes the per-cell numbers overlap and make the plot unreadable; colour alone
+# still shows the structure.
+MAX_ANNOTATED_CLASSES = 20
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` via a temp file beside it and a rename, so readers never see half a file."""
+    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=DPI))
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """Epochs and values of ``key`` over ``rows``, skipping rows where it is missing or None."""
+    points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+    return [epoch for epoch, _ in points], [value for _, value in points]
+
+
+def _plot_panel(ax: Axes, rows: Sequence[dict[str, Any]], metric: str, label: str) -> None:
+    """Draw the train and valid lines of ``metric`` (the key suffix, e.g. "acc") against epoch on ``ax``."""
+    for split in ("train", "valid"):
+        epochs, values = _series(rows, f"{split}_{metric}")
+        if values:
+            ax.plot(epochs, values, marker="o", markersize=3, label=split)
+    ax.set_title(label.capitalize())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Plot loss and accuracy against epoch, train and valid, from metrics.jsonl rows; returns ``path``.
+
+    Rows need ``epoch`` and may lack any of ``train_loss``, ``train_acc``, ``valid_loss`` and
+    ``valid_acc`` (or hold None, as runs without a validation split do); missing points are skipped.
+    """
+    fig = Figure(figsize=(10, 4), layout="tight")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    _plot_panel(loss_ax, rows, "loss", "loss")
+    _plot_panel(acc_ax, rows, "acc", "accuracy")
+    return _save(fig, path)
+
+
+def _row_normalised(cm: torch.Tensor) -> torch.Tensor:
+    """Each row of ``cm`` divided by its sum (the fraction of each true class), 0.0 for empty rows."""
+    cm = cm.to(torch.float64)
+    totals = cm.sum(dim=1, keepdim=True)
+    return cm / totals.clamp(min=1)
+
+
+def _annotate(ax: Axes, values: torch.Tensor, normalize: bool) -> None:
+    """Write each cell's value in it, light text on dark cells so it stays readable."""
+    threshold = values.max().item() / 2
+    for i, row in enumerate(values.tolist()):
+        for j, value in enumerate(row):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+
+
+def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, normalize: bool = True) -> Path:
+    """Draw the confusion matrix (rows true, columns predicted) as a heat map; returns ``path``.
+
+    With ``normalize`` each row shows the fraction of that true class given each prediction, which
+    makes classes of different sizes comparable; otherwise cells show raw counts.
+    """
+    n = len(classes)
+    values = _row_normalised(cm.detach().cpu()) if normalize else cm.detach().cpu().to(torch.float64)
+    side = min(4 + 0.5 * n, 20)
+    fig = Figure(figsize=(side + 1, side), layout="tight")
+    ax = fig.subplots()
+    image = ax.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(image, ax=ax, label="fraction of true class" if normalize else "count")
+    ax.set_xticks(range(n), labels=classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)")
+    if n <= MAX_ANNOTATED_CLASSES:
+        _annotate(ax, values, normalize)
+    return _save(fig, path)
+
+
+def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
+    """Plot the learning rate of every optimizer step, to check a schedule's shape; returns ``path``."""
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
+    ax.plot(range(len(lrs)), list(lrs))
+    ax.set_title("Learning rate schedule")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

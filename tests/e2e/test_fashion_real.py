@@ -1,0 +1,52 @@
+"""End to end on the real Fashion-MNIST: train briefly, reproduce the score, predict a real image."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnlab.data.sources import locate
+from nnlab.data.vision import FASHION_MNIST, load_image_dataset
+from nnlab.errors import DataError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fashion_dir():
+    try:
+        directory, _ = locate(FASHION_MNIST.spec, download=False)
+    except DataError as error:
+        pytest.skip(f"real Fashion-MNIST not available here: {error}")
+    return directory
+
+
+def nnlab(*argv, env=None):
+    exe = Path(sys.executable).with_name("nnlab")
+    proc = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_fashion_cnn_one_epoch_on_real_data(fashion_dir, tmp_path):
+    env = {**os.environ, "NNLAB_CACHE": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    proc = nnlab("train", "fashion-cnn", "--out", str(run), "--epochs", "1", "--json", env=env)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["test_accuracy"] > 0.88, summary["test_accuracy"]
+    assert summary["dataset_source"] and summary["per_class"]["Trouser"]["recall"] > 0.9
+
+    evaluated = json.loads(nnlab("eval", str(run), "--json", env=env).stdout.strip().splitlines()[-1])
+    assert evaluated["test_accuracy"] == summary["test_accuracy"]
+
+    # A real test image, saved as an RGB PNG at another size, must come back as its class.
+    from PIL import Image
+    data = load_image_dataset("fashion-mnist", fashion_dir)
+    index = int((data.test_labels == 1).nonzero()[0])  # a trouser: the easiest class
+    image = Image.fromarray(data.test_images[index, 0].numpy()).convert("RGB").resize((112, 112))
+    image.save(tmp_path / "trouser.png")
+    result = json.loads(nnlab("predict", str(run), str(tmp_path / "trouser.png"), "--json",
+                              env=env).stdout.strip().splitlines()[-1])
+    assert result[0]["top"][0]["class"] == "Trouser"
