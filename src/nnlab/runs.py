@@ -27,7 +27,7 @@ from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
 from nnlab.engine.callbacks import CheckpointCallback, EarlyStopping, MetricsLog, ProgressCallback
 from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
-from nnlab.engine.learner import Learner, resolve_device
+from nnlab.engine.learner import Learner, predict_probs, resolve_device, resolve_precision
 from nnlab.engine.metrics import confusion_matrix, most_confused, per_class_report
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
@@ -189,9 +189,8 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     device = resolve_device(device_name or (probe.device if probe else "auto"))
     config, model, state = load_run(run_dir, device)
     data = load_image_dataset(config.dataset, data_path or config.data)
-    learner = Learner(model, [], loss_fn=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(model.parameters(), 0.0),
-                      device=device, precision=config.precision, channels_last=config.channels_last)
-    probs, targets = learner.predict(test_batches(config, data, device), tta_flip=config.tta)
+    precision = resolve_precision(config.precision, device)
+    probs, targets = predict_probs(model, test_batches(config, data, device), device, precision, config.tta)
     result = score(probs, targets, data.classes)
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
@@ -199,7 +198,6 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     return {"run_dir": str(run_dir), "recipe": config.recipe, "classes": list(data.classes), **result}
 
 
-@torch.no_grad()
 def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, invert: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for each image file, converted to the model's input."""
     if top_k < 1:
@@ -207,14 +205,10 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, in
     config, model, state = load_run(run_dir, "cpu")
     channels, height, width = state["input_shape"]
     images = torch.stack([load_image(f, (height, width), channels, invert=invert) for f in files])
-    batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images), mean=state["mean"],
-                            std=state["std"], channels_last=config.channels_last)
-    x, _ = next(iter(batches))
-    probs = model(x).softmax(1)
-    if config.tta:
-        probs = (probs + model(x.flip(3)).softmax(1)) / 2
-    k = min(top_k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
+    batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), config.eval_batch_size,
+                            mean=state["mean"], std=state["std"], channels_last=config.channels_last)
+    probs, _ = predict_probs(model, batches, torch.device("cpu"), "fp32", config.tta)
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
     classes = state["classes"]
     return [{"file": str(f), "top": [{"class": classes[i], "probability": round(p, 6)}
                                      for p, i in zip(v.tolist(), ix.tolist())]}

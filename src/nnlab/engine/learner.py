@@ -79,6 +79,34 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for forward passes (a no-op in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, batches: Iterable, device: torch.device, precision: str = "fp32",
+                  tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities and targets for every batch, on the CPU, in batch order, in eval mode.
+
+    With ``tta_flip`` the probabilities are averaged with those of the left-right mirrored
+    images (test-time augmentation).
+    """
+    model.eval()
+    probs, targets = [], []
+    for x, y in batches:
+        with autocast(device, precision):
+            p = model(x).float().softmax(1)
+            if tta_flip:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        probs.append(p.cpu())
+        targets.append(y.cpu())
+    return torch.cat(probs), torch.cat(targets)
+
+
 class Learner:
     """Trains ``model`` on ``train_batches`` and measures it on ``valid_batches``.
 
@@ -116,11 +144,8 @@ class Learner:
             getattr(cb, name)()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed-precision context for forward passes (a no-op in fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        """Mixed-precision context for this learner's device and precision."""
+        return autocast(self.device, self.precision)
 
     def fit(self, epochs: int, start_epoch: int = 0) -> list[dict[str, Any]]:
         """Train for ``epochs`` epochs (from ``start_epoch`` when resuming); returns the history."""
@@ -194,23 +219,9 @@ class Learner:
         self._event("after_step")
         self._event("after_batch")
 
-    @torch.no_grad()
     def predict(self, batches: Iterable, tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities and targets for every batch, on the CPU, in batch order.
-
-        With ``tta_flip`` the probabilities are averaged with those of the left-right mirrored
-        images (test-time augmentation).
-        """
-        self.model.eval()
-        probs, targets = [], []
-        for x, y in batches:
-            with self.autocast():
-                p = self.model(x).float().softmax(1)
-                if tta_flip:
-                    p = (p + self.model(x.flip(3)).float().softmax(1)) / 2
-            probs.append(p.cpu())
-            targets.append(y.cpu())
-        return torch.cat(probs), torch.cat(targets)
+        """Class probabilities and targets for ``batches`` (see ``predict_probs``)."""
+        return predict_probs(self.model, batches, self.device, self.precision, tta_flip)
 
     @torch.no_grad()
     def validate(self, batches: Iterable) -> dict[str, float]:
