@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -87,6 +87,15 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
+def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Number of samples whose highest logit is the target class: the Learner's default metric.
+
+    A metric returns a sum over the batch (a tensor on the device), so that the epoch's value is
+    the running sum over the number of samples, without a host sync per batch.
+    """
+    return (logits.argmax(1) == targets).sum()
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, batches: Iterable, device: torch.device, precision: str = "fp32",
                   tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,13 +121,15 @@ class Learner:
 
     ``scheduler`` (any object with ``step()``, e.g. a ``torch.optim.lr_scheduler``) is
     stepped after every optimizer step. ``precision`` is ``auto``, ``bf16``, ``fp16`` or
-    ``fp32``; ``clip`` is a max gradient norm or ``None``.
+    ``fp32``; ``clip`` is a max gradient norm or ``None``. ``metric`` gives the ``acc`` columns
+    (see ``count_correct``); ``None`` (regression, where argmax means nothing) leaves them ``None``.
     """
 
     def __init__(self, model: nn.Module, train_batches: Iterable, valid_batches: Iterable | None = None, *,
                  loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
                  callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu",
-                 precision: str = "auto", clip: float | None = None, channels_last: bool = False) -> None:
+                 precision: str = "auto", clip: float | None = None, channels_last: bool = False,
+                 metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = count_correct) -> None:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.model = model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
@@ -129,6 +140,7 @@ class Learner:
         self.scheduler = scheduler
         self.precision = resolve_precision(precision, self.device)
         self.clip = clip
+        self.metric = metric
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
         for cb in self.callbacks:
@@ -178,13 +190,14 @@ class Learner:
             except CancelBatchException:
                 continue
             loss_sum += self.loss.detach() * len(self.y)
-            correct += (self.logits.detach().argmax(1) == self.y).sum()
+            if self.metric is not None:
+                correct += self.metric(self.logits.detach(), self.y)
             seen += len(self.y)
         train_seconds = time.perf_counter() - start
         self.metrics = {
             "epoch": self.epoch + 1,
             "train_loss": loss_sum.item() / max(seen, 1),  # host sync, once per epoch
-            "train_acc": correct.item() / max(seen, 1),
+            "train_acc": correct.item() / max(seen, 1) if self.metric is not None else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_images_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
         }
@@ -235,7 +248,9 @@ class Learner:
                 logits = self.model(x)
                 loss = self.loss_fn(logits.float(), y)
             loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            if self.metric is not None:
+                correct += self.metric(logits, y)
             seen += len(y)
         self.model.train()
-        return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
+        acc = correct.item() / max(seen, 1) if self.metric is not None else None
+        return {"loss": loss_sum.item() / max(seen, 1), "acc": acc}
