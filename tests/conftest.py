@@ -14,3 +14,40 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own nnlab cache, so nothing reads or writes ~/.cache/nnlab."""
     monkeypatch.setenv("NNLAB_CACHE", str(tmp_path_factory.mktemp("nnlab-cache")))
+
+
+def write_square_fashion(root, n_train=600, n_test=200, seed=0):
+    """A small 'fashion-mnist' in the upstream IDX layout under ``root``: class k is a bright square at spot k."""
+    import numpy as np
+
+    from nnlab.data.idx import write_idx
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            r, c = divmod(int(k), 5)
+            images[i, 4 + 10 * r:12 + 10 * r, 1 + 5 * c:6 + 5 * c] = 220
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    """A trained image run (small conv net, 2 epochs on the square data, ~2 s), shared by the tests that only read it.
+
+    Tests that change files in it must copy it first (``shutil.copytree``).
+    """
+    import io
+
+    from nnlab.runs import train
+    base = tmp_path_factory.mktemp("image-run")
+    data = write_square_fashion(base / "fashion-mnist")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NNLAB_CACHE", str(base / "cache"))
+        train("fashion-cnn", out=base / "squares", stream=io.StringIO(),
+              overrides={"data": str(data), "epochs": 2, "device": "cpu", "batch_size": 50, "eval_batch_size": 100,
+                         "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32})
+    return base / "squares"

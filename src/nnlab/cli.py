@@ -6,11 +6,12 @@ tracebacks. Every command has ``--json``: its last stdout line is then one JSON 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from typing import Any, Sequence
 
-from nnlab.errors import NnlabError
+from nnlab.errors import ConfigError, NnlabError
 
 
 def _print_json(obj: Any) -> None:
@@ -19,13 +20,16 @@ def _print_json(obj: Any) -> None:
 
 def cmd_recipes(args: argparse.Namespace) -> None:
     from nnlab.recipes import RECIPES
-    rows = [{"name": r.name, "dataset": r.config.dataset, "model": r.config.model,
-             "description": r.description, "expected": r.expected} for r in RECIPES.values()]
+    rows = [{"name": r.name, "kind": r.kind, "dataset": getattr(r.config, "dataset", None),
+             "model": getattr(r.config, "model", None), "description": r.description, "expected": r.expected}
+            for r in RECIPES.values()]
     if args.json:
         _print_json(rows)
         return
+    width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<14} {r['dataset']:<14} {r['model']:<6} {r['description']}  [{r['expected']}]")
+        print(f"{r['name']:<{width}}  {r['dataset'] or '-':<14} {r['model'] or '-':<8} "
+              f"{r['description']}  [{r['expected']}]")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -45,44 +49,147 @@ def cmd_download(args: argparse.Namespace) -> None:
     _print_json({"dataset": args.dataset, "path": str(path)}) if args.json else print(path)
 
 
+# Flags of `nnlab train` that become config overrides (a flag that does not apply to the
+# recipe's kind of run is refused by apply_overrides, naming it).
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
+               "csv", "target", "task", "model", "hidden", "categorical", "time_budget",
+               "schedule", "cycles", "cycle_mult", "lr_mult", "freeze", "clip", "patience", "monitor",
+               "precision", "compile", "channels_last", "threads")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from nnlab.config import parse_set_args
-    from nnlab.runs import train
+    from nnlab.recipes import runner_for_recipe, runner_for_run
     overrides = parse_set_args(args.set or [])
-    for flag in ("epochs", "batch_size", "lr", "seed", "data", "device"):
+    for flag in TRAIN_FLAGS:
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
-    summary = train(args.recipe, out=args.out, overrides=overrides, dry_run=args.dry_run)
+    if args.resume:
+        if args.recipe or args.out:
+            raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
+        summary = runner_for_run(args.resume).train(None, overrides=overrides, dry_run=args.dry_run,
+                                                    resume=args.resume)
+    elif not args.recipe:
+        raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
+    else:
+        summary = runner_for_recipe(args.recipe).train(args.recipe, out=args.out, overrides=overrides,
+                                                        dry_run=args.dry_run)
+    if "stopped_after_epochs" in summary:
+        _print_json(summary) if args.json else print(
+            f"stopped after {summary['stopped_after_epochs']} epochs; continue with: {summary['resume']}")
+        return
     if args.json:
         _print_json(summary)
         return
-    print(f"test accuracy {summary['test_accuracy']:.4f}  train {summary['train_seconds']:.1f}s  "
-          f"{summary['images_per_s']:.0f} img/s  run: {summary['run_dir']}")
+    print(_headline(summary) + f"  run: {summary['run_dir']}")
+
+
+def _headline(result: dict[str, Any]) -> str:
+    """The scores a summary or evaluation has: accuracy (classifiers), R^2 and MAE (regression), speed."""
+    parts = []
+    if result.get("test_accuracy") is not None:
+        parts.append(f"test accuracy {result['test_accuracy']:.4f}")
+    if result.get("test_r2") is not None:
+        parts.append(f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}")
+    if result.get("valid_bpc") is not None:  # language models: nats and bits per character
+        parts.append(f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)")
+    if "train_seconds" in result:
+        parts.append(f"train {result['train_seconds']:.1f}s")
+    if "images_per_s" in result:
+        parts.append(f"{result['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from nnlab.config import parse_set_args
+    from nnlab.runs import lr_find
+    overrides = parse_set_args(args.set or [])
+    for flag in ("batch_size", "data", "device", "seed"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    found = lr_find(args.recipe, out=args.out, overrides=overrides, steps=args.steps,
+                    start_lr=args.start_lr, end_lr=args.end_lr)
+    if args.json:
+        _print_json({k: found[k] for k in ("suggested_lr", "steepest_lr", "min_over_10_lr", "steps", "plot")})
+        return
+    print(f"suggested lr {found['suggested_lr']:.3g} (minimum/10)  steepest {found['steepest_lr']:.3g}  "
+          f"after {found['steps']} steps; plot: {found['plot']}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from nnlab.runs import evaluate
-    result = evaluate(args.run_dir, data_path=args.data, device_name=args.device)
+    from nnlab.recipes import runner_for_run
+    evaluate = runner_for_run(args.run_dir).evaluate
+    options = {"ensemble": args.ensemble} if args.ensemble else {}
+    if options and "ensemble" not in inspect.signature(evaluate).parameters:
+        raise ConfigError(f"--ensemble does not apply to the run in {args.run_dir}")
+    result = evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
     if args.json:
         _print_json(result)
         return
-    print(f"test accuracy {result['test_accuracy']:.4f}  (summary.json: {result.get('summary_test_accuracy')})")
-    for name, row in result["per_class"].items():
+    if "summary_test_accuracy" in result:
+        print(f"{_headline(result)}  (summary.json: {result['summary_test_accuracy']})")
+    else:
+        print(_headline(result))
+    for name, row in result.get("per_class", {}).items():
         print(f"  {name:<12} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
-    pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in result["most_confused"])
-    print(f"most confused: {pairs}")
+    if result.get("most_confused"):
+        pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in result["most_confused"])
+        print(f"most confused: {pairs}")
+
+
+# Options of `nnlab predict` passed on to the run's predict function when given; each kind of
+# run accepts the ones that make sense for it (see its signature).
+PREDICT_OPTIONS = ("invert", "csv", "output")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from nnlab.runs import predict
-    results = predict(args.run_dir, args.files, top_k=args.top_k, invert=args.invert)
+    from nnlab.recipes import runner_for_run
+    predict = runner_for_run(args.run_dir).predict
+    options = {name: getattr(args, name) for name in PREDICT_OPTIONS if getattr(args, name) is not None}
+    accepted = inspect.signature(predict).parameters
+    for name in options:
+        if name not in accepted:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to the run in {args.run_dir}")
+    results = predict(args.run_dir, args.files, top_k=args.top_k, **options)
     if args.json:
         _print_json(results)
+        return
+    if isinstance(results, dict):  # a table of predictions written to a file (tabular runs)
+        print(f"{results['rows']} predictions written to {results['out']}")
         return
     for r in results:
         tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
         print(f"{r['file']}: {tops}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from nnlab.tasks.charlm import sample
+    result = sample(args.run_dir, prime=args.prime, length=args.length, temperature=args.temperature,
+                    top_k=args.top_k, seed=args.seed, device_name=args.device)
+    _print_json(result) if args.json else print(result["text"])
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from nnlab.tasks.export import export
+    meta = export(args.run_dir, args.format, out=args.output, data_path=args.data)
+    if args.json:
+        _print_json(meta)
+        return
+    check = meta["check"]
+    print(f"{meta['file']} ({meta['format']}, {meta['bytes']} bytes); metadata {meta['metadata']}\n"
+          f"check: max |logit diff| {check['max_abs_diff']:.2g} <= {check['tolerance']:.2g} on {check['inputs']} "
+          f"test images, top-1 agreement {check['top1_agreement']:.0%}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from nnlab.tasks.serve import serve
+
+    def ready(info: dict[str, Any]) -> None:
+        _print_json(info) if args.json else print(f"serving {', '.join(info['models'])} on {info['url']}", flush=True)
+
+    serve(args.run_dirs, host=args.host, port=args.port, device=args.device, batch_wait_ms=args.batch_wait_ms,
+          max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,8 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="target directory (default: the nnlab cache)")
 
     p = add("train", cmd_train, "train a recipe into a run directory")
-    p.add_argument("recipe", help="recipe name (see `nnlab recipes`)")
+    p.add_argument("recipe", nargs="?", help="recipe name (see `nnlab recipes`)")
     p.add_argument("--out", help="run directory (default: runs/RECIPE-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--schedule", choices=["one-cycle", "sgdr", "cosine", "constant", "step"])
+    p.add_argument("--cycles", type=int, help="sgdr: cosine cycles (a snapshot at the end of each)")
+    p.add_argument("--cycle-mult", type=int, dest="cycle_mult", help="sgdr: growth factor of each cycle's length")
+    p.add_argument("--lr-mult", type=float, dest="lr_mult",
+                   help="discriminative LRs: each earlier layer group trains at this times the next one's LR")
+    p.add_argument("--freeze", metavar="GROUPS", help="layer groups not to train: body (all but the head), stem, head")
+    p.add_argument("--unfreeze", action="store_const", const=(), dest="freeze", help="train every layer group")
+    p.add_argument("--clip", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without improvement of --monitor")
+    p.add_argument("--monitor", choices=["valid_acc", "valid_loss", "train_acc", "train_loss"],
+                   help="the metric that picks best.pt and drives early stopping (default valid_acc)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
+                   help="channels-last memory layout for conv nets")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float)
@@ -113,18 +237,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="a few batches only: check the whole path quickly")
+    p.add_argument("--csv", help="tabular and perceptron runs: the CSV file to train on")
+    p.add_argument("--target", help="tabular and perceptron runs: the column to predict")
+    p.add_argument("--task", choices=["classify", "regress"], help="tabular runs (default classify)")
+    p.add_argument("--model", help="model name; tabular runs: logistic or mlp")
+    p.add_argument("--hidden", help="tabular mlp: hidden layer sizes, e.g. 64,32")
+    p.add_argument("--categorical", metavar="COLUMNS",
+                   help="tabular runs: comma-separated columns to one-hot encode (text columns must be named here)")
+
+    p.add_argument("--time-budget", type=float, dest="time_budget", metavar="SECONDS",
+                   help="char-RNN runs: stop training (validated, best kept) within SECONDS; the schedule fits it")
+
+    p = add("lr-find", cmd_lr_find, "sweep the learning rate exponentially and suggest one (model left untouched)")
+    p.add_argument("recipe", help="recipe name (see `nnlab recipes`)")
+    p.add_argument("--out", help="where to write lr_find.png and lr_find.json (default: runs/RECIPE-lrfind-<timestamp>)")
+    p.add_argument("--steps", type=int, default=200, help="batches in the sweep at most (default 200)")
+    p.add_argument("--start-lr", type=float, default=1e-7, dest="start_lr")
+    p.add_argument("--end-lr", type=float, default=10.0, dest="end_lr")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data", help="dataset directory")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
 
     p = add("eval", cmd_eval, "reload a run's best checkpoint and score it on the test split")
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset directory")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--ensemble", choices=["snapshots"],
+                   help="average the predictions of the SGDR snapshots (snapshots/cycle-K.pt) instead")
 
-    p = add("predict", cmd_predict, "classify image files with a trained run")
+    p = add("predict", cmd_predict, "predict with a trained run: image files, or a CSV of new rows (--csv)")
     p.add_argument("run_dir")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="INPUT", help="image files (image runs) or other inputs the run takes")
     p.add_argument("--top-k", type=int, default=3, dest="top_k")
-    p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
-                   help="invert grey levels (auto: when the background is light, as in photos of objects)")
+    p.add_argument("--invert", choices=["auto", "yes", "no"],
+                   help="images: invert grey levels (default auto: when the background is light, as in photos)")
+    p.add_argument("--csv", help="tabular and perceptron runs: the CSV of rows to predict")
+    p.add_argument("-o", "--output", help="tabular and perceptron runs: the predictions CSV to write "
+                                          "(default NEW.predictions.csv beside the input)")
+
+    p = add("sample", cmd_sample, "generate text from a character-level language model run")
+    p.add_argument("run_dir")
+    p.add_argument("--prime", help="text to start from (default: a newline)")
+    p.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    p.add_argument("--temperature", type=float, default=0.8, help="below 1: safer, above 1: wilder (default 0.8)")
+    p.add_argument("--top-k", type=int, dest="top_k", help="draw only from the K most likely characters")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+
+    p = add("export", cmd_export, "export an image run's model (TorchScript, ONNX, safetensors), checked against PyTorch")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
+    p.add_argument("-o", "--output", help="file to write (default RUN_DIR/model.<format>); metadata goes to FILE.json")
+    p.add_argument("--data", help="dataset directory for the check's test images")
+
+    p = add("serve", cmd_serve, "serve image runs over HTTP: JSON API, OpenAPI at /docs, a web page at /")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs to serve, each named by its directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--max-batch", type=int, default=64, dest="max_batch",
+                   help="most concurrent requests run as one batch (default 64)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, dest="batch_wait_ms",
+                   help="how long a request waits for others to batch with (default 2 ms)")
+    p.add_argument("--max-mb", type=float, default=8.0, dest="max_mb", help="request size limit in MiB (default 8)")
     return parser
 
 

@@ -1,4 +1,10 @@
-"""Run configuration: one dataclass of every knob, ``--set key=value`` overrides, saved with each run."""
+"""Run configuration: one dataclass per kind of run, ``--set key=value`` overrides, saved with each run.
+
+Each kind of run (``image`` classification, ``tabular``, ...) has its config dataclass here,
+registered with ``@config_kind``; the class's ``kind`` field is saved in ``config.json`` so
+that ``load_config`` rebuilds the right class and the CLI finds the module that runs it
+(``nnlab.recipes.runner``).
+"""
 from __future__ import annotations
 
 import ast
@@ -11,11 +17,23 @@ from typing import Any
 
 from nnlab.errors import ConfigError
 
+CONFIG_KINDS: dict[str, type] = {}
 
+
+def config_kind(name: str) -> Any:
+    """Class decorator: register a run-config dataclass under its ``kind`` name."""
+    def decorate(cls: type) -> type:
+        CONFIG_KINDS[name] = cls
+        return cls
+    return decorate
+
+
+@config_kind("image")
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; ``config.json`` in the run directory holds it."""
+    """Everything that defines an image-classification run; ``config.json`` in the run directory holds it."""
 
+    kind: str = "image"
     recipe: str = ""
     dataset: str = "fashion-mnist"
     model: str = "fashion_cnn"
@@ -26,11 +44,20 @@ class TrainConfig:
     optimizer: str = "adamw"            # adamw | sgd
     momentum: float = 0.9               # SGD momentum (nesterov); AdamW's beta1 is cycled by one-cycle
     weight_decay: float = 5e-4          # not applied to biases and norm parameters
-    schedule: str = "one-cycle"         # one-cycle | constant
+    schedule: str = "one-cycle"         # one-cycle | sgdr | cosine | constant | step
     pct_start: float = 0.25             # one-cycle warm-up fraction
+    cycles: int = 3                     # sgdr: number of cosine cycles (a snapshot at the end of each)
+    cycle_mult: int = 1                 # sgdr: each cycle this many times longer than the one before
+    step_every: int = 1                 # step: multiply the LR by gamma every this many epochs
+    gamma: float = 0.7                  # step: the factor
+    lr_mult: float = 1.0                # discriminative LRs: each earlier layer group gets lr_mult times the next
+    freeze: tuple[str, ...] = ()        # layer groups not trained: stem, body (everything but the head), head
     label_smoothing: float = 0.0
     clip: float | None = None           # max gradient norm
-    patience: int | None = None         # early stopping on valid_loss
+    patience: int | None = None         # early stopping: epochs without improvement of `monitor`
+    monitor: str = "valid_acc"          # picks best.pt and drives early stopping (valid_/train_ loss|acc)
+    stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
+    compile: bool = False               # torch.compile the model
     valid_fraction: float = 0.1         # stratified, seeded hold-out taken from the training split
     augment: tuple[str, ...] = ()       # batched augmentations, see nnlab.data.batches.make_augment
     tta: bool = False                   # average predictions with the mirrored image at test time
@@ -43,11 +70,163 @@ class TrainConfig:
     data: str | None = None             # --data PATH
 
 
+@config_kind("tabular")
+@dataclass
+class TabularConfig:
+    """A tabular run: logistic regression or an MLP on a CSV or one of scikit-learn's bundled tables."""
+
+    kind: str = "tabular"
+    recipe: str = ""
+    dataset: str | None = None          # a bundled scikit-learn table (breast-cancer, wine, iris, diabetes)
+    csv: str | None = None              # --csv FILE: used instead of the bundled table when given
+    target: str | None = None           # --target COLUMN
+    task: str = "classify"              # classify | regress
+    model: str = "mlp"                  # logistic | mlp
+    hidden: tuple[int, ...] = (64, 32)  # mlp only
+    categorical: tuple[str, ...] = ()   # columns to one-hot even though they hold numbers (say, a rank)
+    dropout: float = 0.1                # mlp only
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    schedule: str = "one-cycle"         # one-cycle | constant
+    test_fraction: float = 0.2          # stratified hold-out for the reported scores
+    valid_fraction: float = 0.1         # of the remaining rows: picks the best epoch (lowest valid_loss)
+    seed: int = 0
+    device: str = "cpu"                 # a few hundred rows train faster on the CPU than a GPU launches kernels
+
+    def check(self) -> None:
+        """Reject settings no tabular run could use, naming the flag."""
+        if self.model not in ("logistic", "mlp"):
+            raise ConfigError(f"--model: expected logistic or mlp for a tabular run, got {self.model!r}")
+        if any(size < 1 for size in self.hidden):
+            raise ConfigError(f"--hidden: layer sizes must be positive, got {','.join(map(str, self.hidden))}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@config_kind("perceptron")
+@dataclass
+class PerceptronConfig:
+    """A perceptron on 2-D points (generated, or two feature columns of a CSV), plus the logic gates."""
+
+    kind: str = "perceptron"
+    recipe: str = ""
+    csv: str | None = None              # --csv FILE with two numeric feature columns and --target
+    target: str | None = None
+    n_points: int = 100                 # generated data: points on either side of a line, with a gap
+    epochs: int = 50
+    lr: float = 0.1
+    test_fraction: float = 0.2          # stratified hold-out for test_accuracy
+    seed: int = 0
+
+    def check(self) -> None:
+        """Reject settings no perceptron run could use, naming the setting."""
+        if self.n_points < 4:
+            raise ConfigError(f"n_points must be at least 4, got {self.n_points}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@config_kind("text")
+@dataclass
+class CharLMConfig:
+    """A character-level language model (char-RNN) on a UTF-8 text file, trained with truncated BPTT."""
+
+    kind: str = "text"
+    recipe: str = ""
+    data: str | None = None             # --data FILE: any UTF-8 text (default: Tiny Shakespeare)
+    cell: str = "lstm"                  # lstm | gru
+    layers: int = 2
+    hidden_size: int = 256
+    embed: int = 64                     # character embedding width (= hidden_size to tie weights)
+    dropout: float = 0.2
+    tie_weights: bool = False
+    batch_size: int = 64                # parallel streams
+    bptt: int = 128                     # window length T: gradients flow back at most this far
+    epochs: int = 10                    # passes over the training text (a time budget may stop sooner)
+    time_budget: float | None = None    # seconds of training; the schedule is stretched to fit it
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    schedule: str = "one-cycle"         # one-cycle | constant
+    pct_start: float = 0.1
+    clip: float | None = 1.0            # gradient clipping, on by default for RNNs
+    valid_fraction: float = 0.1         # the text's tail, contiguous
+    eval_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"             # bf16 is slower than fp32 for LSTMs on CPUs without native bf16
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Reject settings no char-RNN run could use, naming the setting."""
+        if self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"cell: expected lstm or gru, got {self.cell!r}")
+        for key in ("layers", "hidden_size", "embed", "bptt"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.tie_weights and self.embed != self.hidden_size:
+            raise ConfigError(f"tie_weights needs embed == hidden_size, got {self.embed} and {self.hidden_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"valid_fraction must be in (0, 1) for a language model, got {self.valid_fraction}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"--time-budget must be positive seconds, got {self.time_budget}")
+
+
+@config_kind("names")
+@dataclass
+class NamesConfig:
+    """A classifier of short sequences (surname -> language): a folder of ``<Class>.txt`` files, one item a line."""
+
+    kind: str = "names"
+    recipe: str = ""
+    data: str | None = None             # --data DIR (default: $NNLAB_DATA/names, then the cache)
+    cell: str = "gru"                   # gru | lstm, bidirectional
+    layers: int = 1
+    hidden_size: int = 128
+    embed: int = 32
+    dropout: float = 0.1
+    balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    schedule: str = "one-cycle"
+    pct_start: float = 0.25
+    clip: float | None = 1.0
+    label_smoothing: float = 0.0
+    test_fraction: float = 0.1          # stratified held-out names: test_accuracy
+    valid_fraction: float = 0.1         # of the rest: picks the best epoch
+    eval_batch_size: int = 1024
+    seed: int = 0
+    device: str = "cpu"                 # tiny batches of short sequences: the CPU beats a GPU's launch overhead
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Reject settings no names run could use, naming the setting."""
+        if self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"cell: expected lstm or gru, got {self.cell!r}")
+        for key in ("layers", "hidden_size", "embed"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "sgd"),
-    "schedule": ("one-cycle", "constant"),
+    "schedule": ("one-cycle", "sgdr", "cosine", "constant", "step"),
+    "monitor": ("valid_acc", "valid_loss", "train_acc", "train_loss"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
+    "task": ("classify", "regress"),
+    "balance": ("none", "weighted-loss", "sampler"),
 }
 
 
@@ -76,7 +255,12 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
     elif origin is tuple:
         items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
         if items is not None:
-            return tuple(str(i).strip() for i in items if str(i).strip())
+            items = [str(i).strip() for i in items if str(i).strip()]
+            item_type = (typing.get_args(hint) or (str,))[0]
+            try:
+                return tuple(int(i) if item_type is int else i for i in items)
+            except ValueError:
+                pass
     elif origin is dict and isinstance(raw, dict):
         return raw
     raise ConfigError(f"--set {key}: expected {getattr(hint, '__name__', hint)}, got {raw!r}")
@@ -92,15 +276,16 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """A copy of ``config`` with ``overrides`` applied, each checked against the field's type.
 
     Keys of the form ``model_args.NAME`` set one model argument. Unknown keys and bad values
     raise ``ConfigError`` naming the key and what was expected.
     """
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(type(config))
+    hints.pop("kind", None)
     changes: dict[str, Any] = {}
-    model_args = dict(config.model_args)
+    model_args = dict(getattr(config, "model_args", {}))
     for key, raw in overrides.items():
         if key.startswith("model_args."):
             model_args[key.split(".", 1)[1]] = raw
@@ -111,23 +296,28 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"--set {key}: expected one of {', '.join(CHOICES[key])}, got {value!r}")
         changes[key] = value
-    changes["model_args"] = changes.get("model_args", model_args) if "model_args" in changes else model_args
+    if hasattr(config, "model_args"):
+        changes["model_args"] = changes.get("model_args", model_args) if "model_args" in changes else model_args
+    elif len(model_args):
+        raise ConfigError(f"model_args.NAME settings do not apply to {type(config).__name__}")
     new = dataclasses.replace(config, **changes)
     validate(new)
     return new
 
 
-def validate(config: TrainConfig) -> None:
-    """Reject values no run could use, naming the setting."""
+def validate(config: Any) -> None:
+    """Reject values no run could use, naming the setting (checks the fields a config has)."""
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(config, key) < 1:
+        if hasattr(config, key) and getattr(config, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {getattr(config, key)}")
-    if config.lr <= 0:
+    if getattr(config, "lr", 1.0) <= 0:
         raise ConfigError(f"lr must be positive, got {config.lr}")
-    if not 0.0 <= config.valid_fraction < 1.0:
+    if not 0.0 <= getattr(config, "valid_fraction", 0.0) < 1.0:
         raise ConfigError(f"valid_fraction must be in [0, 1), got {config.valid_fraction}")
-    if not 0.0 <= config.label_smoothing < 1.0:
+    if not 0.0 <= getattr(config, "label_smoothing", 0.0) < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if hasattr(config, "check"):  # a kind's own rules (see TabularConfig.check)
+        config.check()
 
 
 def parse_set_args(items: list[str]) -> dict[str, Any]:
@@ -141,16 +331,25 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
+def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as JSON (plain types only)."""
     Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a ``config.json`` back into a ``TrainConfig`` (unknown keys are an error)."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    raw["augment"] = tuple(raw.get("augment", ()))
+def load_config(path: str | Path) -> Any:
+    """Read a ``config.json`` back into the config class of its ``kind`` (unknown keys are an error)."""
     try:
-        return TrainConfig(**raw)
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read the run config: {error}") from None
+    cls = CONFIG_KINDS.get(raw.get("kind", "image"))
+    if cls is None:
+        raise ConfigError(f"{path}: unknown run kind {raw.get('kind')!r}; known: {', '.join(CONFIG_KINDS)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():  # JSON has lists where the dataclass has tuples
+        if isinstance(value, list) and typing.get_origin(hints.get(key)) is tuple:
+            raw[key] = tuple(value)
+    try:
+        return cls(**raw)
     except TypeError as error:
         raise ConfigError(f"{path}: not a valid nnlab config: {error}") from None

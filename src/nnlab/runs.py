@@ -25,14 +25,16 @@ from nnlab.config import TrainConfig, apply_overrides, load_config, save_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
-from nnlab.engine.callbacks import CheckpointCallback, EarlyStopping, MetricsLog, ProgressCallback
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, LRLog, MetricsLog, ProgressCallback,
+                                    SnapshotCallback, StopAfterEpochs, monitor_mode)
+from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint, restore_rng, rng_state
+from nnlab.engine.lr_finder import lr_find as find_lr
 from nnlab.engine.learner import Learner, predict_probs, resolve_device, resolve_precision
 from nnlab.engine.metrics import confusion_matrix, most_confused, per_class_report
-from nnlab.engine.optim import create_optimizer
-from nnlab.engine.schedules import create_scheduler
+from nnlab.engine.optim import create_optimizer, freeze
+from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.interpret.plots import plot_confusion, plot_curves
+from nnlab.interpret.plots import plot_confusion, plot_curves, plot_lr, plot_lr_find
 from nnlab.models import create_model
 from nnlab.recipes import get_recipe
 
@@ -40,6 +42,12 @@ from nnlab.recipes import get_recipe
 def write_json(path: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     data = (json.dumps(obj, indent=2) + "\n").encode("utf-8")
+    return atomic_write_bytes(path, lambda handle: handle.write(data))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines atomically."""
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
     return atomic_write_bytes(path, lambda handle: handle.write(data))
 
 
@@ -94,69 +102,177 @@ def new_run_dir(recipe: str, out: str | Path | None) -> Path:
     return run_dir
 
 
-def train(recipe: str, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False) -> dict[str, Any]:
+class Setup:
+    """Everything a run builds from its config before training: data, batches, model, optimizer.
+
+    Built the same way for a new run, a resumed one and an LR sweep, so that a resumed run
+    draws exactly the numbers the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, config: TrainConfig, dry_run: bool = False) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.data = data = load_image_dataset(config.dataset, config.data)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # model initialization and dropout
+        train_idx, valid_idx = stratified_split(data.train_labels, config.valid_fraction, self.generator)
+        if dry_run:
+            train_idx, valid_idx = train_idx[: 4 * config.batch_size], valid_idx[: config.eval_batch_size]
+        common = {"mean": data.mean, "std": data.std, "device": self.device, "channels_last": config.channels_last}
+        self.train_batches = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx],
+                                           config.batch_size, shuffle=True, drop_last=True,
+                                           generator=self.generator, augment=make_augment(config.augment), **common)
+        self.valid_batches = (TensorBatches(data.train_images[valid_idx], data.train_labels[valid_idx],
+                                            config.eval_batch_size, **common) if len(valid_idx) else None)
+        self.model = build_model(config, len(data.classes))
+        self.frozen = freeze(self.model, config.freeze)
+        self.optimizer = create_optimizer(config.optimizer, self.model, config.lr, config.weight_decay,
+                                          config.momentum, config.lr_mult)
+        self.epochs = 1 if dry_run else config.epochs
+        self.total_steps = self.epochs * len(self.train_batches)
+        self.scheduler = create_scheduler(
+            config.schedule, self.optimizer, [group["lr"] for group in self.optimizer.param_groups],
+            self.total_steps, config.pct_start, cycles=config.cycles, cycle_mult=config.cycle_mult,
+            steps_per_epoch=len(self.train_batches), step_every=config.step_every, gamma=config.gamma)
+        self.learner = Learner(
+            self.model, self.train_batches, self.valid_batches,
+            loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+            optimizer=self.optimizer, scheduler=self.scheduler, device=self.device, precision=config.precision,
+            clip=config.clip, channels_last=config.channels_last, compile=config.compile)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint: weights, optimizer, schedule, RNG states and what rebuilds the model."""
+        config, data = self.config, self.data
+        return {"model": self.learner.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.generator),
+                "model_name": config.model, "model_args": dict(config.model_args),
+                "config": dataclasses.asdict(config), "classes": list(data.classes), "mean": list(data.mean),
+                "std": list(data.std), "input_shape": list(data.train_images.shape[1:])}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a ``last.pt`` written by ``state`` (with epoch and step added)."""
+        self.learner.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.learner.step = state["step"]
+        restore_rng(state["rng"], self.generator)
+
+
+def read_rows(path: Path, keep: int) -> list[dict[str, Any]]:
+    """The first ``keep`` complete JSON rows of ``path`` (a torn last line from a kill is dropped)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines()[:keep]:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
+
+
+def train(recipe: str | None = None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
     """Train ``recipe`` (with ``overrides`` applied) into a new run directory; returns the summary.
 
-    ``dry_run`` trains and validates on a few batches only: a smoke test of the whole path.
+    ``resume`` continues the interrupted run in that directory from its ``last.pt``: model,
+    optimizer, schedule, step, RNG states (data order included) and metrics rows, so that it
+    ends as the uninterrupted run would have. ``dry_run`` trains and validates on a few
+    batches only: a smoke test of the whole path. With ``stop_after_epochs`` the run ends
+    after that many epochs, resumable, and the result says so instead of scoring.
     """
     stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    data = load_image_dataset(config.dataset, config.data)
-    run_dir = new_run_dir(recipe, out)
+    checkpoint = None
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / "summary.json").exists():
+            raise ConfigError(f"--resume {run_dir}: this run already finished (summary.json exists)")
+        base = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+        if base is None or base.kind != "image":
+            raise CheckpointError(f"--resume {run_dir}: not an interrupted image run (no usable config.json)")
+        config = apply_overrides(dataclasses.replace(base, stop_after_epochs=None), overrides or {})
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        recipe = config.recipe
+    else:
+        if recipe is None:
+            raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
+        config = apply_overrides(get_recipe(recipe).config, overrides or {})
+        run_dir = new_run_dir(recipe, out)
+    setup = Setup(config, dry_run)
     save_config(config, run_dir / "config.json")
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        setup.restore(checkpoint)
+        start_epoch = checkpoint["epoch"]
+        history = read_rows(run_dir / "metrics.jsonl", start_epoch)
+        write_jsonl(run_dir / "metrics.jsonl", history)
 
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # model initialization
-    train_idx, valid_idx = stratified_split(data.train_labels, config.valid_fraction, generator)
-    if dry_run:
-        train_idx, valid_idx = train_idx[: 4 * config.batch_size], valid_idx[: config.eval_batch_size]
-    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": config.channels_last}
-    train_batches = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx], config.batch_size,
-                                  shuffle=True, drop_last=True, generator=generator,
-                                  augment=make_augment(config.augment), **common)
-    valid_batches = (TensorBatches(data.train_images[valid_idx], data.train_labels[valid_idx],
-                                   config.eval_batch_size, **common) if len(valid_idx) else None)
-
-    model = build_model(config, len(data.classes))
-    optimizer = create_optimizer(config.optimizer, model, config.lr, config.weight_decay, config.momentum)
-    epochs = 1 if dry_run else config.epochs
-    scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches), config.pct_start)
-
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "model_name": config.model,
-                "model_args": dict(config.model_args), "config": dataclasses.asdict(config),
-                "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
-                "input_shape": list(data.train_images.shape[1:])}
-
-    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), CheckpointCallback(run_dir, state)]
+    mode = monitor_mode(config.monitor)
+    saver = CheckpointCallback(run_dir, setup.state, monitor=config.monitor, mode=mode)
+    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
+                 LRLog(run_dir / "lr.csv", setup.learner.step)]
+    if checkpoint is not None:
+        saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
+    if config.schedule == "sgdr":
+        callbacks.append(SnapshotCallback(run_dir, setup.state,
+                                          sgdr_boundaries(setup.total_steps, config.cycles, config.cycle_mult)))
     if config.patience:
-        callbacks.append(EarlyStopping(config.patience))
-    learner = Learner(model, train_batches, valid_batches, loss_fn=torch.nn.CrossEntropyLoss(
-                          label_smoothing=config.label_smoothing),
-                      optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, device=device,
-                      precision=config.precision, clip=config.clip, channels_last=config.channels_last)
-    start = time.perf_counter()
-    history = learner.fit(epochs)
-    train_seconds = time.perf_counter() - start
+        stopper = EarlyStopping(config.patience, monitor=config.monitor, mode=mode)
+        stopper.replay(history)
+        callbacks.append(stopper)
+    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
+    if interrupt is not None:
+        callbacks.append(interrupt)
+    learner = setup.learner
+    learner.add_callbacks(callbacks)
+    learner.history = history
+    history = learner.fit(setup.epochs, start_epoch=start_epoch)
+    if interrupt is not None and interrupt.fired and len(history) < setup.epochs:
+        return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": len(history),
+                "resume": f"nnlab train --resume {run_dir}"}
+    train_seconds = sum(row["seconds"] for row in history)
+    return finish(setup, run_dir, recipe, history, train_seconds, dry_run)
 
+
+def lr_find(recipe: str, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+            steps: int = 200, start_lr: float = 1e-7, end_lr: float = 10.0) -> dict[str, Any]:
+    """Run an LR sweep on ``recipe``'s model and data; writes ``lr_find.png`` (and ``lr_find.json``)
+    into ``out`` (default ``runs/RECIPE-lrfind-<timestamp>``) and returns the suggestions."""
+    config = apply_overrides(get_recipe(recipe).config, overrides or {})
+    run_dir = Path(out) if out else Path("runs") / f"{recipe}-lrfind-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup = Setup(config)
+    result = find_lr(setup.learner, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    marks = {"steepest": result.steepest_lr, "min/10": result.min_over_10_lr}
+    plot_lr_find(result.lrs, result.smoothed, marks, run_dir / "lr_find.png")
+    found = {"recipe": recipe, "suggested_lr": result.suggested_lr, "steepest_lr": result.steepest_lr,
+             "min_over_10_lr": result.min_over_10_lr, "steps": len(result.lrs), "run_dir": str(run_dir),
+             "plot": str(run_dir / "lr_find.png")}
+    write_json(run_dir / "lr_find.json", {**found, "lrs": result.lrs, "losses": result.losses,
+                                           "smoothed": result.smoothed})
+    return found
+
+
+def finish(setup: Setup, run_dir: Path, recipe: str, history: list[dict[str, Any]], train_seconds: float,
+           dry_run: bool) -> dict[str, Any]:
+    """Score the best checkpoint on the test split, draw the plots and write ``summary.json``."""
+    config, data, learner = setup.config, setup.data, setup.learner
     best = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best["model"])
-    probs, targets = learner.predict(test_batches(config, data, device), tta_flip=config.tta)
+    learner.raw_model.load_state_dict(best["model"])  # early stopping and last epochs: the best weights win
+    probs, targets = learner.predict(test_batches(config, data, setup.device), tta_flip=config.tta)
     result = score(probs, targets, data.classes)
     plot_curves(history, run_dir / "curves.png")
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
-    images_seen = len(train_batches) * config.batch_size * len(history)
+    plot_lr(run_dir / "lr.csv", run_dir / "lr.png")
+    images_seen = len(setup.train_batches) * config.batch_size * len(history)
     summary = {
         "recipe": recipe, "run_dir": str(run_dir), "dataset": config.dataset, "dataset_source": data.source,
         "model": config.model, **result, "train_seconds": round(train_seconds, 3),
-        "images_per_s": round(images_seen / train_seconds, 1), "epochs": len(history),
-        "best_epoch": best["best"]["epoch"], "best_valid_acc": best["best"]["score"],
-        "classes": list(data.classes), "device": str(device), "precision": learner.precision,
+        "images_per_s": round(images_seen / train_seconds, 1) if train_seconds else None,
+        "epochs": len(history), "best_epoch": best["best"]["epoch"], "best_valid_acc": best["best"]["score"],
+        "monitor": config.monitor, "schedule": config.schedule, "frozen": setup.frozen,
+        "classes": list(data.classes), "device": str(setup.device), "precision": learner.precision,
         "tta": config.tta, "dry_run": dry_run, **environment(),
     }
     write_json(run_dir / "summary.json", summary)
@@ -182,16 +298,39 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
     return config, model.eval(), state
 
 
-def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
-    """Reload the best checkpoint and score it on the test split, exactly as ``train`` did."""
+def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,
+             ensemble: str | None = None) -> dict[str, Any]:
+    """Reload the best checkpoint and score it on the test split, exactly as ``train`` did.
+
+    ``ensemble="snapshots"`` scores the average of the class probabilities of every SGDR
+    snapshot (``snapshots/cycle-K.pt``) instead, and reports each snapshot's own accuracy.
+    """
     run_dir = Path(run_dir)
     probe = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
     device = resolve_device(device_name or (probe.device if probe else "auto"))
     config, model, state = load_run(run_dir, device)
     data = load_image_dataset(config.dataset, data_path or config.data)
     precision = resolve_precision(config.precision, device)
-    probs, targets = predict_probs(model, test_batches(config, data, device), device, precision, config.tta)
+    batches = test_batches(config, data, device)
+    members: dict[str, float] = {}
+    if ensemble == "snapshots":
+        paths = sorted((run_dir / "snapshots").glob("cycle-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        if not paths:
+            raise CheckpointError(f"{run_dir / 'snapshots'}: no snapshots (train with --schedule sgdr to get them)")
+        probs = None
+        for path in paths:
+            model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+            member, targets = predict_probs(model, batches, device, precision, config.tta)
+            members[path.stem] = (member.argmax(1) == targets).sum().item() / len(targets)
+            probs = member if probs is None else probs + member
+        probs = probs / len(paths)
+    elif ensemble is not None:
+        raise ConfigError(f"--ensemble {ensemble!r}: expected snapshots")
+    else:
+        probs, targets = predict_probs(model, batches, device, precision, config.tta)
     result = score(probs, targets, data.classes)
+    if members:
+        result["snapshot_accuracy"] = members
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         result["summary_test_accuracy"] = json.loads(summary_path.read_text(encoding="utf-8")).get("test_accuracy")
@@ -202,6 +341,8 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, in
     """Top-k classes with probabilities for each image file, converted to the model's input."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if not files:
+        raise ConfigError("predict: give at least one image file")
     config, model, state = load_run(run_dir, "cpu")
     channels, height, width = state["input_shape"]
     images = torch.stack([load_image(f, (height, width), channels, invert=invert) for f in files])

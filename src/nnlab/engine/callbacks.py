@@ -138,3 +138,84 @@ class EarlyStopping(Callback):
         self.waited += 1
         if self.waited >= self.patience:
             raise CancelFitException()
+
+    def replay(self, history: list[dict[str, Any]]) -> None:
+        """Rebuild the state from the epochs a resumed run already did (stops nothing)."""
+        for row in history:
+            value = row.get(self.monitor)
+            if value is None:
+                continue
+            if self.best is None or self.sign * (value - self.best) > self.min_delta:
+                self.best, self.waited = value, 0
+            else:
+                self.waited += 1
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for a loss, ``max`` for an accuracy: the direction in which ``monitor`` improves."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class StopAfterEpochs(Callback):
+    """Ends the run after ``epochs`` epochs, after the checkpoint: exactly as an interruption would."""
+
+    order = 90
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.fired = False
+
+    def after_epoch(self) -> None:
+        if self.learner.metrics["epoch"] >= self.epochs:
+            self.fired = True
+            raise CancelFitException()
+
+
+class LRLog(Callback):
+    """Appends the learning rate of every parameter group used at every step to ``lr.csv``.
+
+    Rows are written once per epoch (no file I/O per step); a resumed run keeps the rows of the
+    steps before ``start_step`` and continues them.
+    """
+
+    order = 60
+
+    def __init__(self, path: str | Path, start_step: int = 0) -> None:
+        self.path = Path(path)
+        self.rows: list[str] = []
+        lines = self.path.read_text(encoding="utf-8").splitlines() if start_step and self.path.is_file() else []
+        self.header: str | None = lines[0] if lines else None
+        kept = [line for line in lines[1:] if line.split(",")[0].isdigit() and int(line.split(",")[0]) < start_step]
+        text = "".join(line + "\n" for line in ([self.header] if self.header else []) + kept)
+        self.path.write_text(text, encoding="utf-8")
+
+    def before_batch(self) -> None:
+        lrs = ",".join(f"{group['lr']:.8g}" for group in self.learner.optimizer.param_groups)
+        self.rows.append(f"{self.learner.step},{lrs}")
+
+    def after_epoch(self) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            if self.header is None:
+                n = len(self.learner.optimizer.param_groups)
+                self.header = "step," + ",".join(f"lr_{i}" for i in range(n))
+                handle.write(self.header + "\n")
+            handle.write("".join(row + "\n" for row in self.rows))
+        self.rows = []
+
+
+class SnapshotCallback(Callback):
+    """Saves ``snapshots/cycle-K.pt`` when the optimizer step reaches the end of cycle K (SGDR)."""
+
+    order = 75
+
+    def __init__(self, run_dir: str | Path, state_fn: Callable[[], dict[str, Any]], boundaries: list[int]) -> None:
+        self.dir = Path(run_dir) / "snapshots"
+        self.state_fn = state_fn
+        self.boundaries = list(boundaries)
+
+    def after_step(self) -> None:
+        if self.learner.step in self.boundaries:
+            cycle = self.boundaries.index(self.learner.step) + 1
+            state = self.state_fn()
+            state.update(step=self.learner.step, cycle=cycle)
+            save_checkpoint(self.dir / f"cycle-{cycle}.pt", state)

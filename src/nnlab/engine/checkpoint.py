@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nnlab.errors import CheckpointError
@@ -64,3 +66,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an nnlab checkpoint (expected a dict with a 'model' entry)")
     return state
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run draws from, as plain data a weights-only load accepts.
+
+    ``generator`` is the run's data generator (split, shuffling, augmentation); torch's global
+    generator drives dropout and initialization; Python's and NumPy's are saved too, for code
+    that reaches them.
+    """
+    version, mt_keys, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"data": generator.get_state(), "torch": torch.get_rng_state(),
+             "python": [version, list(mt_keys), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back the random states saved by ``rng_state``."""
+    generator.set_state(state["data"])
+    torch.set_rng_state(state["torch"])
+    version, mt_keys, gauss = state["python"]
+    random.setstate((version, tuple(mt_keys), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -129,10 +129,14 @@ class Learner:
                  loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
                  callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu",
                  precision: str = "auto", clip: float | None = None, channels_last: bool = False,
-                 metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = count_correct) -> None:
+                 metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = count_correct,
+                 compile: bool = False) -> None:
         self.device = torch.device(device)
         self.channels_last = channels_last
-        self.model = model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
+        # raw_model holds the weights (checkpoints save its state_dict); model is what runs,
+        # the same module or its torch.compile wrapper.
+        self.raw_model = model.to(self.device, memory_format=torch.channels_last) if channels_last else model.to(self.device)
+        self.model = torch.compile(self.raw_model) if compile else self.raw_model
         self.train_batches = train_batches
         self.valid_batches = valid_batches
         self.loss_fn = loss_fn
@@ -142,14 +146,19 @@ class Learner:
         self.clip = clip
         self.metric = metric
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
-        for cb in self.callbacks:
-            cb.learner = self
+        self.callbacks: list[Callback] = []
+        self.add_callbacks(callbacks)
         self.epoch = 0
         self.step = 0
         self.n_epochs = 0
         self.history: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] = {}
+
+    def add_callbacks(self, callbacks: Sequence[Callback]) -> None:
+        """Attach ``callbacks`` (kept sorted by their ``order``)."""
+        for cb in callbacks:
+            cb.learner = self
+        self.callbacks = sorted([*self.callbacks, *callbacks], key=lambda cb: cb.order)
 
     def _event(self, name: str) -> None:
         for cb in self.callbacks:

@@ -1,5 +1,9 @@
-"""Optimizers with the usual hygiene: no weight decay on biases and normalization parameters."""
+"""Optimizers with the usual hygiene: no weight decay on biases and normalization parameters,
+optional discriminative learning rates over a model's layer groups, and frozen groups.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -7,23 +11,79 @@ from torch import nn
 from nnlab.errors import ConfigError
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (matrices, kernels) with ``weight_decay``; biases and norm scales without.
+def layer_groups(model: nn.Module) -> list[nn.Module]:
+    """The model's layer groups (``model.layer_groups()``, e.g. stem, body, head), or the whole model."""
+    groups = model.layer_groups() if hasattr(model, "layer_groups") else None
+    return list(groups) if groups else [model]
+
+
+def group_names(n_groups: int) -> list[str]:
+    """Names of ``n_groups`` layer groups: stem, body, head for three, else group0..groupN-1 (last: head)."""
+    if n_groups == 3:
+        return ["stem", "body", "head"]
+    return [f"group{i}" for i in range(n_groups - 1)] + ["head"]
+
+
+def freeze(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """Stop training the named layer groups (``requires_grad=False``); returns the frozen names.
+
+    ``body`` means every group before the head (the backbone, as in transfer learning);
+    ``stem``, ``head`` or ``groupK`` name one group. Unknown names are a ``ConfigError``.
+    """
+    groups = layer_groups(model)
+    known = group_names(len(groups))
+    frozen: set[int] = set()
+    for name in names:
+        if name == "body":
+            frozen.update(range(len(groups) - 1))
+        elif name in known:
+            frozen.add(known.index(name))
+        else:
+            raise ConfigError(f"--freeze {name!r}: this model's layer groups are {', '.join(known)} (or body)")
+    for i in frozen:
+        for param in groups[i].parameters():
+            param.requires_grad_(False)
+    return [known[i] for i in sorted(frozen)]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                     lr_mult: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups: per layer group, weights with ``weight_decay`` and 1-D
+    parameters (biases, norm scales) without.
 
     Decaying a bias or a batch-norm scale only fights the normalization; every 1-D parameter
-    is exempt (the rule AdamW users and nanoGPT apply).
+    is exempt (the rule AdamW users and nanoGPT apply). With ``lr_mult`` != 1, layer group k of
+    n gets ``lr * lr_mult**(n-1-k)``: the head trains at ``lr``, earlier groups slower
+    (discriminative learning rates). Frozen parameters are left out; parameters outside every
+    layer group train at ``lr``.
     """
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = layer_groups(model) if lr_mult != 1.0 else [model]
+    seen: set[int] = set()
+    out: list[dict] = []
+    for k, module in enumerate(groups):
+        scale = lr_mult ** (len(groups) - 1 - k)
+        params = [p for p in module.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        _add_split(out, params, weight_decay, None if lr is None else lr * scale)
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    _add_split(out, rest, weight_decay, lr)
+    return out
+
+
+def _add_split(out: list[dict], params: list[nn.Parameter], weight_decay: float, lr: float | None) -> None:
+    decay = [p for p in params if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in params if p.requires_grad and p.ndim <= 1]
+    for chosen, wd in ((decay, weight_decay), (no_decay, 0.0)):
+        if chosen:
+            out.append({"params": chosen, "weight_decay": wd, **({} if lr is None else {"lr": lr})})
 
 
 def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
-                     momentum: float = 0.9) -> torch.optim.Optimizer:
+                     momentum: float = 0.9, lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """``adamw`` (decoupled weight decay) or ``sgd`` (Nesterov momentum) over ``parameter_groups``."""
-    groups = parameter_groups(model, weight_decay)
+    groups = parameter_groups(model, weight_decay, lr, lr_mult)
+    if not groups:
+        raise ConfigError("nothing to train: every parameter is frozen (see --freeze)")
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":

@@ -1,16 +1,61 @@
-"""Learning-rate schedules, built on ``torch.optim.lr_scheduler`` and stepped once per batch."""
+"""Learning-rate schedules, built on ``torch.optim.lr_scheduler`` and stepped once per batch.
+
+``one-cycle``, ``cosine`` and ``step`` are torch's own schedulers; ``sgdr`` (cosine annealing with
+warm restarts) is a ``LambdaLR`` over ``sgdr_factor``, a pure function of the step, because
+torch's ``CosineAnnealingWarmRestarts`` needs cycle lengths that divide the run exactly, and a
+restart in the last few steps of a run would end it at a high learning rate.
+"""
 from __future__ import annotations
 
+import bisect
 import math
+from typing import Sequence
 
 import torch
 
 from nnlab.errors import ConfigError
 
+SCHEDULES = ("one-cycle", "sgdr", "cosine", "constant", "step")
 
-def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
-                     pct_start: float = 0.25) -> torch.optim.lr_scheduler.LRScheduler:
-    """``one-cycle`` (warm-up to ``lr`` then cosine annealing, momentum cycled inversely) or ``constant``."""
+
+def sgdr_boundaries(total_steps: int, cycles: int, cycle_mult: int = 1) -> list[int]:
+    """The step at which each SGDR cycle ends; cycle k is ``cycle_mult**k`` times the first.
+
+    The last boundary is ``total_steps`` exactly (the last cycle absorbs rounding).
+    """
+    if cycles < 1 or cycle_mult < 1:
+        raise ConfigError(f"sgdr needs cycles >= 1 and cycle_mult >= 1, got {cycles} and {cycle_mult}")
+    units = sum(cycle_mult ** k for k in range(cycles))
+    if total_steps < cycles:
+        raise ConfigError(f"sgdr: {cycles} cycles need at least {cycles} steps, the run has {total_steps}")
+    first = total_steps / units
+    ends, done = [], 0.0
+    for k in range(cycles):
+        done += first * cycle_mult ** k
+        ends.append(max(round(done), (ends[-1] + 1) if ends else 1))
+    ends[-1] = total_steps
+    return ends
+
+
+def sgdr_factor(step: int, boundaries: Sequence[int], floor: float = 0.0) -> float:
+    """LR multiplier at ``step``: a half cosine from 1 to ``floor`` within each cycle, then a restart."""
+    k = min(bisect.bisect_right(boundaries, step), len(boundaries) - 1)
+    start = boundaries[k - 1] if k else 0
+    pos = (step - start) / max(boundaries[k] - start, 1)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(pos, 1.0)))
+
+
+def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | list[float], total_steps: int,
+                     pct_start: float = 0.25, *, cycles: int = 3, cycle_mult: int = 1,
+                     steps_per_epoch: int = 1, step_every: int = 1,
+                     gamma: float = 0.7) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule ``name`` (one of ``SCHEDULES``) over ``total_steps`` optimizer steps.
+
+    ``one-cycle``: warm-up to ``lr`` (one value per parameter group allowed) then cosine
+    annealing, momentum cycled inversely; ``sgdr``: ``cycles`` cosine cycles with warm restarts
+    (see ``sgdr_boundaries``); ``cosine``: one cosine from the optimizer's LR to 0; ``step``:
+    times ``gamma`` every ``step_every`` epochs; ``constant``.
+    """
     if name == "one-cycle":
         if not 0.0 < pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
@@ -19,6 +64,15 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, tot
         shortest = math.ceil(2 / min(pct_start, 1 - pct_start)) + 1
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, shortest),
                                                    pct_start=pct_start)
+    if name == "sgdr":
+        boundaries = sgdr_boundaries(total_steps, cycles, cycle_mult)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: sgdr_factor(step, boundaries))
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if name == "step":
+        if step_every < 1 or not 0.0 < gamma <= 1.0:
+            raise ConfigError(f"step schedule needs step_every >= 1 and 0 < gamma <= 1, got {step_every}, {gamma}")
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_every * max(steps_per_epoch, 1), gamma=gamma)
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    raise ConfigError(f"unknown schedule {name!r}; expected one-cycle or constant")
+    raise ConfigError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")

@@ -114,3 +114,36 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_lr(csv_path: str | Path, path: str | Path) -> Path | None:
+    """Plot the learning rate of each parameter group at every step from a run's ``lr.csv``."""
+    lines = Path(csv_path).read_text(encoding="utf-8").splitlines() if Path(csv_path).is_file() else []
+    if len(lines) < 2:
+        return None
+    header = lines[0].split(",")
+    table = [[float(v) for v in line.split(",")] for line in lines[1:]]
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
+    steps = [row[0] for row in table]
+    for i, name in enumerate(header[1:], start=1):
+        ax.plot(steps, [row[i] for row in table], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    if len(header) > 2:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float], path: str | Path) -> Path:
+    """Smoothed loss against learning rate (log scale) from an LR sweep, with the suggestions marked."""
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed loss")
+    for name, lr in marks.items():
+        ax.axvline(lr, linestyle="--", color="C1" if "steep" in name else "C2", label=f"{name} {lr:.2g}")
+    ax.legend()
+    return _save(fig, path)

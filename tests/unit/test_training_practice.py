@@ -1,0 +1,209 @@
+"""Training practice on the image runner: exact resume, reproducibility, schedules and snapshots,
+LR finder, discriminative LRs and freezing, early stopping (small generated data, CPU)."""
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import write_square_fashion
+from nnlab.cli import main
+from nnlab.engine.callbacks import EarlyStopping
+from nnlab.engine.checkpoint import load_checkpoint
+from nnlab.engine.optim import create_optimizer, freeze
+from nnlab.engine.schedules import create_scheduler, sgdr_boundaries, sgdr_factor
+from nnlab.errors import ConfigError
+from nnlab.models import create_model
+from nnlab.runs import evaluate, lr_find, train
+
+TIMING = {"seconds", "train_images_per_s"}
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    return write_square_fashion(tmp_path_factory.mktemp("squares") / "fashion-mnist")
+
+
+def small(squares, **extra):
+    """Overrides for a seconds-long run: tiny net (with dropout, so torch's RNG matters), flips."""
+    return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 3,
+            "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "model_args.dropout": 0.2,
+            "threads": 1, **extra}
+
+
+def rows(run):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(squares, tmp_path):
+    whole = tmp_path / "whole"
+    full = train("fashion-cnn", out=whole, overrides=small(squares), stream=io.StringIO())
+    cut = tmp_path / "cut"
+    stopped = train("fashion-cnn", out=cut, overrides=small(squares, stop_after_epochs=1), stream=io.StringIO())
+    assert stopped["stopped_after_epochs"] == 1 and not (cut / "summary.json").exists()
+    assert len(rows(cut)) == 1
+    resumed = train(None, resume=cut, stream=io.StringIO())
+    assert rows(cut) == rows(whole) and len(rows(whole)) == 3
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(cut / "last.pt")
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert (cut / "lr.csv").read_text() == (whole / "lr.csv").read_text()
+
+
+def test_resume_drops_a_torn_metrics_line_and_rows_after_the_checkpoint(squares, tmp_path):
+    cut = tmp_path / "cut"
+    train("fashion-cnn", out=cut, overrides=small(squares, stop_after_epochs=1, epochs=2), stream=io.StringIO())
+    with open(cut / "metrics.jsonl", "a") as handle:  # as if killed while writing epoch 2's row
+        handle.write('{"epoch": 2, "train_lo')
+    train(None, resume=cut, stream=io.StringIO())
+    assert [r["epoch"] for r in rows(cut)] == [1, 2]
+
+
+def test_same_seed_gives_identical_metrics(squares, tmp_path):
+    train("fashion-cnn", out=tmp_path / "a", overrides=small(squares, epochs=2), stream=io.StringIO())
+    train("fashion-cnn", out=tmp_path / "b", overrides=small(squares, epochs=2), stream=io.StringIO())
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+
+
+def test_resume_of_a_finished_run_is_refused(squares, tmp_path, capsys):
+    train("fashion-cnn", out=tmp_path / "done", overrides=small(squares, epochs=1), stream=io.StringIO())
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert main(["train", "fashion-cnn", "--resume", str(tmp_path / "done")]) == 2
+
+
+def test_cli_stop_then_resume(squares, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--data", str(squares), "--batch-size", "50", "--epochs", "2", "--set", "model_args.widths=(8,16,16)",
+            "--set", "model_args.head_hidden=32", "--set", "eval_batch_size=100"]
+    assert main(["train", "fashion-cnn", "--out", str(run), *args, "--set", "stop_after_epochs=1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["stopped_after_epochs"] == 1 and "--resume" in out["resume"]
+    assert main(["train", "--resume", str(run), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["test_accuracy"] > 0.5
+
+
+def test_sgdr_factor_matches_torch_warm_restarts():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    reference = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2)
+    bounds = sgdr_boundaries(70, cycles=3, cycle_mult=2)
+    assert bounds == [10, 30, 70]
+    for step in range(70):
+        assert sgdr_factor(step, bounds) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), step
+        opt.step()
+        reference.step()
+
+
+def test_sgdr_boundaries_end_exactly_at_the_last_step():
+    assert sgdr_boundaries(100, cycles=3)[-1] == 100
+    assert sgdr_boundaries(7, cycles=3, cycle_mult=2) == [1, 3, 7]
+    with pytest.raises(ConfigError):
+        sgdr_boundaries(2, cycles=3)
+
+
+def test_sgdr_run_saves_a_snapshot_per_cycle_and_ensembles_them(squares, tmp_path):
+    run = tmp_path / "sgdr"
+    train("fashion-cnn", out=run, overrides=small(squares, schedule="sgdr", cycles=3, epochs=3),
+          stream=io.StringIO())
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["cycle-1.pt", "cycle-2.pt", "cycle-3.pt"]
+    result = evaluate(run, ensemble="snapshots")
+    assert set(result["snapshot_accuracy"]) == {"cycle-1", "cycle-2", "cycle-3"}
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    lines = (run / "lr.csv").read_text().splitlines()
+    lrs = [float(line.split(",")[1]) for line in lines[1:]]
+    steps_per_cycle = len(lrs) // 3
+    assert lrs[0] == pytest.approx(lrs[steps_per_cycle]) == pytest.approx(max(lrs))  # a warm restart
+    assert lrs[steps_per_cycle - 1] < 0.1 * max(lrs)
+    assert (run / "lr.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["cosine", "step", "constant", "one-cycle"])
+def test_every_schedule_trains(name, squares, tmp_path):
+    summary = train("fashion-cnn", out=tmp_path / name, overrides=small(squares, schedule=name, epochs=2),
+                    stream=io.StringIO())
+    assert summary["schedule"] == name and summary["test_accuracy"] > 0.2
+
+
+def test_lr_find_restores_the_model_and_suggests_rates(squares, tmp_path, monkeypatch):
+    import nnlab.runs as runs
+    seen = {}
+    original = runs.find_lr
+
+    def spy(learner, **kwargs):
+        before = {k: v.clone() for k, v in learner.raw_model.state_dict().items()}
+        result = original(learner, **kwargs)
+        seen["same"] = all(torch.equal(v, learner.raw_model.state_dict()[k]) for k, v in before.items())
+        seen["optimizer_empty"] = not learner.optimizer.state
+        return result
+
+    monkeypatch.setattr(runs, "find_lr", spy)
+    found = lr_find("fashion-cnn", out=tmp_path / "lr", overrides=small(squares), steps=60, start_lr=1e-5, end_lr=10)
+    assert seen == {"same": True, "optimizer_empty": True}
+    assert 1e-5 < found["min_over_10_lr"] < 10 and 1e-5 < found["steepest_lr"] < 10
+    assert found["suggested_lr"] == found["min_over_10_lr"]
+    assert (tmp_path / "lr" / "lr_find.png").is_file()
+
+
+def test_lr_find_cli_prints_json(squares, tmp_path, capsys):
+    code = main(["lr-find", "fashion-cnn", "--out", str(tmp_path / "lr"), "--data", str(squares), "--steps", "40",
+                 "--batch-size", "50", "--set", "model_args.widths=(8,16,16)", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"suggested_lr", "steepest_lr", "min_over_10_lr"} <= out.keys()
+    assert all(math.isfinite(out[k]) and out[k] > 0 for k in ("suggested_lr", "steepest_lr", "min_over_10_lr"))
+
+
+def test_lr_mult_gives_earlier_layer_groups_smaller_rates():
+    model = create_model("cnn", n_classes=10, widths=(8, 16), head_hidden=0)
+    opt = create_optimizer("adamw", model, 1e-2, 0.1, lr_mult=0.1)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    stem, body, head = model.layer_groups()
+    for group, lr in ((stem, 1e-4), (body, 1e-3), (head, 1e-2)):
+        assert all(by_param[id(p)] == pytest.approx(lr) for p in group.parameters())
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(p.ndim > 1 for p in model.parameters() if id(p) in decay)  # no decay on biases and norms
+    scheduler = create_scheduler("one-cycle", opt, [g["lr"] for g in opt.param_groups], 100)
+    for _ in range(25):
+        opt.step()
+        scheduler.step()
+    peaks = sorted({round(g["lr"], 8) for g in opt.param_groups})
+    assert peaks == pytest.approx([1e-4, 1e-3, 1e-2], rel=0.05)  # each group peaks at its own rate
+
+
+def test_freeze_body_trains_only_the_head(squares, tmp_path):
+    model = create_model("cnn", n_classes=10, widths=(8, 16), head_hidden=0)
+    assert freeze(model, ["body"]) == ["stem", "body"]
+    stem, body, head = model.layer_groups()
+    assert not any(p.requires_grad for p in [*stem.parameters(), *body.parameters()])
+    assert all(p.requires_grad for p in head.parameters())
+    with pytest.raises(ConfigError, match="layer groups are stem, body, head"):
+        freeze(model, ["neck"])
+    run = tmp_path / "frozen"
+    summary = train("fashion-cnn", out=run, overrides=small(squares, freeze="body", epochs=1), stream=io.StringIO())
+    assert summary["frozen"] == ["stem", "body"]
+    torch.manual_seed(0)
+    initial = create_model("cnn", n_classes=10, widths=(8, 16, 16), head_hidden=32, dropout=0.2)
+    trained = load_checkpoint(run / "last.pt")["model"]
+    assert torch.equal(trained["stem.0.weight"], initial.state_dict()["stem.0.weight"])
+    assert not torch.equal(trained["head.1.weight"], initial.state_dict()["head.1.weight"])
+
+
+def test_early_stopping_stops_and_the_best_weights_are_scored(squares, tmp_path):
+    summary = train("fashion-cnn", out=tmp_path / "es",
+                    overrides=small(squares, patience=1, monitor="valid_loss", epochs=30, schedule="constant",
+                                    lr=0.3), stream=io.StringIO())
+    assert summary["epochs"] < 30
+    assert summary["monitor"] == "valid_loss"
+    losses = [r["valid_loss"] for r in rows(tmp_path / "es")]
+    assert summary["best_epoch"] == 1 + losses.index(min(losses))
+
+
+def test_early_stopping_replay_rebuilds_its_state():
+    stopper = EarlyStopping(patience=3, monitor="valid_loss", mode="min")
+    stopper.replay([{"valid_loss": 1.0}, {"valid_loss": 0.5}, {"valid_loss": 0.7}, {"valid_loss": 0.6}])
+    assert stopper.best == 0.5 and stopper.waited == 2
