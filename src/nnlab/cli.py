@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -49,6 +50,30 @@ def cmd_download(args: argparse.Namespace) -> None:
     _print_json({"dataset": args.dataset, "path": str(path)}) if args.json else print(path)
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """``nnlab train --nproc N ...``: the same command under ``torchrun --nproc_per_node N`` (one
+    machine; for several, call torchrun yourself: see docs/scaling.md). Returns its exit code."""
+    import subprocess
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "nnlab", *argv]
+    return subprocess.call(command)
+
+
 # Flags of `nnlab train` that become config overrides (a flag that does not apply to the
 # recipe's kind of run is refused by apply_overrides, naming it).
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
@@ -65,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
+    if args.nproc and "WORLD_SIZE" not in os.environ:
+        raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
     if args.resume:
         if args.recipe or args.out:
             raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
@@ -75,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         summary = runner_for_recipe(args.recipe).train(args.recipe, out=args.out, overrides=overrides,
                                                         dry_run=args.dry_run)
+    if summary.get("rank", 0) != 0:  # other ranks of a torchrun job: rank 0 reports
+        return
     if "stopped_after_epochs" in summary:
         _print_json(summary) if args.json else print(
             f"stopped after {summary['stopped_after_epochs']} epochs; continue with: {summary['resume']}")
@@ -229,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
                    help="channels-last memory layout for conv nets")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--nproc", type=int, help="train with N processes on this machine (DistributedDataParallel "
+                                              "through torchrun; --batch-size stays the global batch)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float)
@@ -308,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnlab`` script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         args.func(args)
     except NnlabError as error:

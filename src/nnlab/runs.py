@@ -19,6 +19,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 import torchvision
+from torch.nn.parallel import DistributedDataParallel
 
 from nnlab import __version__
 from nnlab.config import TrainConfig, apply_overrides, load_config, save_config
@@ -28,6 +29,7 @@ from nnlab.data.vision import ImageDataset, load_image_dataset
 from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, LRLog, MetricsLog, ProgressCallback,
                                     SnapshotCallback, StopAfterEpochs, monitor_mode)
 from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint, restore_rng, rng_state
+from nnlab.engine.distributed import init_from_env, is_main, local_device, rank, shutdown, world_size
 from nnlab.engine.lr_finder import lr_find as find_lr
 from nnlab.engine.learner import Learner, predict_probs, resolve_device, resolve_precision
 from nnlab.engine.metrics import confusion_matrix, most_confused, per_class_report
@@ -113,7 +115,11 @@ class Setup:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        self.device = resolve_device(config.device)
+        self.distributed = init_from_env(resolve_device(config.device))
+        self.device = local_device(resolve_device(config.device))
+        world = world_size()
+        if config.batch_size % world:
+            raise ConfigError(f"batch_size {config.batch_size} must divide evenly over {world} processes")
         self.data = data = load_image_dataset(config.dataset, config.data)
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)  # model initialization and dropout
@@ -122,8 +128,9 @@ class Setup:
             train_idx, valid_idx = train_idx[: 4 * config.batch_size], valid_idx[: config.eval_batch_size]
         common = {"mean": data.mean, "std": data.std, "device": self.device, "channels_last": config.channels_last}
         self.train_batches = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx],
-                                           config.batch_size, shuffle=True, drop_last=True,
-                                           generator=self.generator, augment=make_augment(config.augment), **common)
+                                           config.batch_size // world, shuffle=True, drop_last=True,
+                                           generator=self.generator, augment=make_augment(config.augment),
+                                           rank=rank(), world_size=world, **common)
         self.valid_batches = (TensorBatches(data.train_images[valid_idx], data.train_labels[valid_idx],
                                             config.eval_batch_size, **common) if len(valid_idx) else None)
         self.model = build_model(config, len(data.classes))
@@ -141,6 +148,10 @@ class Setup:
             loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
             optimizer=self.optimizer, scheduler=self.scheduler, device=self.device, precision=config.precision,
             clip=config.clip, channels_last=config.channels_last, compile=config.compile)
+        if self.distributed:  # gradients averaged over ranks during backward
+            ddp = DistributedDataParallel(self.learner.raw_model,
+                                          device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.learner.model = torch.compile(ddp) if config.compile else ddp
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: weights, optimizer, schedule, RNG states and what rebuilds the model."""
@@ -198,23 +209,37 @@ def train(recipe: str | None = None, out: str | Path | None = None, overrides: d
         if recipe is None:
             raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
         config = apply_overrides(get_recipe(recipe).config, overrides or {})
-        run_dir = new_run_dir(recipe, out)
-    setup = Setup(config, dry_run)
-    save_config(config, run_dir / "config.json")
+        run_dir = new_run_dir(recipe, out) if int(os.environ.get("RANK", "0")) == 0 else Path(out or ".")
+    try:
+        setup = Setup(config, dry_run)
+        return _train(setup, run_dir, recipe, checkpoint, stream, dry_run)
+    finally:
+        shutdown()
+
+
+def _train(setup: Setup, run_dir: Path, recipe: str, checkpoint: dict[str, Any] | None, stream: TextIO,
+           dry_run: bool) -> dict[str, Any]:
+    """The body of ``train`` once the run is set up: callbacks, fit, then the summary (rank 0)."""
+    config, main = setup.config, is_main()
+    if main:
+        save_config(config, run_dir / "config.json")
     start_epoch, history = 0, []
     if checkpoint is not None:
         setup.restore(checkpoint)
         start_epoch = checkpoint["epoch"]
         history = read_rows(run_dir / "metrics.jsonl", start_epoch)
-        write_jsonl(run_dir / "metrics.jsonl", history)
+        if main:
+            write_jsonl(run_dir / "metrics.jsonl", history)
 
     mode = monitor_mode(config.monitor)
-    saver = CheckpointCallback(run_dir, setup.state, monitor=config.monitor, mode=mode)
-    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
-                 LRLog(run_dir / "lr.csv", setup.learner.step)]
-    if checkpoint is not None:
-        saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
-    if config.schedule == "sgdr":
+    callbacks: list = []
+    if main:  # only rank 0 prints and writes files
+        saver = CheckpointCallback(run_dir, setup.state, monitor=config.monitor, mode=mode)
+        callbacks += [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
+                      LRLog(run_dir / "lr.csv", setup.learner.step)]
+        if checkpoint is not None:
+            saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
+    if config.schedule == "sgdr" and main:
         callbacks.append(SnapshotCallback(run_dir, setup.state,
                                           sgdr_boundaries(setup.total_steps, config.cycles, config.cycle_mult)))
     if config.patience:
@@ -228,6 +253,8 @@ def train(recipe: str | None = None, out: str | Path | None = None, overrides: d
     learner.add_callbacks(callbacks)
     learner.history = history
     history = learner.fit(setup.epochs, start_epoch=start_epoch)
+    if not main:
+        return {"recipe": recipe, "rank": rank(), "epochs": len(history)}
     if interrupt is not None and interrupt.fired and len(history) < setup.epochs:
         return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": len(history),
                 "resume": f"nnlab train --resume {run_dir}"}

@@ -207,3 +207,27 @@ def test_early_stopping_replay_rebuilds_its_state():
     stopper = EarlyStopping(patience=3, monitor="valid_loss", mode="min")
     stopper.replay([{"valid_loss": 1.0}, {"valid_loss": 0.5}, {"valid_loss": 0.7}, {"valid_loss": 0.6}])
     assert stopper.best == 0.5 and stopper.waited == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(squares, tmp_path):
+    import subprocess
+    import sys
+    args = ["fashion-cnn", "--data", str(squares), "--batch-size", "50", "--epochs", "2", "--device", "cpu",
+            "--set", "model_args.widths=(8,16,16)", "--set", "model_args.head_hidden=32", "--set", "augment=()",
+            "--set", "eval_batch_size=100", "--set", "threads=1", "--json"]
+    single = train("fashion-cnn", out=tmp_path / "one", stream=io.StringIO(),
+                   overrides={"data": str(squares), "batch_size": 50, "epochs": 2, "device": "cpu",
+                              "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "augment": (),
+                              "eval_batch_size": 100, "threads": 1})
+    done = subprocess.run([sys.executable, "-m", "nnlab", "train", *args, "--out", str(tmp_path / "two"),
+                           "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = json.loads(done.stdout.strip().splitlines()[-1])
+    one_rows, two_rows = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert len(two_rows) == 2
+    for a, b in zip(one_rows, two_rows):  # same samples per step; only batch-norm statistics differ
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.1)
+        assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=0.1)
+    assert 0.0 <= two["test_accuracy"] <= 1.0 and two["epochs"] == single["epochs"] == 2
+    assert (tmp_path / "two" / "summary.json").is_file() and (tmp_path / "two" / "best.pt").is_file()

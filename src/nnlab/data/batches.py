@@ -104,7 +104,7 @@ class TensorBatches:
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = False,
                  drop_last: bool = False, generator: torch.Generator | None = None,
                  augment: Augment | None = None, device: torch.device | str = "cpu",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
@@ -120,6 +120,9 @@ class TensorBatches:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.augment = augment
         self.channels_last = channels_last
+        # Distributed training: each rank takes every world_size-th sample of the epoch's
+        # permutation (the same on all ranks: same seed), so the shards are disjoint.
+        self.rank, self.world_size = rank, world_size
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {len(mean)}/{len(std)}")
@@ -129,8 +132,11 @@ class TensorBatches:
         self.scale = scale.to(self.device)
         self.shift = shift.to(self.device)
 
+    def _shard_size(self) -> int:
+        return len(self.images) // self.world_size if self.world_size > 1 else len(self.images)
+
     def __len__(self) -> int:
-        n = len(self.images)
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,6 +152,10 @@ class TensorBatches:
             order = torch.randperm(n, generator=self.generator).to(self.device)
         else:
             order = None
+        if self.world_size > 1:
+            order = (order if order is not None else torch.arange(n, device=self.device))
+            order = order[self.rank::self.world_size][: self._shard_size()]
+            n = len(order)
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
             if order is None:

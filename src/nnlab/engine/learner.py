@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from nnlab.engine.distributed import all_reduce_sum, world_size
+
 
 class CancelBatchException(Exception):
     """Raised by a callback to skip the rest of the current batch."""
@@ -202,11 +204,15 @@ class Learner:
             if self.metric is not None:
                 correct += self.metric(self.logits.detach(), self.y)
             seen += len(self.y)
+        if world_size() > 1:  # every rank saw its shard: sum over ranks (the only collective per epoch)
+            totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                 torch.tensor(float(seen), device=self.device)]))
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
         train_seconds = time.perf_counter() - start
         self.metrics = {
             "epoch": self.epoch + 1,
             "train_loss": loss_sum.item() / max(seen, 1),  # host sync, once per epoch
-            "train_acc": correct.item() / max(seen, 1) if self.metric is not None else None,
+            "train_acc": float(correct.item()) / max(seen, 1) if self.metric is not None else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_images_per_s": seen / train_seconds if train_seconds > 0 else math.nan,
         }
@@ -243,7 +249,8 @@ class Learner:
 
     def predict(self, batches: Iterable, tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities and targets for ``batches`` (see ``predict_probs``)."""
-        return predict_probs(self.model, batches, self.device, self.precision, tta_flip)
+        # raw_model: a DistributedDataParallel wrapper would wait for the other ranks on forward.
+        return predict_probs(self.raw_model, batches, self.device, self.precision, tta_flip)
 
     @torch.no_grad()
     def validate(self, batches: Iterable) -> dict[str, float]:

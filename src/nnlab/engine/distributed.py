@@ -1,0 +1,62 @@
+"""torchrun / DistributedDataParallel: process-group setup and the few collective helpers the
+engine needs. Launch with ``torchrun --nproc_per_node N -m nnlab train RECIPE ...`` (or
+``nnlab train --nproc N``); a plain ``nnlab train`` is a world of one and touches none of this.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Processes in the run (1 without torchrun)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without torchrun)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True in the one process that prints and writes files."""
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1): gloo on
+    the CPU, NCCL on CUDA (one GPU per local rank). Returns whether the run is distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA runs, else ``device``."""
+    if device.type == "cuda" and world_size() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place (a no-op in a world of one); returns it."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in a world of one)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
