@@ -36,7 +36,7 @@ from nnlab.engine.metrics import confusion_matrix, most_confused, per_class_repo
 from nnlab.engine.optim import create_optimizer, freeze
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.interpret.plots import plot_confusion, plot_curves, plot_lr, plot_lr_find
+from nnlab.interpret.plots import plot_confusion, plot_curves, plot_lr_csv, plot_lr_find
 from nnlab.models import create_model
 from nnlab.recipes import get_recipe
 
@@ -291,7 +291,7 @@ def finish(setup: Setup, run_dir: Path, recipe: str, history: list[dict[str, Any
     result = score(probs, targets, data.classes)
     plot_curves(history, run_dir / "curves.png")
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
-    plot_lr(run_dir / "lr.csv", run_dir / "lr.png")
+    plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
     images_seen = len(setup.train_batches) * config.batch_size * len(history)
     summary = {
         "recipe": recipe, "run_dir": str(run_dir), "dataset": config.dataset, "dataset_source": data.source,
@@ -323,6 +323,30 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     return config, model.eval(), state
+
+
+def load_best(run_dir: str | Path, kind: str, device: torch.device | str = "cpu") -> tuple[Any, torch.nn.Module, dict]:
+    """A run's config, its model rebuilt from ``best.pt`` (weights only) in eval mode, and the checkpoint.
+
+    For runners whose checkpoint records ``kind`` and every argument of the model in
+    ``model_args``; a checkpoint of another kind, or weights that do not fit, are a
+    ``CheckpointError`` naming the file.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
+    config = load_config(run_dir / "config.json")
+    path = run_dir / "best.pt"
+    state = load_checkpoint(path, map_location=device)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path}: not a checkpoint of a {kind} run (its kind: {state.get('kind')!r})")
+    model = create_model(state["model_name"], **state["model_args"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit model {state['model_name']!r}: "
+                              f"{str(error).splitlines()[0]}") from None
+    return config, model.to(device).eval(), state
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,

@@ -116,7 +116,7 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_lr(csv_path: str | Path, path: str | Path) -> Path | None:
+def plot_lr_csv(csv_path: str | Path, path: str | Path) -> Path | None:
     """Plot the learning rate of each parameter group at every step from a run's ``lr.csv``."""
     lines = Path(csv_path).read_text(encoding="utf-8").splitlines() if Path(csv_path).is_file() else []
     if len(lines) < 2:
