@@ -7,7 +7,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 RECIPE ?= fashion-cnn
 ARGS   ?=
 
-.PHONY: setup data train test test-fast bench lint clean
+.PHONY: setup data browser train test test-fast bench lint clean
 
 setup: $(STAMP) data
 
@@ -29,10 +29,22 @@ data:
 		echo "no apt-get as root: nnlab will download Fashion-MNIST on first use"; \
 	fi
 
+# Debian's Chromium for the headless web-page test (tests/e2e/test_browser.py, driven by Playwright
+# with this binary: no browser download); where it cannot be installed that test skips, saying why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| echo "apt-get could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "no apt-get as root: install chromium to run the browser test"; \
+	fi
+
 train: setup
 	$(BIN)/nnlab train $(RECIPE) $(ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 test-fast: setup

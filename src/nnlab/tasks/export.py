@@ -1,0 +1,184 @@
+"""Export an image run's model to TorchScript, ONNX or safetensors, checked against PyTorch.
+
+The exported model takes what the PyTorch model takes: float32 [N, C, H, W] images scaled as
+``(pixels / 255 - mean) / std``, and returns logits. Everything a consumer needs to feed it
+(input size, mean/std, class names, the ONNX opset) goes into a JSON file beside the export,
+``FILE.json``. Before anything is written, the exported bytes are loaded back (TorchScript by
+``torch.jit.load``, ONNX by onnxruntime, safetensors into a freshly built model) and run on a
+batch of real test images; the export is refused unless the logits match PyTorch's within
+``ATOL + RTOL * max|logit|``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from nnlab.config import load_config
+from nnlab.data.batches import TensorBatches
+from nnlab.data.vision import load_image_dataset
+from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.models import create_model
+
+FORMATS: dict[str, str] = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "safetensors": ".safetensors"}
+ONNX_OPSET = 17
+CHECK_INPUTS = 64
+# Float32 kernels of different runtimes sum in different orders: logits of a few units agree to
+# ~1e-6 in practice; the bound leaves headroom for bigger nets without hiding a wrong graph.
+ATOL = 1e-4
+RTOL = 1e-4
+
+
+def require_image_run(run_dir: Path, command: str = "export") -> None:
+    """Refuse a directory that is not an image run (``command`` names who refuses, for the message)."""
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
+    kind = load_config(run_dir / "config.json").kind
+    if kind != "image":
+        raise ConfigError(f"{run_dir}: {command} supports image runs, this is a {kind!r} run")
+
+
+def check_inputs(config: Any, state: dict, data_path: str | Path | None, n: int = CHECK_INPUTS) -> torch.Tensor:
+    """The first ``n`` test images of the run's dataset, normalized as the model saw them in training."""
+    data = load_image_dataset(config.dataset, data_path or config.data)
+    images = data.test_images[:n]
+    batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images),
+                            mean=state["mean"], std=state["std"])
+    return next(iter(batches))[0]
+
+
+def _torchscript(model: torch.nn.Module, example: torch.Tensor, state: dict) -> tuple[bytes, dict]:
+    """Script the model, or trace it where scripting fails; the bytes of ``torch.jit.save``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices: the format still loads everywhere
+        try:
+            module, method = torch.jit.script(model), "script"
+        except Exception:  # scripting rejects some Python constructs; tracing records the ops instead
+            module, method = torch.jit.trace(model, example), "trace"
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+    return buffer.getvalue(), {"method": method}
+
+
+def _run_torchscript(blob: bytes, inputs: torch.Tensor, state: dict) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(io.BytesIO(blob), map_location="cpu")
+    with torch.no_grad():
+        return module(inputs)
+
+
+def _onnx(model: torch.nn.Module, example: torch.Tensor, state: dict) -> tuple[bytes, dict]:
+    """ONNX through torch's TorchScript-based exporter (``dynamo=False``), with a dynamic batch axis."""
+    import onnx
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    blob = buffer.getvalue()
+    proto = onnx.load_from_string(blob)
+    onnx.checker.check_model(proto)
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return blob, {"opset": opset, "ir_version": proto.ir_version, "input_name": "input", "output_name": "logits",
+                  "onnx_version": onnx.__version__}
+
+
+def _run_onnx(blob: bytes, inputs: torch.Tensor, state: dict) -> torch.Tensor:
+    import onnxruntime
+    session = onnxruntime.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": inputs.numpy()})
+    return torch.from_numpy(logits)
+
+
+def _safetensors(model: torch.nn.Module, example: torch.Tensor, state: dict) -> tuple[bytes, dict]:
+    """The state dict as safetensors (no code, no pickle), with the model's name and arguments in its header."""
+    from safetensors.torch import save
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    header = {"model_name": state["model_name"], "model_args": json.dumps(state["model_args"]),
+              "classes": json.dumps(state["classes"])}
+    return save(tensors, metadata=header), {"model_name": state["model_name"], "model_args": state["model_args"]}
+
+
+def _run_safetensors(blob: bytes, inputs: torch.Tensor, state: dict) -> torch.Tensor:
+    from safetensors.torch import load
+    model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
+    model.load_state_dict(load(blob))
+    with torch.no_grad():
+        return model.eval()(inputs)
+
+
+EXPORTERS: dict[str, tuple[Callable[..., tuple[bytes, dict]], Callable[..., torch.Tensor]]] = {
+    "torchscript": (_torchscript, _run_torchscript),
+    "onnx": (_onnx, _run_onnx),
+    "safetensors": (_safetensors, _run_safetensors),
+}
+
+
+def compare(expected: torch.Tensor, got: torch.Tensor) -> dict[str, Any]:
+    """Max absolute logit difference, the tolerance it must stay within, and top-1 agreement."""
+    if got.shape != expected.shape:
+        return {"passed": False, "reason": f"output shape {tuple(got.shape)}, expected {tuple(expected.shape)}"}
+    diff = (got.float() - expected).abs().max().item()
+    tolerance = ATOL + RTOL * expected.abs().max().item()
+    agree = (got.argmax(1) == expected.argmax(1)).float().mean().item()
+    return {"passed": diff <= tolerance, "max_abs_diff": diff, "tolerance": tolerance, "top1_agreement": agree}
+
+
+def metadata_path(out: Path) -> Path:
+    """Where the metadata of export ``out`` goes: ``FILE.json`` beside it."""
+    return out.with_name(out.name + ".json")
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
+           data_path: str | Path | None = None) -> dict[str, Any]:
+    """Export the run's best model as ``fmt`` to ``out`` (default ``RUN_DIR/model.<ext>``) and check it.
+
+    The check runs the exported bytes on the first ``CHECK_INPUTS`` real test images of the run's
+    dataset (``data_path`` overrides where to find it) and compares with the PyTorch model; a
+    mismatch raises ``CheckpointError`` and writes nothing. Returns the metadata, also written as
+    ``FILE.json``.
+    """
+    from nnlab.runs import load_run, write_json
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    run_dir = Path(run_dir)
+    require_image_run(run_dir)
+    config, model, state = load_run(run_dir, "cpu")
+    model = model.to(memory_format=torch.contiguous_format)
+    inputs = check_inputs(config, state, data_path)
+    with torch.no_grad():
+        expected = model(inputs)
+    make, run = EXPORTERS[fmt]
+    blob, details = make(model, inputs[:2], state)
+    check = {"inputs": len(inputs), "source": f"{config.dataset} test split, first {len(inputs)} images",
+             **compare(expected, run(blob, inputs, state))}
+    if not check["passed"]:
+        reason = check.get("reason") or f"max |diff| {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}"
+        raise CheckpointError(f"{run_dir}: the {fmt} export does not reproduce the PyTorch model ({reason}); "
+                              "nothing written")
+    out = Path(out) if out else run_dir / f"model{FORMATS[fmt]}"
+    atomic_write_bytes(out, lambda handle: handle.write(blob))
+    channels, height, width = state["input_shape"]
+    meta = {
+        "format": fmt, "file": str(out), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+        "run_dir": str(run_dir), "recipe": config.recipe, "model": state["model_name"], **details,
+        "input": {"name": "input", "shape": ["batch", channels, height, width], "dtype": "float32",
+                  "layout": "NCHW", "pixel_range": [0, 255], "mean": list(state["mean"]), "std": list(state["std"]),
+                  "normalize": "(pixels / 255 - mean) / std, per channel",
+                  "polarity": "light object on a dark background, as in the training data"},
+        "output": {"name": "logits", "shape": ["batch", len(state["classes"])],
+                   "meaning": "logits; softmax gives class probabilities"},
+        "classes": list(state["classes"]), "tta_flip": bool(config.tta), "torch_version": torch.__version__,
+        "check": check,
+    }
+    write_json(metadata_path(out), meta)
+    return {**meta, "metadata": str(metadata_path(out))}
+

@@ -1,0 +1,311 @@
+"""nnlab serve: the HTTP API through FastAPI's TestClient, bad uploads, micro-batching, reloads, and a real uvicorn."""
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from nnlab.cli import build_parser
+from nnlab.config import load_config
+from nnlab.data.idx import read_idx
+from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.runs import predict
+from nnlab.tasks.serve import MicroBatcher, ServedModel, create_app
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def samples(image_run):
+    """(png bytes, label) of the run's first 20 test images."""
+    data = load_config(image_run / "config.json").data
+    images = read_idx(f"{data}/t10k-images-idx3-ubyte.gz")
+    labels = read_idx(f"{data}/t10k-labels-idx1-ubyte.gz")
+    return [(png(images[i]), int(labels[i])) for i in range(20)]
+
+
+@pytest.fixture(scope="module")
+def client(image_run):
+    with TestClient(create_app([image_run], device="cpu", max_bytes=200_000)) as test_client:
+        yield test_client
+
+
+def upload(client, data, name="x.png", content_type="image/png", model="squares", **params):
+    return client.post(f"/predict/{model}", files={"file": (name, data, content_type)}, params=params)
+
+
+def test_health_models_openapi_and_page(client):
+    assert client.get("/health").json() == {"status": "ok", "models": 1}
+    (info,) = client.get("/models").json()
+    assert info["name"] == "squares" and info["classes"] == list(CLASSES) and info["input_shape"] == [1, 28, 28]
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict/{model}"]["post"]["requestBody"]["content"]
+    assert "file" in body["multipart/form-data"]["schema"]["properties"]
+    assert {"/health", "/models", "/models/{model}/reload"} <= schema["paths"].keys()
+    page = client.get("/")
+    assert page.headers["content-type"].startswith("text/html") and 'id="canvas"' in page.text
+
+
+def test_predict_returns_the_true_class_and_matches_nnlab_predict(client, samples, tmp_path, image_run):
+    data, label = samples[7]
+    result = upload(client, data, name="sneaker.png", top_k=3).json()
+    assert result["model"] == "squares" and result["file"] == "sneaker.png" and len(result["top"]) == 3
+    assert result["top"][0]["class"] == CLASSES[label] == "Sneaker"
+    (tmp_path / "sneaker.png").write_bytes(data)
+    expected = predict(image_run, [tmp_path / "sneaker.png"], top_k=3)[0]["top"]
+    assert [t["class"] for t in result["top"]] == [t["class"] for t in expected]
+    for got, want in zip(result["top"], expected):
+        assert got["probability"] == pytest.approx(want["probability"], abs=1e-5)
+
+
+def _bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(buffer, format="PNG")  # 25 megapixels in a few kilobytes
+    return buffer.getvalue()
+
+
+BAD_UPLOADS = [
+    ("not an image", {"files": {"file": ("a.png", b"hello, not a picture", "image/png")}}, 415, "not an image"),
+    ("text content type", {"files": {"file": ("a.txt", b"hello", "text/plain")}}, 415, "is not an image"),
+    ("empty file", {"files": {"file": ("e.png", b"", "image/png")}}, 400, "file is empty"),
+    ("truncated png", {"files": {"file": ("t.png", "TRUNCATED", "image/png")}}, 400, "t.png"),
+    ("missing field", {"files": {"other": ("a.png", b"x", "image/png")}}, 422, "field 'file'"),
+    ("json body", {"json": {"file": "/etc/passwd"}}, 415, "multipart/form-data"),
+    ("malformed multipart", {"content": b"--zz\r\nbroken header line\r\n\r\nabc\r\n--zz--\r\n",
+                             "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 400, "malformed multipart"),
+    ("declared too large", {"content": b"x" * 300_000,
+                            "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 413, "exceeds the limit"),
+    ("chunked too large", {"content": iter([b"x" * 50_000] * 6),
+                           "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 413, "exceeds the limit"),
+    ("decompression bomb", {"files": {"file": ("b.png", "BOMB", "image/png")}}, 413, "5000x5000 pixels"),
+    ("top_k zero", {"files": {"file": ("a.png", "GOOD", "image/png")}, "params": {"top_k": 0}}, 422, "top_k"),
+]
+
+
+@pytest.mark.parametrize("case, request_args, status, detail", BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS])
+def test_bad_requests_get_a_4xx_with_a_clear_message(client, samples, case, request_args, status, detail):
+    files = request_args.get("files")
+    if files:
+        name, data, content_type = next(iter(files.values()))
+        data = {"TRUNCATED": samples[0][0][:60], "BOMB": _bomb(), "GOOD": samples[0][0]}.get(data, data)
+        request_args = {**request_args, "files": {next(iter(files)): (name, data, content_type)}}
+    response = client.post("/predict/squares", **request_args)
+    assert response.status_code == status, response.text
+    assert detail in json.dumps(response.json()["detail"])
+    assert upload(client, samples[1][0]).status_code == 200  # and the server keeps serving
+
+
+def test_unknown_model_is_a_404_naming_the_served_ones(client, samples):
+    response = upload(client, samples[0][0], model="../../etc/passwd")
+    assert response.status_code == 404
+    assert upload(client, samples[0][0], model="nope").json()["detail"] == \
+        "no model named 'nope'; served models: squares"
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(image_run, samples):
+    with TestClient(create_app([image_run], device="cpu", batch_wait=0.05)) as test_client:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda s: upload(test_client, s[0]).json(), samples * 2))
+    assert [r["top"][0]["class"] for r in results] == [CLASSES[label] for _, label in samples * 2]
+    assert max(r["batch_size"] for r in results) > 1
+
+
+def test_micro_batcher_runs_simultaneous_submissions_as_one_batch():
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        return batch * 2
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_batch=8, wait=0.01)
+        worker = asyncio.create_task(batcher.serve_forever())
+        results = await asyncio.gather(*[batcher.submit(torch.tensor([float(i)])) for i in range(11)])
+        worker.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [8, 3]
+    assert [r[0].item() for r in results] == [2.0 * i for i in range(11)]
+    assert [r[1] for r in results] == [8] * 8 + [3] * 3
+
+
+def test_inference_past_the_timeout_is_a_503_and_the_server_stays_up(image_run, samples, monkeypatch):
+    original = ServedModel.probabilities
+
+    def slow(self, images):
+        time.sleep(0.5)
+        return original(self, images)
+
+    monkeypatch.setattr(ServedModel, "probabilities", slow)
+    with TestClient(create_app([image_run], device="cpu", inference_timeout=0.1)) as test_client:
+        response = upload(test_client, samples[0][0])
+        assert response.status_code == 503 and "longer than 0.1 s" in response.json()["detail"]
+        assert test_client.get("/health").status_code == 200
+
+
+class Exploit:
+    """Unpickling this would create ``marker``: what a malicious checkpoint does to a careless loader."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def plant_malicious_checkpoint(run_dir, marker):
+    state = load_checkpoint(run_dir / "best.pt")
+    state["payload"] = Exploit(marker)
+    torch.save(state, run_dir / "best.pt")  # a real torch zip archive whose pickle calls os.mkdir
+
+
+def test_malicious_pickle_as_best_pt_is_refused_at_start(image_run, tmp_path):
+    run = shutil.copytree(image_run, tmp_path / "evil")
+    plant_malicious_checkpoint(run, tmp_path / "pwned")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        create_app([run], device="cpu")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_reload_picks_up_a_replaced_checkpoint_and_refuses_a_malicious_one(image_run, samples, tmp_path):
+    run = shutil.copytree(image_run, tmp_path / "squares")
+    data, label = samples[2]
+    with TestClient(create_app([run], device="cpu")) as test_client:
+        assert upload(test_client, data).json()["top"][0]["class"] == CLASSES[label]
+        # A new checkpoint whose last layer has classes 2 and 5 swapped: predictions follow.
+        state = load_checkpoint(run / "best.pt")
+        order = [5 if i == 2 else 2 if i == 5 else i for i in range(10)]
+        for key in ("head.5.weight", "head.5.bias"):
+            state["model"][key] = state["model"][key][order]
+        save_checkpoint(run / "best.pt", state)
+        reloaded = test_client.post("/models/squares/reload")
+        assert reloaded.status_code == 200 and reloaded.json()["reloads"] == 1
+        assert upload(test_client, data).json()["top"][0]["class"] == CLASSES[5]
+
+        plant_malicious_checkpoint(run, tmp_path / "pwned")
+        refused = test_client.post("/models/squares/reload")
+        assert refused.status_code == 409 and "refused" in refused.json()["detail"]
+        assert not (tmp_path / "pwned").exists()
+        assert upload(test_client, data).json()["top"][0]["class"] == CLASSES[5]  # still the last good model
+        assert test_client.post("/models/nope/reload").status_code == 404
+
+
+def test_startup_errors_name_the_problem(image_run, tmp_path):
+    with pytest.raises(CheckpointError, match="not an nnlab run directory"):
+        create_app([tmp_path], device="cpu")
+    with pytest.raises(ConfigError, match="two runs are named 'squares'"):
+        create_app([image_run, image_run], device="cpu")
+    assert build_parser().parse_args(["serve", "r"]).host == "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_slow_client_times_out_without_holding_up_others(image_run, samples):
+    import uvicorn
+    port = free_port()
+    app = create_app([image_run], device="cpu", receive_timeout=5.0)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /predict/squares HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n")
+        def client(i):
+            with httpx.Client(base_url=base) as http:
+                return [http.post("/predict/squares", files={"file": ("a.png", samples[(i + j) % 20][0])}).status_code
+                        for j in range(5)]
+
+        with ThreadPoolExecutor(16) as pool:  # 80 requests from 16 clients while the slow one hangs
+            statuses = [status for result in pool.map(client, range(16)) for status in result]
+        assert statuses == [200] * 80
+        slow.setblocking(False)
+        with pytest.raises(BlockingIOError):  # all answered while the slow one still hangs
+            slow.recv(1)
+        slow.settimeout(15)
+        reply = ""
+        while "}" not in reply and (chunk := slow.recv(4096)):  # headers and JSON body may come apart
+            reply += chunk.decode()
+        assert reply.startswith("HTTP/1.1 408") and "stalled" in reply
+        slow.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def listening_addresses(port):
+    """The IPv4 addresses listening on ``port``, from /proc/net/tcp (None where there is none)."""
+    table = Path("/proc/net/tcp")
+    if not table.is_file():
+        return None
+    found = set()
+    for line in table.read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_cli_serve_on_loopback_reloads_on_sighup_and_stops_cleanly(image_run, samples, tmp_path):
+    run = shutil.copytree(image_run, tmp_path / "squares")
+    exe = Path(sys.executable).with_name("nnlab")
+    proc = subprocess.Popen([str(exe), "serve", str(run), "--port", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())  # printed once the socket is bound: port 0 got a free port
+        assert ready["url"].startswith("http://127.0.0.1:") and ready["models"] == ["squares"]
+        base = ready["url"].rstrip("/")
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert listening_addresses(int(base.rsplit(":", 1)[1])) in ({"127.0.0.1"}, None)
+        assert httpx.post(f"{base}/predict/squares", files={"file": ("a.png", samples[6][0])}).json()[
+            "top"][0]["class"] == CLASSES[6]
+        os.utime(run / "best.pt")  # a checkpoint "replaced" in place
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if httpx.get(f"{base}/models").json()[0]["reloads"] == 1:
+                break
+            time.sleep(0.05)
+        assert httpx.get(f"{base}/models").json()[0]["reloads"] == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught, as servers conventionally do.
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
+    assert "reloaded squares" in err
