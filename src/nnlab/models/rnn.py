@@ -1,0 +1,237 @@
+"""Recurrent models: a character-level language model and a bidirectional sequence classifier.
+
+Both take token ids and return logits, like every registered model, and offer
+``forward_features``, ``forward_head``, ``reset_classifier`` and ``layer_groups``:
+
+- ``char_rnn``: embedding -> LSTM/GRU -> linear over the vocabulary. ``forward(x [B, T])``
+  gives logits ``[B*T, V]`` (one row per position, so ``CrossEntropyLoss`` and accuracy apply
+  as to any classifier); ``forward_sequence`` also takes and returns the hidden state, and
+  ``TruncatedBPTT`` carries that state from one window to the next, detached.
+- ``name_rnn``: embedding -> bidirectional GRU/LSTM over padded, packed sequences (id 0 is
+  padding) -> linear over the classes, from both directions' final states.
+- ``series_rnn``: LSTM/GRU over a window of values -> linear to the next values (forecasting;
+  its "classes" are the forecast horizon).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from nnlab.models.registry import register
+
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def detach_hidden(hidden: Hidden | None) -> Hidden | None:
+    """The hidden state cut from the graph that made it (an LSTM's ``(h, c)`` pair as well).
+
+    Truncated BPTT: the next window starts from these values but backpropagates no further.
+    """
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()
+
+
+def _cell(name: str) -> type[nn.RNNBase]:
+    if name not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {name!r}")
+    return CELLS[name]
+
+
+@dataclass
+class CharRNNConfig:
+    """Sizes of a character-level language model; ``tie_weights`` needs ``embed == hidden``."""
+
+    vocab_size: int = 65
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 2
+    cell: str = "lstm"
+    dropout: float = 0.2
+    tie_weights: bool = False
+
+
+class CharRNN(nn.Module):
+    """Embedding -> stacked LSTM/GRU -> dropout -> linear over the vocabulary."""
+
+    def __init__(self, config: CharRNNConfig) -> None:
+        super().__init__()
+        if config.tie_weights and config.embed != config.hidden:
+            raise ValueError(f"tie_weights needs embed == hidden, got {config.embed} and {config.hidden}")
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed)
+        self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
+
+    def forward_sequence(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """Logits ``[B, T, V]`` for ids ``x [B, T]`` starting from ``hidden``, and the final hidden state."""
+        out, hidden = self.rnn(self.embed(x), hidden)  # out: [B, T, H]
+        return self.head(self.drop(out)), hidden
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The top layer's output at every position, ``[B*T, H]`` (from a zero state)."""
+        out, _ = self.rnn(self.embed(x))
+        return out.reshape(-1, out.shape[-1])  # [B, T, H] -> [B*T, H]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n_classes: int) -> None:
+        """A new, untied output layer over ``n_classes`` symbols."""
+        self.head = nn.Linear(self.config.hidden, n_classes)
+
+    def layer_groups(self) -> list[nn.Module]:
+        if self.head.weight is self.embed.weight:  # tied: the head's own parameter is only its bias
+            return [self.embed, self.rnn, _BiasOnly(self.head)]
+        return [self.embed, self.rnn, self.head]
+
+
+class _BiasOnly(nn.Module):
+    """A view of a tied linear layer that owns only its bias (for ``layer_groups``)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.bias = linear.bias
+
+
+class TruncatedBPTT(nn.Module):
+    """Runs a ``CharRNN`` window after window, carrying its hidden state and detaching it.
+
+    ``forward(x)`` continues from the state the previous window ended in, and keeps the new
+    final state with ``detach_hidden``: gradients stay within the window, the graph of earlier
+    windows is freed, and memory is flat however long training runs. ``reset()`` starts over
+    from zeros (at each pass over the text, and before validation). A batch of another size
+    also starts from zeros.
+    """
+
+    def __init__(self, model: CharRNN) -> None:
+        super().__init__()
+        self.model = model
+        self.hidden: Hidden | None = None
+
+    def reset(self) -> None:
+        self.hidden = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.hidden
+        if hidden is not None and (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1] != x.shape[0]:
+            hidden = None
+        logits, hidden = self.model.forward_sequence(x, hidden)
+        self.hidden = detach_hidden(hidden)
+        return logits.reshape(-1, logits.shape[-1])  # [B, T, V] -> [B*T, V]
+
+
+@register("char_rnn")
+def char_rnn(n_classes: int = 65, **kwargs: object) -> CharRNN:
+    """Character-level LSTM/GRU language model over a vocabulary of ``n_classes`` characters."""
+    return CharRNN(CharRNNConfig(vocab_size=n_classes, **kwargs))
+
+
+@dataclass
+class NameRNNConfig:
+    """Sizes of a bidirectional sequence classifier over ``n_tokens`` ids (0 is padding)."""
+
+    n_tokens: int = 60
+    n_classes: int = 18
+    embed: int = 32
+    hidden: int = 128
+    layers: int = 1
+    cell: str = "gru"
+    dropout: float = 0.1
+
+
+class NameRNN(nn.Module):
+    """Embedding -> bidirectional GRU/LSTM over packed sequences -> linear on both final states."""
+
+    def __init__(self, config: NameRNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.n_tokens, config.embed, padding_idx=0)
+        self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
+                                      bidirectional=True, dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.hidden, config.n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Both directions' final top-layer states ``[N, 2H]`` for padded ids ``x [N, L]``."""
+        lengths = (x != 0).sum(1).clamp(min=1).cpu()  # pack needs lengths on the CPU
+        packed = pack_padded_sequence(self.embed(x), lengths, batch_first=True, enforce_sorted=False)
+        _, hidden = self.rnn(packed)
+        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*2, N, H]
+        return torch.cat([h[-2], h[-1]], dim=1)                # forward, backward: [N, 2H]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n_classes: int) -> None:
+        self.head = nn.Linear(2 * self.config.hidden, n_classes)
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.embed, self.rnn, self.head]
+
+
+@register("name_rnn")
+def name_rnn(n_classes: int = 18, **kwargs: object) -> NameRNN:
+    """Bidirectional GRU (or ``cell="lstm"``) classifier of short character sequences such as names."""
+    return NameRNN(NameRNNConfig(n_classes=n_classes, **kwargs))
+
+
+@dataclass
+class SeriesRNNConfig:
+    """Sizes of a forecaster of the next ``n_classes`` values of a univariate series."""
+
+    n_classes: int = 1
+    hidden: int = 32
+    layers: int = 1
+    cell: str = "lstm"
+    dropout: float = 0.0
+
+
+class SeriesRNN(nn.Module):
+    """LSTM/GRU over a window of values ``[N, W]`` -> linear from the last state to the next values."""
+
+    def __init__(self, config: SeriesRNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rnn = _cell(config.cell)(1, config.hidden, config.layers, batch_first=True,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
+        self.head = nn.Linear(config.hidden, config.n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The top layer's state after the window's last value, ``[N, H]``."""
+        out, _ = self.rnn(x.float().unsqueeze(-1))  # [N, W] -> [N, W, 1] -> out [N, W, H]
+        return out[:, -1]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n_classes: int) -> None:
+        self.head = nn.Linear(self.config.hidden, n_classes)
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.rnn, self.head]
+
+
+@register("series_rnn")
+def series_rnn(n_classes: int = 1, **kwargs: object) -> SeriesRNN:
+    """LSTM (or ``cell="gru"``) forecaster: a window of past values in, the next ``n_classes`` values out."""
+    return SeriesRNN(SeriesRNNConfig(n_classes=n_classes, **kwargs))

@@ -1,0 +1,139 @@
+"""Surname -> language: folding, padded/packed batches, balancing, training, predict and bad input (generated data)."""
+import json
+import os
+
+import pytest
+import torch
+
+from nnlab.cli import main
+from nnlab.data.names import NameBatches, encode_names, fold_ascii, load_names
+from nnlab.errors import DataError
+from nnlab.models import create_model
+from nnlab.tasks import names as names_task
+
+TINY = ["--set", "hidden_size=24", "--set", "embed=12", "--set", "threads=1"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def names_dir(tmp_path_factory):
+    """Three 'languages' whose names a model can tell apart by their endings; one is rare (imbalance)."""
+    root = tmp_path_factory.mktemp("names")
+    gen = torch.Generator().manual_seed(0)
+    letters = "bcdfghklmnprstvz"
+
+    def stems(n):
+        idx = torch.randint(len(letters), (n, 4), generator=gen).tolist()
+        return ["".join(letters[i] for i in row).capitalize() for row in idx]
+
+    (root / "Alpha.txt").write_text("\n".join(s + "ov" for s in stems(300)) + "\n", encoding="utf-8")
+    (root / "Beta.txt").write_text("\n".join(s + "ini" for s in stems(300)) + "\n\n", encoding="utf-8")
+    (root / "Gamma.txt").write_text("\n".join(s + "ez" for s in stems(60)) + "\nŚlusàrski\n", encoding="utf-8")
+    return root
+
+
+def test_fold_ascii_drops_accents_and_foreign_symbols():
+    assert fold_ascii("Ślusàrski") == "Slusarski"
+    assert fold_ascii("O'Néill") == "O'Neill"
+    assert fold_ascii("李") == ""
+
+
+def test_encode_names_pads_with_zeros():
+    ids = encode_names(["ab", "abcd"])
+    assert ids.shape == (2, 4)
+    assert ids[0, 2:].tolist() == [0, 0] and (ids[1] > 0).all()
+
+
+def test_load_names_reads_classes_in_sorted_order(names_dir):
+    data = load_names(names_dir)
+    assert data.classes == ["Alpha", "Beta", "Gamma"]
+    assert len(data.names) == 661 and "Slusarski" in data.names       # empty lines skipped, accents folded
+    assert torch.bincount(data.labels).tolist() == [300, 300, 61]
+
+
+def test_batches_are_trimmed_to_their_longest_name_and_cover_every_name():
+    names = ["Li", "Nakamura", "Ng", "Abe"]
+    batches = NameBatches(names, torch.arange(4), 2)
+    (x0, y0), (x1, y1) = list(batches)
+    assert x0.shape == (2, 8) and x1.shape == (2, 3)
+    assert torch.cat([y0, y1]).tolist() == [0, 1, 2, 3]
+
+
+def test_balanced_sampler_draws_rare_classes_as_often_as_common_ones():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    weights = names_task.class_weights(labels, 2)
+    assert weights[1] / weights[0] == pytest.approx(9.0)
+    batches = NameBatches(["ab"] * 100, labels, 1000, sample_weights=weights[labels],
+                          generator=torch.Generator().manual_seed(0))
+    drawn = torch.cat([y for _, y in batches])
+    share = drawn.float().mean().item()
+    assert 0.35 < share < 0.65   # about half, against 10% in the data
+
+
+def test_packed_model_ignores_padding():
+    torch.manual_seed(0)
+    model = create_model("name_rnn", n_classes=3, n_tokens=10, embed=4, hidden=8).eval()
+    short = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[3, 4, 5, 0, 0, 0]])
+    assert torch.allclose(model(short), model(padded), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(names_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("names-run") / "run"
+    overrides = {"data": str(names_dir), "epochs": 6, "hidden_size": 24, "embed": 12, "batch_size": 32,
+                 "lr": 1e-2, "balance": "weighted-loss"}
+    with open(os.devnull, "w") as quiet:
+        summary = names_task.train("names-rnn", out=run, overrides=overrides, stream=quiet)
+    return run, summary
+
+
+def test_training_writes_the_run_and_learns_the_endings(trained):
+    run, summary = trained
+    assert summary["test_accuracy"] > 0.9
+    assert 0 < summary["test_macro_f1"] <= 1 and set(summary["per_class"]) == {"Alpha", "Beta", "Gamma"}
+    assert summary["names"]["test"] == 66 and summary["balance"] == "weighted-loss"
+    for name in ("config.json", "metrics.jsonl", "best.pt", "curves.png", "confusion.png", "summary.json"):
+        assert (run / name).is_file()
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert isinstance(state["alphabet"], str) and state["classes"] == ["Alpha", "Beta", "Gamma"]
+
+
+def test_eval_reproduces_the_test_accuracy(trained, names_dir):
+    run, summary = trained
+    result = names_task.evaluate(run)
+    assert result["test_accuracy"] == summary["test_accuracy"] == result["summary_test_accuracy"]
+
+
+def test_cli_predict_takes_names(trained, capsys):
+    run, _ = trained
+    assert main(["predict", str(run), "Brokov", "Tamini", "--top-k", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["top"][0]["class"] for r in results] == ["Alpha", "Beta"]
+    assert len(results[0]["top"]) == 2 and results[0]["top"][0]["probability"] > 0.5
+    assert main(["predict", str(run), "李"]) == 2
+    assert "no letters the model knows" in capsys.readouterr().err
+
+
+def test_cli_dry_run_with_sampler(names_dir, tmp_path, capsys):
+    assert main(["train", "names-rnn", "--data", str(names_dir), "--out", str(tmp_path / "r"), "--dry-run",
+                 "--set", "balance=sampler", *TINY, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["dry_run"] and summary["balance"] == "sampler" and len(summary["classes"]) == 3
+
+
+def test_bad_names_folders_are_one_line_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "names-rnn", "--data", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "no .txt files" in capsys.readouterr().err
+    (empty / "Alpha.txt").write_text("Smith\n")
+    (empty / "Beta.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="Beta.txt: class 'Beta' has no names"):
+        load_names(empty)
+    assert main(["train", "names-rnn", "--data", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["train", "names-rnn", "--data", str(empty), "--set", "balance=maybe"]) == 2
+    assert "balance" in capsys.readouterr().err

@@ -1,0 +1,249 @@
+"""Char-RNN: text reading, stream batching, truncated BPTT, time budget, sampling (generated text, fast)."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from nnlab.cli import main
+from nnlab.data.text import StreamBatches, Vocab, read_text, split_stream
+from nnlab.errors import ConfigError, DataError
+from nnlab.models import create_model
+from nnlab.models.rnn import TruncatedBPTT, detach_hidden
+from nnlab.tasks import charlm
+
+TINY = {"hidden_size": 32, "embed": 16, "layers": 1, "batch_size": 8, "bptt": 16, "eval_batch_size": 4,
+        "device": "cpu"}
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 12,000-character text with an easy pattern: a handful of words in a seeded order."""
+    tmp_path = tmp_path_factory.mktemp("corpus")
+    words = ["to be", "or not", "the king", "ROMEO:", "and thou"]
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.randint(len(words), (2000,), generator=gen).tolist()
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(words[i] for i in picks), encoding="utf-8")
+    return path
+
+
+def test_stream_batches_follow_the_diagram():
+    ids = torch.arange(24)
+    windows = list(StreamBatches(ids, batch_size=4, bptt=2))
+    assert len(windows) == len(StreamBatches(ids, 4, 2)) == 2
+    (x0, y0), (x1, y1) = windows
+    assert x0.tolist() == [[0, 1], [6, 7], [12, 13], [18, 19]]
+    assert y0.tolist() == [1, 2, 7, 8, 13, 14, 19, 20]       # targets shifted by one, flattened
+    assert x1[:, 0].tolist() == [2, 8, 14, 20]               # each row continues its stream
+
+
+def test_stream_offsets_vary_and_stay_in_bounds():
+    ids = torch.arange(1000)
+    batches = StreamBatches(ids, 4, 10, shuffle_offset=True, generator=torch.Generator().manual_seed(0))
+    firsts = set()
+    for _ in range(20):
+        windows = list(batches)
+        assert len(windows) == len(batches)
+        for x, y in windows:
+            assert torch.equal(y.view(4, 10)[:, :-1], x[:, 1:])
+        firsts.add(windows[0][0][0, 0].item())
+    assert len(firsts) > 1
+
+
+def test_too_short_text_is_a_data_error():
+    with pytest.raises(DataError, match="too short"):
+        StreamBatches(torch.arange(50), batch_size=8, bptt=10)
+
+
+def test_vocab_round_trip_and_unknown_characters_are_named():
+    vocab = Vocab.from_text("hello world")
+    assert vocab.chars == " dehlorw"
+    assert vocab.decode(vocab.encode("world")) == "world"
+    with pytest.raises(DataError, match=r"--prime: 2 character\(s\) not in .*'Z', 'q'"):
+        vocab.encode("qZ", "--prime")
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"  \n", "empty"), (b"ab\x00cd", "binary"),
+                                              (b"caf\xe9", "not UTF-8")])
+def test_bad_text_files_are_data_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"bad.txt: .*{message}"):
+        read_text(path)
+
+
+def test_validation_is_the_contiguous_tail():
+    train, valid = split_stream(torch.arange(100), 0.1)
+    assert train.tolist() == list(range(90)) and valid.tolist() == list(range(90, 100))
+
+
+def _lstm(**kwargs):
+    torch.manual_seed(0)
+    return create_model("char_rnn", n_classes=11, embed=8, hidden=16, layers=2, dropout=0.0, **kwargs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_carried_state_is_detached_so_gradients_stay_in_their_window(cell):
+    model = _lstm(cell=cell)
+    carried = TruncatedBPTT(model)
+    x1, x2 = torch.randint(11, (3, 5)), torch.randint(11, (3, 5))
+    loss1 = carried(x1).sum()
+    loss1.backward()  # frees window 1's graph
+    state = carried.hidden
+    for h in (state if isinstance(state, tuple) else (state,)):
+        assert h.grad_fn is None and not h.requires_grad
+    model.zero_grad()
+    carried(x2).sum().backward()  # would fail ("backward through the graph a second time") if attached
+    grads = [p.grad.clone() for p in model.parameters()]
+    # The same window run from the carried values as constants gives the very same gradients.
+    model.zero_grad()
+    constant = tuple(h.clone() for h in state) if isinstance(state, tuple) else state.clone()
+    logits, _ = model.forward_sequence(x2, constant)
+    logits.sum().backward()
+    assert all(torch.allclose(g, p.grad) for g, p in zip(grads, model.parameters()))
+
+
+def test_carried_state_does_flow_forward_between_windows():
+    model = _lstm().eval()
+    carried = TruncatedBPTT(model)
+    x = torch.randint(11, (2, 4))
+    fresh = carried(x)
+    continued = carried(x)  # same input, but starting from the first window's final state
+    assert not torch.allclose(fresh, continued)
+    carried.reset()
+    assert torch.allclose(carried(x), fresh)
+
+
+def _graph_size(tensor):
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return len(seen)
+
+
+def _rss_kib():
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def test_memory_stays_flat_over_1000_truncated_bptt_steps():
+    torch.manual_seed(0)
+    model = create_model("char_rnn", n_classes=11, embed=8, hidden=16, layers=1, dropout=0.0)
+    carried = TruncatedBPTT(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randint(11, (4, 4))
+    y = torch.randint(11, (4 * 4,))
+    sizes, rss = {}, {}
+    for step in range(1000):
+        loss = torch.nn.functional.cross_entropy(carried(x), y)
+        if step in (10, 999):
+            sizes[step], rss[step] = _graph_size(loss), _rss_kib()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    assert sizes[10] == sizes[999]          # the graph does not grow with the number of windows
+    assert rss[999] - rss[10] < 20 * 1024   # and neither does memory (KiB)
+
+
+def test_detach_hidden_handles_none_tensors_and_pairs():
+    assert detach_hidden(None) is None
+    h = torch.ones(2, requires_grad=True) * 2
+    assert detach_hidden(h).grad_fn is None
+    assert all(t.grad_fn is None for t in detach_hidden((h, h * 3)))
+
+
+def test_one_cycle_lr_warms_up_then_anneals():
+    lrs = [charlm.one_cycle_lr(i / 100, 1.0, 0.1) for i in range(101)]
+    assert lrs[0] == pytest.approx(1 / 25) and lrs[10] == pytest.approx(1.0)
+    assert lrs[100] == pytest.approx(1 / 25e4)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """A tiny LSTM trained for 3 passes over the corpus: the run directory (shared by the tests below)."""
+    run = tmp_path_factory.mktemp("charlm") / "run"
+    with open(os.devnull, "w") as quiet:
+        charlm.train("shakespeare-lstm", out=run, overrides={"data": str(corpus), "epochs": 3, "lr": 1e-2, **TINY},
+                     stream=quiet)
+    return run
+
+
+def test_training_reports_nats_and_bits_per_char_and_learns(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["valid_bpc"] == pytest.approx(summary["valid_loss"] / math.log(2))
+    assert summary["valid_loss"] < 0.8 * math.log(summary["vocab_size"])  # far better than uniform
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert (trained / "best.pt").is_file() and (trained / "curves.png").is_file()
+    assert charlm.evaluate(trained)["valid_loss"] == pytest.approx(summary["valid_loss"], rel=1e-5)
+
+
+def test_sample_starts_with_the_prime_and_is_seeded(trained):
+    run = trained
+    a = charlm.sample(run, prime="ROMEO:", length=50, temperature=0.8, top_k=5, seed=3)
+    b = charlm.sample(run, prime="ROMEO:", length=50, temperature=0.8, top_k=5, seed=3)
+    assert a["text"] == b["text"] and a["text"].startswith("ROMEO:") and len(a["text"]) == 56
+    greedy = charlm.sample(run, prime="the ", length=30, top_k=1, seed=0)["text"]
+    assert greedy == charlm.sample(run, prime="the ", length=30, top_k=1, seed=99)["text"]  # top-1 ignores the seed
+    with pytest.raises(DataError, match="--prime: .*'Q'"):
+        charlm.sample(run, prime="Q")
+    with pytest.raises(ConfigError, match="--temperature"):
+        charlm.sample(run, temperature=0)
+
+
+def test_cli_sample_and_predict(trained, capsys):
+    run = str(trained)
+    assert main(["sample", run, "--prime", "to", "--length", "20", "--seed", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["text"].startswith("to") and len(out["text"]) == 22
+    assert main(["predict", run, "ROMEO", "--top-k", "2", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["top"]
+    assert top[0]["class"] == ":" and len(top) == 2
+    assert main(["sample", run, "--prime", "\u00e9"]) == 2
+    assert "not in the model's vocabulary" in capsys.readouterr().err
+
+
+def summary_lr(run_dir):
+    return json.loads((run_dir / "config.json").read_text())["lr"]
+
+
+def test_time_budget_stops_cleanly_and_keeps_the_best(corpus, tmp_path):
+    with open(os.devnull, "w") as quiet:
+        summary = charlm.train("shakespeare-lstm", out=tmp_path / "budget",
+                               overrides={"data": str(corpus), "time_budget": 2.0, **TINY}, stream=quiet)
+    # Only the budget can end this run (its epoch limit is lifted); allow for a loaded machine.
+    assert summary["train_seconds"] < 2.0 + 5.0
+    assert summary["epochs"] >= 1 and summary["time_budget"] == 2.0
+    rows = [json.loads(line) for line in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] < 0.5 * summary_lr(tmp_path / "budget")  # annealed: the schedule fits the budget
+    assert math.isfinite(summary["valid_loss"])
+    best = torch.load(tmp_path / "budget" / "best.pt", weights_only=True)
+    assert best["best"]["score"] == summary["valid_loss"] and isinstance(best["vocab"], str)
+
+
+def test_cli_train_takes_time_budget_and_rejects_bad_settings(corpus, tmp_path, capsys):
+    assert main(["train", "shakespeare-lstm", "--data", str(corpus), "--out", str(tmp_path / "r"), "--dry-run",
+                 "--time-budget", "5", "--set", "hidden_size=16", "--set", "bptt=8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["dry_run"] and summary["valid_bpc"] > 0
+    assert main(["train", "shakespeare-lstm", "--data", str(corpus), "--set", "cell=rnn"]) == 2
+    assert "cell: expected lstm or gru" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["train", "shakespeare-lstm", "--data", str(empty), "--out", str(tmp_path / "e")]) == 2
+    assert "empty text file" in capsys.readouterr().err
+
+
+def test_resume_is_refused_with_a_clear_error(trained, capsys):
+    assert main(["train", "--resume", str(trained)]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
