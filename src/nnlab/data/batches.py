@@ -65,8 +65,42 @@ def batch_random_crop(images: torch.Tensor, padding: int, generator: torch.Gener
     return cropped.permute(0, 3, 1, 2).contiguous()
 
 
+def batch_translate(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``shift`` pixels each way, repeating the edge pixels into the gap.
+
+    Like ``batch_random_crop`` but the border is the image's own edge instead of black: the
+    gather reads clamped indices, so no padded copy is made. [N, C, H, W] in, same shape out.
+    """
+    n, _, h, w = images.shape
+    offsets = torch.randint(-shift, shift + 1, (2, n), generator=generator).to(images.device)
+    rows = (offsets[0][:, None] + torch.arange(h, device=images.device)).clamp(0, h - 1)  # [N, H]
+    cols = (offsets[1][:, None] + torch.arange(w, device=images.device)).clamp(0, w - 1)  # [N, W]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    shifted = images[batch, :, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C], as in batch_random_crop
+    return shifted.permute(0, 3, 1, 2).contiguous()
+
+
+def batch_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per image at a random centre (DeVries & Taylor's cutout).
+
+    The centre may lie near the border, so part of the square can fall outside the image, as
+    in the paper. The mask is built by broadcasting row and column tests: one op per batch.
+    """
+    n, _, h, w = images.shape
+    centres = torch.stack([torch.randint(0, h, (n,), generator=generator),
+                           torch.randint(0, w, (n,), generator=generator)]).to(images.device)
+    top, left = centres[0] - size // 2, centres[1] - size // 2
+    rows = torch.arange(h, device=images.device)[None, :]  # [1, H]
+    cols = torch.arange(w, device=images.device)[None, :]  # [1, W]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # [N, H]
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # [N, W]
+    hole = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [N, 1, H, W]
+    return images.masked_fill(hole, 0)
+
+
 def make_augment(spec: Sequence[str]) -> Augment | None:
-    """Build one batched augmentation from names: ``flip_lr`` and ``crop:PADDING``.
+    """Build one batched augmentation from names: ``flip_lr``, ``crop:PADDING``, ``translate:PIXELS``
+    and ``cutout:SIZE``.
 
     The names are what recipes and ``--set augment=flip_lr,crop:2`` use; an empty spec
     means no augmentation.
@@ -79,8 +113,13 @@ def make_augment(spec: Sequence[str]) -> Augment | None:
         elif name == "crop" and arg.isdigit():
             padding = int(arg)
             steps.append(lambda x, g, p=padding: batch_random_crop(x, p, g))
+        elif name == "translate" and arg.isdigit():
+            steps.append(lambda x, g, p=int(arg): batch_translate(x, p, g))
+        elif name == "cutout" and arg.isdigit() and int(arg) > 0:
+            steps.append(lambda x, g, p=int(arg): batch_cutout(x, p, g))
         else:
-            raise ConfigError(f"unknown augmentation {item!r}; expected flip_lr or crop:PADDING (e.g. crop:2)")
+            raise ConfigError(f"unknown augmentation {item!r}; expected flip_lr, crop:PADDING (e.g. crop:2), "
+                              "translate:PIXELS or cutout:SIZE")
     if not steps:
         return None
 

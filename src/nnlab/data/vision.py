@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from nnlab.data.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, read_cifar
+from nnlab.data.folder import channel_stats, read_image_folder
 from nnlab.data.idx import cached_idx_pair
 from nnlab.data.sources import DatasetSpec, RemoteFile, cache_root, describe, locate
 from nnlab.errors import ConfigError
@@ -29,6 +32,8 @@ class ImageDatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str
+    # Reads the located directory into an ImageDataset; None: the IDX pair layout of MNIST.
+    reader: Callable[["ImageDatasetInfo", Path, str], "ImageDataset"] | None = None
 
 
 @dataclass
@@ -90,7 +95,59 @@ MNIST = ImageDatasetInfo(
     description="LeCun's handwritten digits: 60,000 train + 10,000 test, 28x28 grey, 10 classes",
 )
 
-IMAGE_DATASETS: dict[str, ImageDatasetInfo] = {"fashion-mnist": FASHION_MNIST, "mnist": MNIST}
+
+
+def _cifar_reader(archive: str, layout: object) -> Callable[[ImageDatasetInfo, Path, str], ImageDataset]:
+    """A reader for one CIFAR python-version archive (see nnlab.data.cifar); class names come from it."""
+
+    def read(info: ImageDatasetInfo, directory: Path, source: str) -> ImageDataset:
+        path = directory / archive
+        parts = read_cifar(path if path.exists() else directory / archive.removesuffix(".gz"), layout)
+        (train_x, train_y), (test_x, test_y) = parts["train"], parts["test"]
+        return ImageDataset(info.spec.name, torch.from_numpy(train_x), torch.from_numpy(train_y),
+                            torch.from_numpy(test_x), torch.from_numpy(test_y), parts["classes"],
+                            info.mean, info.std, source)
+
+    return read
+
+
+CIFAR_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+CIFAR10 = ImageDatasetInfo(
+    spec=DatasetSpec(name="cifar10", files=(RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+                     mirrors=CIFAR_MIRRORS),
+    classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    description="Krizhevsky's tiny images: 50,000 train + 10,000 test, 32x32 colour, 10 classes",
+    reader=_cifar_reader("cifar-10-python.tar.gz", CIFAR10_LAYOUT),
+)
+CIFAR100 = ImageDatasetInfo(
+    spec=DatasetSpec(name="cifar100", files=(RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+                     mirrors=CIFAR_MIRRORS),
+    classes=(),  # the 100 fine label names are read from the archive's meta file
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    description="Krizhevsky's tiny images: 50,000 train + 10,000 test, 32x32 colour, 100 classes",
+    reader=_cifar_reader("cifar-100-python.tar.gz", CIFAR100_LAYOUT),
+)
+
+
+
+def _read_folder(info: ImageDatasetInfo, directory: Path, source: str) -> ImageDataset:
+    """An ImageFolder tree (nnlab.data.folder), 64x64 RGB, normalized by its own training images."""
+    parts = read_image_folder(directory)
+    mean, std = channel_stats(parts.train_images)
+    return ImageDataset("folder", parts.train_images, parts.train_labels, parts.test_images, parts.test_labels,
+                        parts.classes, mean, std, source + (f"; skipped {len(parts.skipped)}" if parts.skipped else ""))
+
+
+# The user's own images: no files to look for, --data names the root.
+FOLDER = ImageDatasetInfo(spec=DatasetSpec(name="folder", files=(), mirrors=()), classes=(), mean=(), std=(),
+                          description="your images: --data DIR with DIR/<class>/*.jpg|png (or train/ and valid/)",
+                          reader=_read_folder)
+
+IMAGE_DATASETS: dict[str, ImageDatasetInfo] = {"fashion-mnist": FASHION_MNIST, "mnist": MNIST,
+                                               "cifar10": CIFAR10, "cifar100": CIFAR100, "folder": FOLDER}
 
 
 def dataset_info(name: str) -> ImageDatasetInfo:
@@ -109,7 +166,13 @@ def _file(directory: Path, name: str) -> Path:
 def load_image_dataset(name: str, data: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Find (or fetch) dataset ``name``, decode it (cached as .npy) and return it in memory."""
     info = dataset_info(name)
+    if not info.spec.files:  # a dataset of the user's own files
+        if data is None:
+            raise ConfigError(f"dataset {name!r} reads your own files: give --data DIR")
+        return info.reader(info, Path(data).expanduser(), f"--data {data}")
     directory, source = locate(info.spec, data=data, download=download)
+    if info.reader is not None:
+        return info.reader(info, directory, source)
     cache = cache_root() / "decoded" / name
     splits = []
     for images_name, labels_name in ((IDX_FILES[0], IDX_FILES[1]), (IDX_FILES[2], IDX_FILES[3])):
@@ -123,5 +186,6 @@ def load_image_dataset(name: str, data: str | Path | None = None, download: bool
 
 def describe_datasets(data: str | Path | None = None) -> list[dict[str, str]]:
     """One row per registered dataset: name, description and where it is found now."""
-    return [{"name": name, "description": info.description, "location": describe(info.spec, data)}
+    return [{"name": name, "description": info.description,
+             "location": describe(info.spec, data) if info.spec.files else "give --data DIR"}
             for name, info in IMAGE_DATASETS.items()]

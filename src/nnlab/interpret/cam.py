@@ -1,0 +1,117 @@
+"""Class activation maps: where in the image the evidence for a class lies.
+
+Grad-CAM (Selvaraju et al.): take a convolutional layer's activation ``A`` [K, h, w] and the
+gradient of the class score with respect to it; weight each channel by its mean gradient and
+keep the positive part, ``relu(sum_k mean(dy/dA_k) * A_k)``. For a head that is global average
+pooling followed by a linear layer the mean gradient of channel k is exactly ``W[c, k] / (h*w)``,
+so this is Zhou et al.'s CAM up to scale; for any other head (concat pooling, hidden layers)
+it is its generalization. The activation and its gradient are caught with a forward hook on
+the chosen layer and a tensor hook on its output, so the model's code is not touched; the
+default layer is the output of ``forward_features`` (the last conv map of every nnlab model).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from torch import nn
+
+from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.errors import ConfigError
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
+             layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Grad-CAM of one normalized image ``x`` [1, C, H, W]: (heat map [H, W] in [0, 1], probabilities, class).
+
+    ``class_index`` None explains the predicted class. ``layer`` names a module of ``model``
+    (``named_modules``) whose 4-D output is explained; None uses ``forward_features``.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(tensor: torch.Tensor) -> None:
+        captured["activation"] = tensor
+        tensor.register_hook(lambda grad: captured.__setitem__("gradient", grad))
+
+    model.eval()
+    handle = None
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)  # so the graph reaches the hooked layer even if all weights are frozen
+        if layer is None:
+            features = model.forward_features(x)
+            keep(features)
+            logits = model.forward_head(features)
+        else:
+            modules = dict(model.named_modules())
+            if layer not in modules:
+                convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+                raise ConfigError(f"--layer {layer!r}: no such module; conv layers: {', '.join(convs)}")
+            handle = modules[layer].register_forward_hook(lambda module, inputs, output: keep(output))
+            try:
+                logits = model(x)
+            finally:
+                handle.remove()
+        activation = captured.get("activation")
+        if activation is None or activation.ndim != 4:
+            raise ConfigError(f"--layer {layer!r}: its output is not a [N, C, H, W] feature map")
+        probs = logits.softmax(1)[0].detach()
+        target = int(probs.argmax()) if class_index is None else class_index
+        model.zero_grad(set_to_none=True)
+        logits[0, target].backward()
+    weights = captured["gradient"][0].mean(dim=(1, 2))  # [K]: mean gradient per channel
+    cam = F.relu((weights[:, None, None] * activation[0].detach()).sum(0))  # [h, w]
+    cam = F.interpolate(cam[None, None], size=x.shape[2:], mode="bilinear", align_corners=False)[0, 0]  # [H, W]
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam), probs, target
+
+
+def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: Path) -> Path:
+    """Write the image (uint8 [C, H, W]) beside itself overlaid with the heat map ([H, W] in [0, 1]) as PNG."""
+    picture = image.permute(1, 2, 0).float().numpy() / 255.0  # [H, W, C]
+    if picture.shape[2] == 1:
+        picture = picture.repeat(3, axis=2)
+    colour = colormaps["jet"](heat.numpy())[..., :3]
+    blended = 0.55 * picture + 0.45 * colour
+    fig = Figure(figsize=(6, 3.3), layout="tight")
+    left, right = fig.subplots(1, 2)
+    for ax, shown, label in ((left, picture, "input"), (right, blended, "class activation")):
+        ax.imshow(shown, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+
+
+def class_activation(run_dir: str | Path, image: str | Path, class_name: str | None = None,
+                     out: str | Path | None = None, layer: str | None = None, invert: str = "auto") -> dict[str, Any]:
+    """Grad-CAM of an image run's best model on an image file, saved as a heat-map overlay PNG.
+
+    The image is converted to the run's input exactly as ``nnlab predict`` converts it.
+    ``class_name`` picks the class to explain (default: the predicted one); ``out`` defaults
+    to ``IMAGE.cam.png`` beside the input.
+    """
+    from nnlab.data.images import load_image
+    from nnlab.runs import load_run
+    _, model, state = load_run(run_dir)
+    classes = list(state["classes"])
+    channels, height, width = state["input_shape"]
+    pixels = load_image(image, (height, width), channels, invert=invert)  # uint8 [C, H, W]
+    if class_name is not None and class_name not in classes:
+        raise ConfigError(f"--class {class_name!r}: not a class of this run; classes: {', '.join(classes)}")
+    mean = torch.tensor(state["mean"]).view(-1, 1, 1)
+    std = torch.tensor(state["std"]).view(-1, 1, 1)
+    x = ((pixels.float() / 255 - mean) / std)[None]  # [1, C, H, W]
+    model = model.to(memory_format=torch.contiguous_format)
+    heat, probs, target = grad_cam(model, x, classes.index(class_name) if class_name else None, layer)
+    path = Path(out) if out else Path(image).with_name(Path(image).stem + ".cam.png")
+    predicted = int(probs.argmax())
+    title = (f"{classes[target]} (p={probs[target]:.2f}); predicted {classes[predicted]} "
+             f"(p={probs[predicted]:.2f})")
+    overlay_png(pixels, heat, title, path)
+    return {"image": str(image), "output": str(path), "class": classes[target],
+            "probability": round(float(probs[target]), 6), "predicted": classes[predicted],
+            "layer": layer or "forward_features", "method": "grad-cam"}

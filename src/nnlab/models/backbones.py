@@ -1,0 +1,177 @@
+"""torchvision's ImageNet backbones (resnet18/34/50, densenet121, vgg16) for transfer learning.
+
+Each is wrapped in ``Backbone`` so that it offers the same interface as the nnlab families:
+``forward_features`` (the last conv map), ``forward_head``, ``reset_classifier`` and
+``layer_groups`` (stem, body, head). Weights never come from the network: ``pretrained`` is
+None (random init), a path to a ``.pth`` state dict, or ``"torchvision"``, which reads the exact
+file torchvision's own download would have left in ``$TORCH_HOME/hub/checkpoints/``. A missing
+file is a ``CheckpointError`` naming the file and the URL to fetch it from. Files are loaded
+weights-only. With ``in_channels`` other than 3 the first conv is rebuilt, its pretrained
+filters averaged over the RGB channels (so a grey image sees the same filters).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from nnlab.errors import CheckpointError
+from nnlab.models.registry import register
+
+
+def torch_home() -> Path:
+    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch.hub's rule)."""
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "torch"
+
+
+def weights_url(arch: str) -> str:
+    """The URL of torchvision's default ImageNet weights for ``arch``."""
+    return torchvision.models.get_model_weights(arch).DEFAULT.url
+
+
+def weights_file(arch: str, pretrained: str) -> Path:
+    """The state-dict file ``pretrained`` means for ``arch``: a path, or torchvision's cache file."""
+    if pretrained == "torchvision":
+        url = weights_url(arch)
+        path = torch_home() / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+        if not path.is_file():
+            raise CheckpointError(f"{arch}: pretrained weights not found at {path}; download {url} there "
+                                  f"(e.g. `curl -L -o {path} {url}`) or pass the file's path")
+        return path
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{arch}: pretrained weights file {path} not found "
+                              f"(torchvision's file for it: {weights_url(arch)})")
+    return path
+
+
+# Old densenet checkpoints name norm.1 what the module now calls norm1 (torchvision's own fix-up).
+_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def load_weights(model: nn.Module, arch: str, path: Path) -> None:
+    """Load a torchvision state dict from ``path`` into ``model`` (weights only), or a ``CheckpointError``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: refused to load: the file holds more than weights ({error})") from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"{path}: corrupt or truncated weights file: {error}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    if arch.startswith("densenet"):
+        state = {(_DENSENET_KEY.sub(lambda m: m[1] + m[2], key)): value for key, value in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit torchvision {arch}: {str(error).splitlines()[0]}") from None
+
+
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs; each new channel gets the RGB filters' mean."""
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.mean(dim=1, keepdim=True).expand_as(new.weight))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+class Backbone(nn.Module):
+    """A torchvision classifier split into stem, body, a pooling step and a fresh linear ``head``.
+
+    ``pre_logits`` holds what sits between pooling and the last linear layer in the original
+    (VGG's two 4096-wide layers), so the pretrained part is kept and only the last layer is new.
+    """
+
+    def __init__(self, stem: nn.Module, body: nn.Module, pool: nn.Module, pre_logits: nn.Module,
+                 width: int, n_classes: int) -> None:
+        super().__init__()
+        self.stem, self.body, self.pool, self.pre_logits = stem, body, pool, pre_logits
+        self.width = width
+        self.head = nn.Linear(width, n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional feature map (used by CAM)."""
+        return self.body(self.stem(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pre_logits(self.pool(features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n_classes: int) -> None:
+        """A fresh last layer for ``n_classes`` outputs; the pretrained layers stay."""
+        self.head = nn.Linear(self.width, n_classes)
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Stem (first conv block), body (everything pretrained after it), head (the new last layer)."""
+        return [self.stem, nn.ModuleList([self.body, self.pre_logits]), self.head]
+
+
+def _gap() -> nn.Sequential:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _split_resnet(net: torchvision.models.ResNet, in_channels: int) -> tuple[nn.Module, ...]:
+    conv = net.conv1 if in_channels == 3 else _adapt_first_conv(net.conv1, in_channels)
+    stem = nn.Sequential(conv, net.bn1, net.relu, net.maxpool)
+    body = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+    return stem, body, _gap(), nn.Identity(), net.fc.in_features
+
+
+def _split_densenet(net: torchvision.models.DenseNet, in_channels: int) -> tuple[nn.Module, ...]:
+    features = list(net.features.children())
+    if in_channels != 3:
+        features[0] = _adapt_first_conv(features[0], in_channels)
+    stem = nn.Sequential(*features[:4])  # conv0, norm0, relu0, pool0
+    # torchvision applies the final ReLU in forward(), outside `features`: it belongs to the body here.
+    body = nn.Sequential(*features[4:], nn.ReLU(inplace=True))
+    return stem, body, _gap(), nn.Identity(), net.classifier.in_features
+
+
+def _split_vgg(net: torchvision.models.VGG, in_channels: int) -> tuple[nn.Module, ...]:
+    features = list(net.features.children())
+    if in_channels != 3:
+        features[0] = _adapt_first_conv(features[0], in_channels)
+    stem = nn.Sequential(*features[:2])  # first conv and its ReLU
+    pool = nn.Sequential(net.avgpool, nn.Flatten())
+    pre_logits = nn.Sequential(*list(net.classifier.children())[:-1])
+    return stem, nn.Sequential(*features[2:]), pool, pre_logits, net.classifier[-1].in_features
+
+
+SPLITS: dict[str, Callable[..., tuple[nn.Module, ...]]] = {
+    "resnet18": _split_resnet, "resnet34": _split_resnet, "resnet50": _split_resnet,
+    "densenet121": _split_densenet, "vgg16": _split_vgg,
+}
+
+
+def create_backbone(arch: str, n_classes: int = 10, in_channels: int = 3, pretrained: str | None = None) -> Backbone:
+    """torchvision's ``arch`` with ImageNet weights from ``pretrained`` (see the module docstring), wrapped."""
+    net = getattr(torchvision.models, arch)(weights=None)
+    if pretrained:
+        load_weights(net, arch, weights_file(arch, pretrained))
+    stem, body, pool, pre_logits, width = SPLITS[arch](net, in_channels)
+    return Backbone(stem, body, pool, pre_logits, width, n_classes)
+
+
+def _register(arch: str) -> None:
+    def factory(n_classes: int = 10, in_channels: int = 3, pretrained: str | None = None) -> Backbone:
+        return create_backbone(arch, n_classes, in_channels, pretrained)
+
+    factory.__doc__ = f"torchvision {arch} (ImageNet weights from a file or $TORCH_HOME), nnlab interface."
+    register(arch)(factory)
+
+
+for _arch in SPLITS:
+    _register(_arch)
