@@ -51,3 +51,12 @@ def image_run(tmp_path_factory):
               overrides={"data": str(data), "epochs": 2, "device": "cpu", "batch_size": 50, "eval_batch_size": 100,
                          "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32})
     return base / "squares"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: faster than two, and steadier on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

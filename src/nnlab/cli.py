@@ -77,7 +77,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 # Flags of `nnlab train` that become config overrides (a flag that does not apply to the
 # recipe's kind of run is refused by apply_overrides, naming it).
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
-               "csv", "target", "task", "model", "hidden", "categorical", "time_budget",
+               "csv", "target", "task", "model", "hidden", "categorical", "time_budget", "column",
                "schedule", "cycles", "cycle_mult", "lr_mult", "freeze", "clip", "patience", "monitor",
                "precision", "compile", "channels_last", "threads")
 
@@ -221,6 +221,47 @@ def cmd_serve(args: argparse.Namespace) -> None:
           max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready)
 
 
+def cmd_summary(args: argparse.Namespace) -> None:
+    from nnlab.interpret.summary import model_summary, parse_shape
+    result = model_summary(args.target, parse_shape(args.input) if args.input else None)
+    if args.json:
+        _print_json(result)
+        return
+    print(f"{result['model']} on input {'x'.join(map(str, result['input_shape']))}")
+    print(f"{'layer':<32} {'type':<20} {'output':<16} {'params':>10} {'mult-adds':>14}")
+    for row in result["layers"]:
+        shape = "x".join(map(str, row["output_shape"]))
+        print(f"{row['name']:<32} {row['type']:<20} {shape:<16} {row['params']:>10,} {row['mult_adds']:>14,}")
+    print(f"total params {result['total_params']:,} (trainable {result['trainable_params']:,}), "
+          f"mult-adds per image {result['total_mult_adds']:,}")
+
+
+def cmd_cam(args: argparse.Namespace) -> None:
+    from nnlab.interpret.cam import class_activation
+    result = class_activation(args.run_dir, args.image, class_name=args.class_name, out=args.output,
+                              layer=args.layer, invert=args.invert)
+    _print_json(result) if args.json else print(
+        f"{result['output']}: {result['class']} (p={result['probability']:.3f}), predicted {result['predicted']}")
+
+
+def cmd_filters(args: argparse.Namespace) -> None:
+    from nnlab.interpret.filters import layer_filters
+    result = layer_filters(args.run_dir, layer=args.layer, image=args.image, out=args.out, invert=args.invert)
+    if args.json:
+        _print_json(result)
+        return
+    print(f"{result['layer']}: {result['filters']} filters of {'x'.join(map(str, result['filter_shape']))} "
+          f"-> {result['filters_png']}" + (f"; feature maps -> {result['featuremaps_png']}" if args.image else ""))
+
+
+def cmd_convolve(args: argparse.Namespace) -> None:
+    from nnlab.interpret.filters import convolve
+    result = convolve(args.image, args.kernel, pool=args.pool, size=args.size, out=args.output)
+    _print_json(result) if args.json else print(
+        f"{result['output']}: {'x'.join(map(str, result['input_shape']))} -> "
+        f"{'x'.join(map(str, result['output_shape']))}, values {result['min']:.3g}..{result['max']:.3g}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnlab", description="Train, evaluate and use deep-learning models on real data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -276,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categorical", metavar="COLUMNS",
                    help="tabular runs: comma-separated columns to one-hot encode (text columns must be named here)")
 
+    p.add_argument("--column", help="series runs: the CSV column to forecast")
     p.add_argument("--time-budget", type=float, dest="time_budget", metavar="SECONDS",
                    help="char-RNN runs: stop training (validated, best kept) within SECONDS; the schedule fits it")
 
@@ -322,6 +364,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
     p.add_argument("-o", "--output", help="file to write (default RUN_DIR/model.<format>); metadata goes to FILE.json")
     p.add_argument("--data", help="dataset directory for the check's test images")
+
+    p = add("summary", cmd_summary, "per layer: output shape, parameters and multiply-adds of a recipe's or run's model")
+    p.add_argument("target", metavar="RECIPE|RUN_DIR")
+    p.add_argument("--input", metavar="C,H,W", help="input size (default: the dataset's, or the run's)")
+
+    p = add("cam", cmd_cam, "class activation map (Grad-CAM) of an image run on an image, as a heat-map overlay PNG")
+    p.add_argument("run_dir")
+    p.add_argument("image")
+    p.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (default: the predicted one)")
+    p.add_argument("--layer", help="module name to explain (default: the last conv feature map)")
+    p.add_argument("--invert", default="auto", choices=["auto", "yes", "no"], help="as for predict")
+    p.add_argument("-o", "--output", help="PNG to write (default IMAGE.cam.png beside the image)")
+
+    p = add("filters", cmd_filters, "draw a run's conv filters as a grid, and the feature maps an image makes there")
+    p.add_argument("run_dir")
+    p.add_argument("--layer", help="conv layer name (default: the first)")
+    p.add_argument("--image", help="also draw this image's feature maps at that layer")
+    p.add_argument("--invert", default="auto", choices=["auto", "yes", "no"], help="as for predict")
+    p.add_argument("--out", help="directory for filters.png and featuremaps.png (default: the run)")
+
+    p = add("convolve", cmd_convolve, "apply a hand-written kernel (and pooling) to an image and save the result")
+    p.add_argument("image")
+    p.add_argument("--kernel", required=True, metavar="NAME|FILE.txt",
+                   help="sobel-x, sobel-y, laplacian, sharpen, blur, or a text file of kernel rows")
+    p.add_argument("--pool", choices=["max", "avg"], help="pool the result")
+    p.add_argument("--size", type=int, default=2, help="pooling window and stride (default 2)")
+    p.add_argument("-o", "--output", help="PNG to write (default IMAGE.KERNEL.png beside the image)")
 
     p = add("serve", cmd_serve, "serve image runs over HTTP: JSON API, OpenAPI at /docs, a web page at /")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs to serve, each named by its directory")

@@ -146,7 +146,7 @@ class CharLMConfig:
     tie_weights: bool = False
     batch_size: int = 64                # parallel streams
     bptt: int = 128                     # window length T: gradients flow back at most this far
-    epochs: int = 10                    # passes over the training text (a time budget may stop sooner)
+    epochs: int = 10                    # passes over the training text (under a time budget the budget ends the run)
     time_budget: float | None = None    # seconds of training; the schedule is stretched to fit it
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -217,6 +217,43 @@ class NamesConfig:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@config_kind("series")
+@dataclass
+class SeriesConfig:
+    """Forecasting a univariate series (generated noisy sines, or ``--csv FILE --column NAME``) with an RNN."""
+
+    kind: str = "series"
+    recipe: str = ""
+    csv: str | None = None              # --csv FILE: forecast its --column instead of generated sines
+    column: str | None = None
+    length: int = 3000                  # generated series: number of values
+    noise: float = 0.1                  # generated series: noise std (the sines' amplitude is ~1)
+    window: int = 32                    # past values the model sees
+    horizon: int = 1                    # future values it predicts
+    cell: str = "lstm"                  # lstm | gru
+    layers: int = 1
+    hidden_size: int = 32
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    schedule: str = "one-cycle"
+    clip: float | None = 1.0
+    valid_fraction: float = 0.2         # the series' tail
+    seed: int = 0
+    device: str = "cpu"                 # small models: the CPU beats a GPU's launch overhead
+
+    def check(self) -> None:
+        """Reject settings no series run could use, naming the setting."""
+        if self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"cell: expected lstm or gru, got {self.cell!r}")
+        for key in ("window", "horizon", "layers", "hidden_size", "length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"valid_fraction must be in (0, 1) for a series, got {self.valid_fraction}")
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
