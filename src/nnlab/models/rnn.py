@@ -11,6 +11,8 @@ Both take token ids and return logits, like every registered model, and offer
   padding) -> linear over the classes, from both directions' final states.
 - ``series_rnn``: LSTM/GRU over a window of values -> linear to the next values (forecasting;
   its "classes" are the forecast horizon).
+- ``text_rnn``: word embeddings -> LSTM/GRU, bidirectional or not, over padded, packed
+  sequences -> linear over the classes (text classification).
 """
 from __future__ import annotations
 
@@ -235,3 +237,63 @@ class SeriesRNN(nn.Module):
 def series_rnn(n_classes: int = 1, **kwargs: object) -> SeriesRNN:
     """LSTM (or ``cell="gru"``) forecaster: a window of past values in, the next ``n_classes`` values out."""
     return SeriesRNN(SeriesRNNConfig(n_classes=n_classes, **kwargs))
+
+
+@dataclass
+class TextRNNConfig:
+    """Sizes of a word-level text classifier over ``n_tokens`` ids (0 is padding), one- or two-directional."""
+
+    n_tokens: int = 20000
+    n_classes: int = 2
+    embed: int = 100
+    hidden: int = 128
+    layers: int = 1
+    cell: str = "lstm"
+    bidirectional: bool = True
+    dropout: float = 0.3
+
+
+class TextRNN(nn.Module):
+    """Embedding -> LSTM/GRU (bidirectional by default) over packed sequences -> linear on the final states.
+
+    Like ``name_rnn`` but with ``bidirectional`` a choice and dropout on the embeddings too
+    (word embeddings of a large vocabulary overfit first). Padding is packed away, so a
+    sequence's output does not depend on how long its batch's longest sequence is.
+    """
+
+    def __init__(self, config: TextRNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.directions = 2 if config.bidirectional else 1
+        self.embed = nn.Embedding(config.n_tokens, config.embed, padding_idx=0)
+        self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
+                                      bidirectional=config.bidirectional,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(self.directions * config.hidden, config.n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The top layer's final state of each direction, ``[N, D*H]``, for padded ids ``x [N, L]``."""
+        lengths = (x != 0).sum(1).clamp(min=1).cpu()  # pack needs lengths on the CPU
+        packed = pack_padded_sequence(self.drop(self.embed(x)), lengths, batch_first=True, enforce_sorted=False)
+        _, hidden = self.rnn(packed)
+        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
+        return torch.cat(list(h[-self.directions:]), dim=1)    # forward (, backward): [N, D*H]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n_classes: int) -> None:
+        self.head = nn.Linear(self.directions * self.config.hidden, n_classes)
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.embed, self.rnn, self.head]
+
+
+@register("text_rnn")
+def text_rnn(n_classes: int = 2, **kwargs: object) -> TextRNN:
+    """Word-level LSTM (or ``cell="gru"``, ``bidirectional=False``) classifier of padded, packed token ids."""
+    return TextRNN(TextRNNConfig(n_classes=n_classes, **kwargs))
