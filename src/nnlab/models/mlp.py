@@ -45,7 +45,8 @@ class MLP(nn.Module):
         self.head = nn.Linear(self.head.in_features, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
-        """Stem (first hidden layer), body (the other hidden layers), head."""
+        """Stem (first hidden layer), body (the other hidden layers), head; without hidden layers
+        (``logistic``) stem and body are empty and the head is the whole model."""
         linears = [m for m in self.features if isinstance(m, nn.Linear)]
         stem = nn.ModuleList(linears[:1])
         body = nn.ModuleList(linears[1:])

@@ -1,18 +1,18 @@
-"""Recurrent models: a character-level language model and a bidirectional sequence classifier.
+"""Recurrent models: a character-level language model, a forecaster and a classifier of padded sequences.
 
-Both take token ids and return logits, like every registered model, and offer
+All take token ids (or values) and return logits, like every registered model, and offer
 ``forward_features``, ``forward_head``, ``reset_classifier`` and ``layer_groups``:
 
 - ``char_rnn``: embedding -> LSTM/GRU -> linear over the vocabulary. ``forward(x [B, T])``
   gives logits ``[B*T, V]`` (one row per position, so ``CrossEntropyLoss`` and accuracy apply
   as to any classifier); ``forward_sequence`` also takes and returns the hidden state, and
   ``TruncatedBPTT`` carries that state from one window to the next, detached.
-- ``name_rnn``: embedding -> bidirectional GRU/LSTM over padded, packed sequences (id 0 is
-  padding) -> linear over the classes, from both directions' final states.
+- ``name_rnn`` and ``text_rnn``: two sizes of ``SequenceRNN``, embedding -> LSTM/GRU over
+  padded, packed sequences (id 0 is padding) -> linear over the classes, from the final states.
+  ``name_rnn`` is a bidirectional GRU over characters; ``text_rnn`` an LSTM over words,
+  bidirectional or not, with dropout on the word embeddings too.
 - ``series_rnn``: LSTM/GRU over a window of values -> linear to the next values (forecasting;
   its "classes" are the forecast horizon).
-- ``text_rnn``: word embeddings -> LSTM/GRU, bidirectional or not, over padded, packed
-  sequences -> linear over the classes (text classification).
 """
 from __future__ import annotations
 
@@ -143,37 +143,52 @@ def char_rnn(n_classes: int = 65, **kwargs: object) -> CharRNN:
 
 
 @dataclass
-class NameRNNConfig:
-    """Sizes of a bidirectional sequence classifier over ``n_tokens`` ids (0 is padding)."""
+class SequenceRNNConfig:
+    """Sizes of a classifier of padded sequences of ``n_tokens`` ids (0 is padding).
 
-    n_tokens: int = 60
-    n_classes: int = 18
-    embed: int = 32
-    hidden: int = 128
-    layers: int = 1
-    cell: str = "gru"
-    dropout: float = 0.1
+    ``drop_embeddings`` applies the dropout to the embeddings as well as to the final states
+    (word embeddings of a large vocabulary overfit first; a small alphabet's do not).
+    """
+
+    n_tokens: int
+    n_classes: int
+    embed: int
+    hidden: int
+    layers: int
+    cell: str
+    bidirectional: bool
+    dropout: float
+    drop_embeddings: bool
 
 
-class NameRNN(nn.Module):
-    """Embedding -> bidirectional GRU/LSTM over packed sequences -> linear on both final states."""
+class SequenceRNN(nn.Module):
+    """Embedding -> LSTM/GRU (bidirectional or not) over packed sequences -> linear on the final states.
 
-    def __init__(self, config: NameRNNConfig) -> None:
+    Padding is packed away, so a sequence's output does not depend on how long its batch's
+    longest sequence is. ``name_rnn`` and ``text_rnn`` are two sizes of it.
+    """
+
+    def __init__(self, config: SequenceRNNConfig) -> None:
         super().__init__()
         self.config = config
+        self.directions = 2 if config.bidirectional else 1
         self.embed = nn.Embedding(config.n_tokens, config.embed, padding_idx=0)
         self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
-                                      bidirectional=True, dropout=config.dropout if config.layers > 1 else 0.0)
+                                      bidirectional=config.bidirectional,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(2 * config.hidden, config.n_classes)
+        self.head = nn.Linear(self.directions * config.hidden, config.n_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Both directions' final top-layer states ``[N, 2H]`` for padded ids ``x [N, L]``."""
+        """The top layer's final state of each direction, ``[N, D*H]``, for padded ids ``x [N, L]``."""
+        embedded = self.embed(x)
+        if self.config.drop_embeddings:
+            embedded = self.drop(embedded)
         lengths = (x != 0).sum(1).clamp(min=1).cpu()  # pack needs lengths on the CPU
-        packed = pack_padded_sequence(self.embed(x), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
         _, hidden = self.rnn(packed)
-        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*2, N, H]
-        return torch.cat([h[-2], h[-1]], dim=1)                # forward, backward: [N, 2H]
+        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
+        return torch.cat(list(h[-self.directions:]), dim=1)    # forward (, backward): [N, D*H]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))
@@ -182,16 +197,26 @@ class NameRNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(2 * self.config.hidden, n_classes)
+        self.head = nn.Linear(self.directions * self.config.hidden, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.embed, self.rnn, self.head]
 
 
 @register("name_rnn")
-def name_rnn(n_classes: int = 18, **kwargs: object) -> NameRNN:
+def name_rnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 32, hidden: int = 128, layers: int = 1,
+             cell: str = "gru", dropout: float = 0.1) -> SequenceRNN:
     """Bidirectional GRU (or ``cell="lstm"``) classifier of short character sequences such as names."""
-    return NameRNN(NameRNNConfig(n_classes=n_classes, **kwargs))
+    return SequenceRNN(SequenceRNNConfig(n_tokens, n_classes, embed, hidden, layers, cell, bidirectional=True,
+                                         dropout=dropout, drop_embeddings=False))
+
+
+@register("text_rnn")
+def text_rnn(n_classes: int = 2, n_tokens: int = 20000, embed: int = 100, hidden: int = 128, layers: int = 1,
+             cell: str = "lstm", bidirectional: bool = True, dropout: float = 0.3) -> SequenceRNN:
+    """Word-level LSTM (or ``cell="gru"``, ``bidirectional=False``) classifier of padded, packed token ids."""
+    return SequenceRNN(SequenceRNNConfig(n_tokens, n_classes, embed, hidden, layers, cell, bidirectional,
+                                         dropout, drop_embeddings=True))
 
 
 @dataclass
@@ -237,63 +262,3 @@ class SeriesRNN(nn.Module):
 def series_rnn(n_classes: int = 1, **kwargs: object) -> SeriesRNN:
     """LSTM (or ``cell="gru"``) forecaster: a window of past values in, the next ``n_classes`` values out."""
     return SeriesRNN(SeriesRNNConfig(n_classes=n_classes, **kwargs))
-
-
-@dataclass
-class TextRNNConfig:
-    """Sizes of a word-level text classifier over ``n_tokens`` ids (0 is padding), one- or two-directional."""
-
-    n_tokens: int = 20000
-    n_classes: int = 2
-    embed: int = 100
-    hidden: int = 128
-    layers: int = 1
-    cell: str = "lstm"
-    bidirectional: bool = True
-    dropout: float = 0.3
-
-
-class TextRNN(nn.Module):
-    """Embedding -> LSTM/GRU (bidirectional by default) over packed sequences -> linear on the final states.
-
-    Like ``name_rnn`` but with ``bidirectional`` a choice and dropout on the embeddings too
-    (word embeddings of a large vocabulary overfit first). Padding is packed away, so a
-    sequence's output does not depend on how long its batch's longest sequence is.
-    """
-
-    def __init__(self, config: TextRNNConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.directions = 2 if config.bidirectional else 1
-        self.embed = nn.Embedding(config.n_tokens, config.embed, padding_idx=0)
-        self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
-                                      bidirectional=config.bidirectional,
-                                      dropout=config.dropout if config.layers > 1 else 0.0)
-        self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(self.directions * config.hidden, config.n_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The top layer's final state of each direction, ``[N, D*H]``, for padded ids ``x [N, L]``."""
-        lengths = (x != 0).sum(1).clamp(min=1).cpu()  # pack needs lengths on the CPU
-        packed = pack_padded_sequence(self.drop(self.embed(x)), lengths, batch_first=True, enforce_sorted=False)
-        _, hidden = self.rnn(packed)
-        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
-        return torch.cat(list(h[-self.directions:]), dim=1)    # forward (, backward): [N, D*H]
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(self.directions * self.config.hidden, n_classes)
-
-    def layer_groups(self) -> list[nn.Module]:
-        return [self.embed, self.rnn, self.head]
-
-
-@register("text_rnn")
-def text_rnn(n_classes: int = 2, **kwargs: object) -> TextRNN:
-    """Word-level LSTM (or ``cell="gru"``, ``bidirectional=False``) classifier of padded, packed token ids."""
-    return TextRNN(TextRNNConfig(n_classes=n_classes, **kwargs))

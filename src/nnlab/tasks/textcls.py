@@ -11,29 +11,21 @@ rebuilt with weights-only loading), ``curves.png``, ``confusion.png`` and ``summ
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 import torch
 
 from nnlab.config import TextClassifyConfig, apply_overrides, save_config
-from nnlab.data.batches import stratified_split
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback
-from nnlab.engine.checkpoint import load_checkpoint
-from nnlab.engine.learner import Learner, predict_probs, resolve_device
-from nnlab.engine.optim import create_optimizer
-from nnlab.engine.schedules import create_scheduler
+from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.interpret.plots import plot_confusion, plot_curves
-from nnlab.models import create_model
+from nnlab.interpret.plots import plot_confusion
 from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, score, write_json
-from nnlab.tasks.names import class_weights
+from nnlab.runs import environment, load_best, new_run_dir, write_json
+from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
+                                           test_scores, top_classes, train_options)
 
 
 def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset:
@@ -49,12 +41,7 @@ def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset
 
 def split_rows(data: TextDataset, config: TextClassifyConfig) -> dict[str, torch.Tensor]:
     """Indices of the test rows (stratified), then of validation out of the rest; a pure function of the seed."""
-    generator = torch.Generator().manual_seed(config.seed)
-    rest, test = stratified_split(data.labels, config.test_fraction, generator)
-    train, valid = stratified_split(data.labels[rest], config.valid_fraction, generator)
-    if len(test) == 0 or len(train) == 0:
-        raise DataError(f"{data.source}: {len(data.documents)} rows are too few for a training and a test split")
-    return {"train": rest[train], "valid": rest[valid], "test": test}
+    return split_stratified(data.labels, config, data.source, "rows")
 
 
 def batches(data: TextDataset, rows: torch.Tensor, vocab: Vocab, config: TextClassifyConfig, batch_size: int,
@@ -90,55 +77,26 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
     train_rows = rows["train"][: 4 * config.batch_size] if dry_run else rows["train"]
     vocab = build_vocab((data.documents[i] for i in rows["train"].tolist()), config.max_vocab, config.min_freq)
     train_labels = data.labels[train_rows]
-    options: dict[str, Any] = {"shuffle": True, "generator": torch.Generator().manual_seed(config.seed + 1)}
-    if config.balance == "sampler":
-        options["sample_weights"] = class_weights(train_labels, n_classes)[train_labels]
-    train_batches = batches(data, train_rows, vocab, config, config.batch_size, device, **options)
+    train_batches = batches(data, train_rows, vocab, config, config.batch_size, device,
+                            **train_options(config, train_labels, n_classes))
     valid_batches = (batches(data, rows["valid"], vocab, config, config.eval_batch_size, device)
                      if len(rows["valid"]) else None)
     run_dir = new_run_dir(config.recipe, out)
     save_config(config, run_dir / "config.json")
 
-    args = model_args(config, vocab, n_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)  # model initialization, without touching the caller's global RNG
-        model = create_model("text_rnn", **args)
-    optimizer = create_optimizer("adamw", model, config.lr, config.weight_decay)
-    epochs = 1 if dry_run else config.epochs
-    scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches), config.pct_start)
-    weight = class_weights(train_labels, n_classes).to(device) if config.balance == "weighted-loss" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": "text_rnn",
-                "model_args": args, "config": dataclasses.asdict(config), "kind": "textcls",
-                "classes": list(data.classes), "vocab": list(vocab.tokens), "max_length": config.max_length}
-
-    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"),
-                 CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")]
-    learner = Learner(model, train_batches, valid_batches, loss_fn=loss_fn, optimizer=optimizer,
-                      scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32", clip=config.clip)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)  # dropout masks
-        start = time.perf_counter()
-        history = learner.fit(epochs)
-        train_seconds = time.perf_counter() - start
-
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
+    fitted = fit(config, run_dir, "text_rnn", model_args(config, vocab, n_classes), train_batches, valid_batches,
+                 train_labels, n_classes, device, stream, epochs=1 if dry_run else config.epochs,
+                 saved={"kind": "textcls", "classes": list(data.classes), "vocab": list(vocab.tokens),
+                        "max_length": config.max_length})
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
-    probs, targets = predict_probs(model, test, device)
-    result = score(probs, targets, data.classes)
-    plot_curves(history, run_dir / "curves.png")
+    result = test_scores(fitted.model, test, data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
     summary = {
         "recipe": config.recipe, "run_dir": str(run_dir), "dataset": data.source, "model": "text_rnn",
         "cell": config.cell, "bidirectional": config.bidirectional, "balance": config.balance,
         "test_accuracy": result.pop("test_accuracy"), "test_macro_f1": result["macro"]["f1"], **result,
         "rows": {k: len(v) for k, v in rows.items()}, "vocab_size": len(vocab),
-        "train_seconds": round(train_seconds, 3),
-        "texts_per_s": round(len(train_rows) * len(history) / train_seconds, 1), "epochs": len(history),
-        "best_epoch": best["best"]["epoch"], "best_valid_loss": best["best"]["score"],
+        **fitted.timing(len(train_rows), "texts_per_s"),
         "classes": list(data.classes), "device": str(device), "dry_run": dry_run, **environment(),
     }
     write_json(run_dir / "summary.json", summary)
@@ -161,34 +119,18 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     device = resolve_device(device_name or "cpu")
     config, model, vocab, state = load_run(run_dir, device)
     data = load_data(config, data_path)
-    if data.classes != state["classes"]:
-        raise DataError(f"{data.source}: classes {data.classes} are not the run's {state['classes']}")
+    check_classes(data.source, data.classes, state)
     rows = split_rows(data, config)
-    probs, targets = predict_probs(model, batches(data, rows["test"], vocab, config, config.eval_batch_size,
-                                                  device), device)
-    result = score(probs, targets, data.classes)
-    result["test_macro_f1"] = result["macro"]["f1"]
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        result["summary_test_accuracy"] = json.loads(summary_path.read_text(encoding="utf-8")).get("test_accuracy")
-    return {"run_dir": str(run_dir), "recipe": config.recipe, "classes": list(data.classes), **result}
+    test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
+    return rescore(run_dir, config.recipe, model, test, data.classes, device)
 
 
-@torch.no_grad()
 def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
     """The ``top_k`` most likely classes with probabilities for each text in ``inputs``."""
-    if top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    if not inputs:
-        raise ConfigError("predict: give at least one text")
-    config, model, vocab, state = load_run(run_dir, "cpu")
+    check_predict_args(inputs, top_k, "text")
+    _, model, vocab, state = load_run(run_dir, "cpu")
     documents = [tokenize(text) for text in inputs]
     empty = [text for text, doc in zip(inputs, documents) if not doc]
     if empty:
         raise DataError(f"no words in {', '.join(repr(t) for t in empty)}")
-    probs = model(encode_texts(documents, vocab, state["max_length"])).softmax(1)
-    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    classes = state["classes"]
-    return [{"file": text, "top": [{"class": classes[i], "probability": round(p, 6)}
-                                   for p, i in zip(v.tolist(), ix.tolist())]}
-            for text, v, ix in zip(inputs, values, indices)]
+    return top_classes(model, encode_texts(documents, vocab, state["max_length"]), inputs, state["classes"], top_k)
