@@ -31,6 +31,8 @@ VARIANTS = {  # name: (precision, channels_last, compile, threads)
     "bf16": ("bf16", True, False, None),
     "fp16": ("fp16", True, False, None),
     "compile": ("fp32", True, True, None),
+    "bf16-compile": ("bf16", True, True, None),
+    "bf16-contiguous": ("bf16", False, False, None),
     "threads-1": ("fp32", True, False, 1),
 }
 

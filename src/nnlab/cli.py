@@ -79,7 +79,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
                "csv", "target", "task", "model", "hidden", "categorical", "time_budget", "column",
                "schedule", "cycles", "cycle_mult", "lr_mult", "freeze", "clip", "patience", "monitor",
-               "precision", "compile", "channels_last", "threads")
+               "precision", "compile", "channels_last", "threads", "freeze_epochs", "from_run", "text_column", "label_column")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -123,6 +123,9 @@ def _headline(result: dict[str, Any]) -> str:
         parts.append(f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}")
     if result.get("valid_bpc") is not None:  # language models: nats and bits per character
         parts.append(f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)")
+    if result.get("transfer_gain_points") is not None:
+        parts.append(f"transfer - scratch: {result['transfer_gain_points']:+.1f} points at "
+                     f"{result['gain_at_percent']}% of the digits")
     if "train_seconds" in result:
         parts.append(f"train {result['train_seconds']:.1f}s")
     if "images_per_s" in result:
@@ -254,12 +257,43 @@ def cmd_filters(args: argparse.Namespace) -> None:
           f"-> {result['filters_png']}" + (f"; feature maps -> {result['featuremaps_png']}" if args.image else ""))
 
 
+def cmd_interpret(args: argparse.Namespace) -> None:
+    from nnlab.interpret.report import interpret
+    result = interpret(args.run_dir, split=args.split, top=args.top, out=args.out, data_path=args.data,
+                       device_name=args.device)
+    if args.json:
+        _print_json(result)
+        return
+    print(f"{result['split']} split: {result['images']} images, accuracy {result['accuracy']:.4f}")
+    for name, row in result["per_class"].items():
+        print(f"  {name:<12} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}")
+    if result["most_confused"]:
+        print("most confused: " + ", ".join(f"{t} as {p} ({n})" for t, p, n in result["most_confused"]))
+    print(f"confusion matrix: {result['confusion_png']}\nhighest losses: {result['top_losses_png']}")
+
+
 def cmd_convolve(args: argparse.Namespace) -> None:
     from nnlab.interpret.filters import convolve
     result = convolve(args.image, args.kernel, pool=args.pool, size=args.size, out=args.output)
     _print_json(result) if args.json else print(
         f"{result['output']}: {'x'.join(map(str, result['input_shape']))} -> "
         f"{'x'.join(map(str, result['output_shape']))}, values {result['min']:.3g}..{result['max']:.3g}")
+
+
+def cmd_stylize(args: argparse.Namespace) -> None:
+    from nnlab.tasks.stylize import stylize
+    result = stylize(args.content, args.style, args.output, size=args.size, steps=2 if args.dry_run else args.steps,
+                     optimizer=args.optimizer, lr=args.lr, content_weight=args.content_weight,
+                     style_weight=args.style_weight, tv_weight=args.tv_weight, style_layers=args.style_layers,
+                     content_layer=args.content_layer, init=args.init, preserve_color=args.preserve_color,
+                     weights=args.weights, device=args.device, save_every=args.save_every, seed=args.seed)
+    if args.json:
+        _print_json(result)
+        return
+    losses = result["losses"]
+    print(f"{result['output']}: {result['size'][0]}x{result['size'][1]}, {result['steps']} {result['optimizer']} steps "
+          f"in {result['seconds']:.1f}s; loss {losses['total']:.4g} (content {losses['content']:.4g}, "
+          f"style {losses['style']:.4g}, tv {losses['tv']:.4g}), from {result['initial_losses']['total']:.4g}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="recipe name (see `nnlab recipes`)")
     p.add_argument("--out", help="run directory (default: runs/RECIPE-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--schedule", choices=["one-cycle", "sgdr", "cosine", "constant", "step"])
+    p.add_argument("--schedule", choices=["one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune"],
+                   help="fine-tune: --freeze-epochs of the head alone, then every layer group (with --lr-mult)")
+    p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",
+                   help="fine-tune schedule and digits-transfer: epochs that train the head only (default 1)")
+    p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                   help="digits-transfer: start from this image run (28x28 grey) instead of pretraining")
     p.add_argument("--cycles", type=int, help="sgdr: cosine cycles (a snapshot at the end of each)")
     p.add_argument("--cycle-mult", type=int, dest="cycle_mult", help="sgdr: growth factor of each cycle's length")
     p.add_argument("--lr-mult", type=float, dest="lr_mult",
@@ -318,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tabular runs: comma-separated columns to one-hot encode (text columns must be named here)")
 
     p.add_argument("--column", help="series runs: the CSV column to forecast")
+    p.add_argument("--text-column", dest="text_column", help="text-classify runs: the CSV column of texts")
+    p.add_argument("--label-column", dest="label_column", help="text-classify runs: the CSV column of labels")
     p.add_argument("--time-budget", type=float, dest="time_budget", metavar="SECONDS",
                    help="char-RNN runs: stop training (validated, best kept) within SECONDS; the schedule fits it")
 
@@ -384,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert", default="auto", choices=["auto", "yes", "no"], help="as for predict")
     p.add_argument("--out", help="directory for filters.png and featuremaps.png (default: the run)")
 
+    p = add("interpret", cmd_interpret, "an image run's confusion matrix, most-confused classes, per-class "
+                                          "precision/recall and its highest-loss images (PNGs)")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="valid", choices=["valid", "test"],
+                   help="the run's validation split (as training drew it; default) or the test split")
+    p.add_argument("--top", type=int, default=16, help="highest-loss images to draw (default 16)")
+    p.add_argument("--out", help="directory for confusion.png and top_losses.png (default RUN_DIR/interpret-SPLIT)")
+    p.add_argument("--data", help="dataset directory")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+
     p = add("convolve", cmd_convolve, "apply a hand-written kernel (and pooling) to an image and save the result")
     p.add_argument("image")
     p.add_argument("--kernel", required=True, metavar="NAME|FILE.txt",
@@ -391,6 +442,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=["max", "avg"], help="pool the result")
     p.add_argument("--size", type=int, default=2, help="pooling window and stride (default 2)")
     p.add_argument("-o", "--output", help="PNG to write (default IMAGE.KERNEL.png beside the image)")
+
+    p = add("stylize", cmd_stylize, "neural style transfer (Gatys et al.): CONTENT painted in the manner of STYLE, as PNG")
+    p.add_argument("content")
+    p.add_argument("style")
+    p.add_argument("-o", "--output", help="PNG to write (default CONTENT.stylized.png beside the content image)")
+    p.add_argument("--size", type=int, default=512, help="longer side of both images in px, aspect kept (default 512, "
+                                                          "at most 2048)")
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
+    p.add_argument("--lr", type=float, help="step size (default: 1 for lbfgs, 0.02 for adam)")
+    p.add_argument("--content-weight", type=float, default=1.0, dest="content_weight", help="alpha (default 1)")
+    p.add_argument("--style-weight", type=float, default=1e6, dest="style_weight", help="beta (default 1e6)")
+    p.add_argument("--tv-weight", type=float, default=0.0, dest="tv_weight",
+                   help="total-variation weight: smooths the image (default 0)")
+    p.add_argument("--style-layers", default="conv1_1,conv2_1,conv3_1,conv4_1,conv5_1", dest="style_layers",
+                   metavar="LAYER[:W],...", help="VGG19 layers of the style loss, each with an optional weight "
+                                                 "(default conv1_1,conv2_1,conv3_1,conv4_1,conv5_1, all 1)")
+    p.add_argument("--content-layer", default="conv4_2", dest="content_layer", help="VGG19 layer of the content loss")
+    p.add_argument("--init", default="content", choices=["content", "noise"], help="start image (default content)")
+    p.add_argument("--preserve-color", action="store_true", dest="preserve_color",
+                   help="transfer luminance only: keep the content's colours")
+    p.add_argument("--weights", metavar="PATH|random", help="VGG19 weights: torchvision's vgg19-dcbb9e9d.pth "
+                   "(default: from $TORCH_HOME/hub/checkpoints/), a state-dict file, or random (untrained)")
+    p.add_argument("--save-every", type=int, default=0, dest="save_every", metavar="N",
+                   help="also write every N-th step as OUT.stepNNNN.png")
+    p.add_argument("--seed", type=int, default=0, help="noise init and random weights")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dry-run", action="store_true", dest="dry_run", help="2 steps only: check the whole path quickly")
 
     p = add("serve", cmd_serve, "serve image runs over HTTP: JSON API, OpenAPI at /docs, a web page at /")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs to serve, each named by its directory")

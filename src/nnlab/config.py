@@ -52,6 +52,7 @@ class TrainConfig:
     gamma: float = 0.7                  # step: the factor
     lr_mult: float = 1.0                # discriminative LRs: each earlier layer group gets lr_mult times the next
     freeze: tuple[str, ...] = ()        # layer groups not trained: stem, body (everything but the head), head
+    freeze_epochs: int = 1              # fine-tune schedule: epochs that train the head only, before all groups
     label_smoothing: float = 0.0
     clip: float | None = None           # max gradient norm
     patience: int | None = None         # early stopping: epochs without improvement of `monitor`
@@ -256,9 +257,97 @@ class SeriesConfig:
             raise ConfigError(f"valid_fraction must be in (0, 1) for a series, got {self.valid_fraction}")
 
 
+@config_kind("textcls")
+@dataclass
+class TextClassifyConfig:
+    """Word-level text classification (say, review sentiment): ``--csv FILE --text-column C --label-column L``."""
+
+    kind: str = "textcls"
+    recipe: str = ""
+    csv: str | None = None              # --csv FILE with a header row
+    text_column: str | None = None      # --text-column NAME
+    label_column: str | None = None     # --label-column NAME
+    max_vocab: int = 20000              # vocabulary size, <pad> and <unk> included (from the training rows)
+    min_freq: int = 2                   # rarer tokens are <unk>
+    max_length: int = 256               # tokens kept from the start of each text
+    cell: str = "lstm"                  # lstm | gru
+    bidirectional: bool = True
+    layers: int = 1
+    hidden_size: int = 128
+    embed: int = 100
+    dropout: float = 0.3
+    balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "one-cycle"
+    pct_start: float = 0.25
+    clip: float | None = 1.0
+    label_smoothing: float = 0.0
+    test_fraction: float = 0.2          # stratified held-out rows: test_accuracy
+    valid_fraction: float = 0.1         # of the rest: picks the best epoch
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"                # long texts: a GPU pays off, unlike for names
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Reject settings no text-classification run could use, naming the setting."""
+        if self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"cell: expected lstm or gru, got {self.cell!r}")
+        for key in ("layers", "hidden_size", "embed", "max_length", "min_freq"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.max_vocab < 3:
+            raise ConfigError(f"max_vocab must be at least 3 (<pad>, <unk> and one word), got {self.max_vocab}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@config_kind("transfer")
+@dataclass
+class TransferConfig:
+    """Transfer learning, measured: a conv net pretrained on Fashion-MNIST (or ``--from RUN_DIR``)
+    fine-tuned on scikit-learn's 8x8 digits upscaled to 28x28, against the same net from scratch."""
+
+    kind: str = "transfer"
+    recipe: str = ""
+    source_recipe: str = "fashion-cnn"  # the image recipe pretrained first (unless from_run)
+    from_run: str | None = None         # --from RUN_DIR: an image run on 28x28 grey images to start from
+    pretrain_epochs: int = 2            # epochs of source_recipe (its schedule squeezed into them)
+    data: str | None = None             # --data DIR: Fashion-MNIST, for pretraining
+    percents: tuple[int, ...] = (10, 25, 100)  # shares of the digits' training split, each trained twice
+    test_fraction: float = 0.2          # stratified held-out digits: the accuracy reported
+    epochs: int = 10                    # per digits run, transfer and scratch alike
+    freeze_epochs: int = 2              # transfer: head-only epochs (fine-tune schedule)
+    batch_size: int = 32
+    lr: float = 3e-3                    # transfer's peak learning rate (the head's)
+    scratch_lr: float = 1e-2            # scratch's: the best of 3e-3 and 1e-2 measured from scratch
+    lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next
+    augment: tuple[str, ...] = ()       # batched augmentations of the digits, both runs alike
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "cpu"                 # 1,797 small images: the CPU is quick enough
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Reject settings no transfer run could use, naming the setting."""
+        if not self.percents or any(not 0 < p <= 100 for p in self.percents):
+            raise ConfigError(f"percents must be in (0, 100], got {self.percents}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.freeze_epochs < self.epochs:
+            raise ConfigError(f"freeze_epochs must be in [0, epochs), got {self.freeze_epochs}")
+        if self.pretrain_epochs < 1:
+            raise ConfigError(f"pretrain_epochs must be at least 1, got {self.pretrain_epochs}")
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "sgd"),
-    "schedule": ("one-cycle", "sgdr", "cosine", "constant", "step"),
+    "schedule": ("one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune"),
     "monitor": ("valid_acc", "valid_loss", "train_acc", "train_loss"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
@@ -291,6 +380,8 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         return str(raw)
     elif origin is tuple:
         items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
+        if isinstance(raw, int) and not isinstance(raw, bool):  # `--set percents=10`: a tuple of one
+            items = [raw]
         if items is not None:
             items = [str(i).strip() for i in items if str(i).strip()]
             item_type = (typing.get_args(hint) or (str,))[0]

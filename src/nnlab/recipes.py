@@ -19,7 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from nnlab.config import PerceptronConfig, TabularConfig, TrainConfig, load_config
-from nnlab.config import CharLMConfig, NamesConfig, SeriesConfig
+from nnlab.config import TransferConfig
+from nnlab.config import CharLMConfig, NamesConfig, SeriesConfig, TextClassifyConfig
 from nnlab.errors import ConfigError
 
 RUNNERS: dict[str, str] = {
@@ -29,6 +30,8 @@ RUNNERS: dict[str, str] = {
     "text": "nnlab.tasks.charlm",
     "names": "nnlab.tasks.names",
     "series": "nnlab.tasks.series",
+    "transfer": "nnlab.tasks.transfer",
+    "textcls": "nnlab.tasks.textcls",
 }
 
 
@@ -128,6 +131,13 @@ _add(Recipe("sine-rnn", "LSTM forecasting generated noisy sine waves (forecast.p
             "valid MSE ~0.012 vs 0.055 for the last value (noise variance 0.01)", SeriesConfig()))
 _add(Recipe("series", "LSTM forecasting one column of your CSV: --csv FILE --column NAME",
             "depends on the data", SeriesConfig()))
+_add(Recipe("text-classify", "word-level bidirectional LSTM over packed texts of your CSV: "
+            "--csv FILE --text-column C --label-column L", "depends on the data", TextClassifyConfig()))
+# Transfer learning (issue 5): measured in docs/benchmarks.md ("Transfer learning").
+_add(Recipe("digits-transfer", "fashion-cnn pretrained on Fashion-MNIST (or --from RUN_DIR) fine-tuned on "
+            "scikit-learn's 8x8 digits at 28x28, vs from scratch on 10/25/100% of them",
+            "issue 5 target: transfer beats scratch by >= 3 points at 10%; see docs/benchmarks.md",
+            TransferConfig()))
 
 DEFAULT_RECIPE = "fashion-cnn"
 

@@ -26,8 +26,8 @@ from nnlab.config import TrainConfig, apply_overrides, load_config, save_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
-from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, LRLog, MetricsLog, ProgressCallback,
-                                    SnapshotCallback, StopAfterEpochs, monitor_mode)
+from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, FineTune, LayerGroupLog, LRLog, MetricsLog,
+                                    ProgressCallback, SnapshotCallback, StopAfterEpochs, monitor_mode)
 from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint, restore_rng, rng_state
 from nnlab.engine.distributed import init_from_env, is_main, local_device, rank, shutdown, world_size
 from nnlab.engine.lr_finder import lr_find as find_lr
@@ -75,14 +75,39 @@ def build_model(config: TrainConfig, n_classes: int) -> torch.nn.Module:
     return create_model(config.model, n_classes=n_classes, **config.model_args)
 
 
+def rebuild_args(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` that rebuild a trained model: without ``pretrained``, since the checkpoint holds
+    every weight (loading ImageNet weights again would be wasted work, or fail where the file is gone)."""
+    return {key: value for key, value in model_args.items() if key != "pretrained"}
+
+
+# Recipe model arguments that describe the data rather than the recipe's architecture: kept when
+# --model swaps in another model.
+DATA_MODEL_ARGS = ("in_channels",)
+
+
+def recipe_config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
+    """The config of image recipe ``recipe`` with ``overrides`` applied.
+
+    When ``overrides`` change the model, the recipe's ``model_args`` (widths, head, dropout of its
+    own model) are dropped except those in ``DATA_MODEL_ARGS``; ``model_args.NAME`` overrides
+    still apply, to the new model.
+    """
+    base = get_recipe(recipe).config
+    if overrides.get("model", base.model) != base.model:
+        kept = {key: value for key, value in base.model_args.items() if key in DATA_MODEL_ARGS}
+        base = dataclasses.replace(base, model_args=kept)
+    return apply_overrides(base, overrides)
+
+
 def test_batches(config: TrainConfig, data: ImageDataset, device: torch.device) -> TensorBatches:
     """The test split in fixed order, batched as every evaluation of the run batches it."""
     return TensorBatches(data.test_images, data.test_labels, config.eval_batch_size, mean=data.mean,
                          std=data.std, device=device, channels_last=config.channels_last)
 
 
-def score(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1, confusion matrix and most-confused pairs."""
+def score(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], k: int = 5) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1, confusion matrix and the ``k`` most-confused pairs."""
     preds = probs.argmax(1)
     cm = confusion_matrix(preds, targets, len(classes))
     report = per_class_report(cm, classes)
@@ -91,7 +116,7 @@ def score(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) ->
         "per_class": report["per_class"],
         "macro": report["macro"],
         "confusion": cm.tolist(),
-        "most_confused": [list(t) for t in most_confused(cm, classes, k=5)],
+        "most_confused": [list(t) for t in most_confused(cm, classes, k=k)],
     }
 
 
@@ -135,14 +160,21 @@ class Setup:
                                             config.eval_batch_size, **common) if len(valid_idx) else None)
         self.model = build_model(config, len(data.classes))
         self.frozen = freeze(self.model, config.freeze)
+        fine_tune = config.schedule == "fine-tune"
+        if fine_tune and self.distributed:  # DDP reduces a fixed set of gradients; fine-tune changes it
+            raise ConfigError("--schedule fine-tune trains in one process; drop --nproc")
         self.optimizer = create_optimizer(config.optimizer, self.model, config.lr, config.weight_decay,
-                                          config.momentum, config.lr_mult)
+                                          config.momentum, config.lr_mult, split=fine_tune)
         self.epochs = 1 if dry_run else config.epochs
+        # fine-tune: epochs that train the head alone (a dry run's single epoch is one of them)
+        self.freeze_epochs = (min(config.freeze_epochs, self.epochs) if dry_run else config.freeze_epochs) \
+            if fine_tune else 0
         self.total_steps = self.epochs * len(self.train_batches)
         self.scheduler = create_scheduler(
             config.schedule, self.optimizer, [group["lr"] for group in self.optimizer.param_groups],
             self.total_steps, config.pct_start, cycles=config.cycles, cycle_mult=config.cycle_mult,
-            steps_per_epoch=len(self.train_batches), step_every=config.step_every, gamma=config.gamma)
+            steps_per_epoch=len(self.train_batches), step_every=config.step_every, gamma=config.gamma,
+            freeze_steps=self.freeze_epochs * len(self.train_batches))
         self.learner = Learner(
             self.model, self.train_batches, self.valid_batches,
             loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
@@ -158,7 +190,7 @@ class Setup:
         config, data = self.config, self.data
         return {"model": self.learner.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.generator),
-                "model_name": config.model, "model_args": dict(config.model_args),
+                "model_name": config.model, "model_args": rebuild_args(config.model_args),
                 "config": dataclasses.asdict(config), "classes": list(data.classes), "mean": list(data.mean),
                 "std": list(data.std), "input_shape": list(data.train_images.shape[1:])}
 
@@ -208,7 +240,7 @@ def train(recipe: str | None = None, out: str | Path | None = None, overrides: d
     else:
         if recipe is None:
             raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
-        config = apply_overrides(get_recipe(recipe).config, overrides or {})
+        config = recipe_config(recipe, overrides or {})
         run_dir = new_run_dir(recipe, out) if int(os.environ.get("RANK", "0")) == 0 else Path(out or ".")
     try:
         setup = Setup(config, dry_run)
@@ -236,12 +268,14 @@ def _train(setup: Setup, run_dir: Path, recipe: str, checkpoint: dict[str, Any] 
     if main:  # only rank 0 prints and writes files
         saver = CheckpointCallback(run_dir, setup.state, monitor=config.monitor, mode=mode)
         callbacks += [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
-                      LRLog(run_dir / "lr.csv", setup.learner.step)]
+                      LRLog(run_dir / "lr.csv", setup.learner.step), LayerGroupLog()]
         if checkpoint is not None:
             saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
     if config.schedule == "sgdr" and main:
         callbacks.append(SnapshotCallback(run_dir, setup.state,
                                           sgdr_boundaries(setup.total_steps, config.cycles, config.cycle_mult)))
+    if config.schedule == "fine-tune":
+        callbacks.append(FineTune(setup.freeze_epochs))
     if config.patience:
         stopper = EarlyStopping(config.patience, monitor=config.monitor, mode=mode)
         stopper.replay(history)
@@ -266,7 +300,7 @@ def lr_find(recipe: str, out: str | Path | None = None, overrides: dict[str, Any
             steps: int = 200, start_lr: float = 1e-7, end_lr: float = 10.0) -> dict[str, Any]:
     """Run an LR sweep on ``recipe``'s model and data; writes ``lr_find.png`` (and ``lr_find.json``)
     into ``out`` (default ``runs/RECIPE-lrfind-<timestamp>``) and returns the suggestions."""
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
+    config = recipe_config(recipe, overrides or {})
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-lrfind-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     setup = Setup(config)
@@ -299,6 +333,7 @@ def finish(setup: Setup, run_dir: Path, recipe: str, history: list[dict[str, Any
         "images_per_s": round(images_seen / train_seconds, 1) if train_seconds else None,
         "epochs": len(history), "best_epoch": best["best"]["epoch"], "best_valid_acc": best["best"]["score"],
         "monitor": config.monitor, "schedule": config.schedule, "frozen": setup.frozen,
+        **({"freeze_epochs": setup.freeze_epochs, "lr_mult": config.lr_mult} if config.schedule == "fine-tune" else {}),
         "classes": list(data.classes), "device": str(setup.device), "precision": learner.precision,
         "tta": config.tta, "dry_run": dry_run, **environment(),
     }
@@ -313,6 +348,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
         raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
     config = load_config(run_dir / "config.json")
     state = load_checkpoint(run_dir / "best.pt", map_location=device)
+    state["model_args"] = rebuild_args(state["model_args"])  # runs saved before pretrained was left out
     model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
     try:
         model.load_state_dict(state["model"])

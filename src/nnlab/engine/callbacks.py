@@ -1,4 +1,5 @@
-"""Callbacks shipped with the engine: progress display, metrics log, checkpoints, early stopping."""
+"""Callbacks shipped with the engine: progress display, metrics log, checkpoints, early stopping,
+the layer groups' learning rates, and fine-tuning's head-only phase."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 
 from nnlab.engine.checkpoint import save_checkpoint
 from nnlab.engine.learner import Callback, CancelFitException
+from nnlab.engine.optim import trainable_groups
 
 
 def _fmt(value: Any) -> str:
@@ -219,3 +221,48 @@ class SnapshotCallback(Callback):
             state = self.state_fn()
             state.update(step=self.learner.step, cycle=cycle)
             save_checkpoint(self.dir / f"cycle-{cycle}.pt", state)
+
+
+class LayerGroupLog(Callback):
+    """Adds to each epoch's metrics row the layer groups that trained (``trainable``) and the
+    highest learning rate each group of the optimizer used in the epoch (``group_lr``).
+
+    Shows discriminative rates, frozen groups (absent from ``trainable``) and a fine-tune
+    run's head-only phase (``body`` at 0) in ``metrics.jsonl``.
+    """
+
+    order = 55
+
+    def before_epoch(self) -> None:
+        self.peaks: dict[str, float] = {}
+
+    def before_batch(self) -> None:
+        for group in self.learner.optimizer.param_groups:
+            name = group.get("name", "all")
+            self.peaks[name] = max(self.peaks.get(name, 0.0), group["lr"])
+
+    def after_train(self) -> None:
+        self.learner.metrics["trainable"] = trainable_groups(self.learner.raw_model)
+        self.learner.metrics["group_lr"] = dict(self.peaks)
+
+
+class FineTune(Callback):
+    """fastai's ``fine_tune`` phases: the first ``freeze_epochs`` epochs train only the optimizer's
+    parameter groups named ``head``, later epochs every parameter the optimizer holds.
+
+    The other groups stop requiring gradients, so backward stops at the head and the optimizer
+    skips them (no update, no weight decay); batch-norm statistics still follow the new data.
+    The phase comes from the epoch number, so a resumed run picks the right one. Pair it with
+    the ``fine-tune`` schedule, which gives the frozen groups a zero learning rate.
+    """
+
+    order = 5
+
+    def __init__(self, freeze_epochs: int) -> None:
+        self.freeze_epochs = freeze_epochs
+
+    def before_epoch(self) -> None:
+        head_only = self.learner.epoch < self.freeze_epochs
+        for group in self.learner.optimizer.param_groups:
+            for param in group["params"]:
+                param.requires_grad_(not head_only or group.get("name") == "head")

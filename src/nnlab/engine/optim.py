@@ -47,41 +47,53 @@ def freeze(model: nn.Module, names: Sequence[str]) -> list[str]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
-                     lr_mult: float = 1.0) -> list[dict]:
+                     lr_mult: float = 1.0, split: bool = False) -> list[dict]:
     """Optimizer parameter groups: per layer group, weights with ``weight_decay`` and 1-D
     parameters (biases, norm scales) without.
 
     Decaying a bias or a batch-norm scale only fights the normalization; every 1-D parameter
     is exempt (the rule AdamW users and nanoGPT apply). With ``lr_mult`` != 1, layer group k of
     n gets ``lr * lr_mult**(n-1-k)``: the head trains at ``lr``, earlier groups slower
-    (discriminative learning rates). Frozen parameters are left out; parameters outside every
-    layer group train at ``lr``.
+    (discriminative learning rates). ``split`` splits by layer group even at ``lr_mult`` 1 (a
+    schedule that treats the head apart needs that). Each group carries its layer group's
+    ``name`` (stem, body, head, ...; ``all`` unsplit, ``rest`` for parameters outside every
+    layer group, which train at ``lr``). Frozen parameters are left out.
     """
-    groups = layer_groups(model) if lr_mult != 1.0 else [model]
+    split = split or lr_mult != 1.0
+    groups = layer_groups(model) if split else [model]
+    names = group_names(len(groups)) if split else ["all"]
     seen: set[int] = set()
     out: list[dict] = []
     for k, module in enumerate(groups):
         scale = lr_mult ** (len(groups) - 1 - k)
         params = [p for p in module.parameters() if id(p) not in seen]
         seen.update(id(p) for p in params)
-        _add_split(out, params, weight_decay, None if lr is None else lr * scale)
+        _add_split(out, params, weight_decay, None if lr is None else lr * scale, names[k])
     rest = [p for p in model.parameters() if id(p) not in seen]
-    _add_split(out, rest, weight_decay, lr)
+    _add_split(out, rest, weight_decay, lr, "rest")
     return out
 
 
-def _add_split(out: list[dict], params: list[nn.Parameter], weight_decay: float, lr: float | None) -> None:
+def _add_split(out: list[dict], params: list[nn.Parameter], weight_decay: float, lr: float | None,
+               name: str) -> None:
     decay = [p for p in params if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in params if p.requires_grad and p.ndim <= 1]
     for chosen, wd in ((decay, weight_decay), (no_decay, 0.0)):
         if chosen:
-            out.append({"params": chosen, "weight_decay": wd, **({} if lr is None else {"lr": lr})})
+            out.append({"params": chosen, "weight_decay": wd, "name": name, **({} if lr is None else {"lr": lr})})
+
+
+def trainable_groups(model: nn.Module) -> list[str]:
+    """Names of ``model``'s layer groups with at least one parameter that requires a gradient."""
+    groups = layer_groups(model)
+    return [name for name, module in zip(group_names(len(groups)), groups)
+            if any(p.requires_grad for p in module.parameters())]
 
 
 def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
-                     momentum: float = 0.9, lr_mult: float = 1.0) -> torch.optim.Optimizer:
+                     momentum: float = 0.9, lr_mult: float = 1.0, split: bool = False) -> torch.optim.Optimizer:
     """``adamw`` (decoupled weight decay) or ``sgd`` (Nesterov momentum) over ``parameter_groups``."""
-    groups = parameter_groups(model, weight_decay, lr, lr_mult)
+    groups = parameter_groups(model, weight_decay, lr, lr_mult, split)
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (see --freeze)")
     if name == "adamw":

@@ -1,0 +1,229 @@
+"""Transfer learning, measured offline: does a net pretrained on Fashion-MNIST learn digits from few examples?
+
+``train`` pretrains the source recipe (a short fashion-cnn run kept in ``RUN/pretrain``, a
+regular image run) or takes ``--from RUN_DIR``; loads scikit-learn's bundled digits (1,797
+8x8 images, ink 0..16), upscales them to the source's 28x28 and normalizes them with the
+source run's statistics; holds out a stratified test split; then, for each share of the
+training split, trains the source architecture twice with the same seed, batches and epochs:
+``transfer`` starts from the pretrained weights with a fresh head (fine-tune schedule: the head
+alone, then every layer group at discriminative rates), ``scratch`` from random weights
+(one-cycle). The run directory holds ``config.json``, ``metrics.jsonl`` (every epoch of every
+digits run, with the trained layer groups and their learning rates), the digits models in
+``models/`` and ``summary.json`` with both test accuracies per share and
+``transfer_gain_points`` (transfer minus scratch, in accuracy points, at the smallest share).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import torch
+import torch.nn.functional as F
+
+from nnlab.config import TransferConfig, apply_overrides, load_config, save_config
+from nnlab.data.batches import TensorBatches, make_augment, stratified_split
+from nnlab.engine.callbacks import FineTune, LayerGroupLog
+from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.engine.learner import Learner, predict_probs, resolve_device
+from nnlab.engine.optim import create_optimizer
+from nnlab.engine.schedules import create_scheduler
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.models import create_model
+from nnlab.recipes import get_recipe
+from nnlab.runs import environment, load_run, new_run_dir, write_json, write_jsonl
+from nnlab.runs import train as train_image
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+INITS = ("scratch", "transfer")
+
+
+def load_digits_images(size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits as uint8 [1797, 1, size, size] images (ink bright on dark,
+    as in Fashion-MNIST) and int64 [1797] labels; bilinear upscaling, 0..16 stretched to 0..255."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    ink = torch.from_numpy(digits.images).float().unsqueeze(1) * (255.0 / 16.0)  # [N, 1, 8, 8]
+    images = F.interpolate(ink, size=(size, size), mode="bilinear", align_corners=False)  # [N, 1, size, size]
+    return images.round().clamp(0, 255).to(torch.uint8), torch.from_numpy(digits.target).long()
+
+
+def share(labels: torch.Tensor, percent: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a stratified ``percent``% of ``labels`` (all of them at 100)."""
+    if percent >= 100:
+        return torch.arange(len(labels))
+    return stratified_split(labels, percent / 100.0, generator)[1]
+
+
+def source_model(config: TransferConfig, run_dir: Path, stream: TextIO, dry_run: bool) -> tuple[Path, dict]:
+    """The run to transfer from, pretrained here (``run_dir/pretrain``) unless ``from_run`` names one;
+    returns its directory and its best checkpoint (weights, model name and args, input statistics)."""
+    if config.from_run:
+        source = Path(config.from_run)
+        kind = load_config(source / "config.json").kind if (source / "config.json").is_file() else None
+        if kind != "image":
+            raise CheckpointError(f"--from {source}: not an image run (its kind: {kind})")
+    else:
+        if get_recipe(config.source_recipe).kind != "image":
+            raise ConfigError(f"source_recipe {config.source_recipe!r}: not an image recipe")
+        source = run_dir / "pretrain"
+        overrides = {"epochs": config.pretrain_epochs, "seed": config.seed, "device": config.device,
+                     "threads": config.threads, **({"data": config.data} if config.data else {})}
+        print(f"pretraining {config.source_recipe} for {config.pretrain_epochs} epochs into {source}",
+              file=stream, flush=True)
+        train_image(config.source_recipe, out=source, overrides=overrides, stream=stream, dry_run=dry_run)
+    _, _, state = load_run(source)
+    if list(state["input_shape"]) != [1, 28, 28]:
+        raise CheckpointError(f"{source}: its model takes {'x'.join(map(str, state['input_shape']))} images; "
+                              "digits-transfer needs a run on 28x28 grey images (e.g. fashion-cnn)")
+    return source, state
+
+
+def digits_model(state: dict, init: str, seed: int) -> torch.nn.Module:
+    """The source architecture with a fresh 10-way head: pretrained weights (``transfer``) or none (``scratch``)."""
+    torch.manual_seed(seed)  # the same random weights for every run of a seed
+    if init == "scratch":
+        return create_model(state["model_name"], n_classes=len(DIGIT_CLASSES), **state["model_args"])
+    model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
+    model.load_state_dict(state["model"])
+    torch.manual_seed(seed)
+    model.reset_classifier(len(DIGIT_CLASSES))
+    return model
+
+
+def fit_digits(config: TransferConfig, state: dict, init: str, images: torch.Tensor, labels: torch.Tensor,
+               device: torch.device, epochs: int, freeze_epochs: int) -> tuple[torch.nn.Module, list[dict]]:
+    """Train one digits model on ``images``; ``transfer`` fine-tunes (head, then all groups at
+    ``lr * lr_mult**k``), ``scratch`` trains every layer at ``scratch_lr`` with one-cycle: same
+    batches, same epochs."""
+    model = digits_model(state, init, config.seed)
+    transfer = init == "transfer"
+    generator = torch.Generator().manual_seed(config.seed)
+    # drop_last: a last batch of one image would break batch norm; the batch never exceeds the share
+    batches = TensorBatches(images, labels, min(config.batch_size, len(labels)), shuffle=True, drop_last=True,
+                            generator=generator, mean=state["mean"], std=state["std"], device=device,
+                            augment=make_augment(config.augment))
+    optimizer = create_optimizer("adamw", model, config.lr if transfer else config.scratch_lr, config.weight_decay,
+                                 lr_mult=config.lr_mult if transfer else 1.0, split=True)
+    steps = epochs * len(batches)
+    scheduler = create_scheduler("fine-tune" if transfer else "one-cycle", optimizer,
+                                 [group["lr"] for group in optimizer.param_groups], steps,
+                                 freeze_steps=freeze_epochs * len(batches) if transfer else 0)
+    callbacks = [LayerGroupLog(), *([FineTune(freeze_epochs)] if transfer else [])]
+    learner = Learner(model, batches, None, loss_fn=torch.nn.CrossEntropyLoss(), optimizer=optimizer,
+                      scheduler=scheduler, callbacks=callbacks, device=device)
+    return learner.raw_model, learner.fit(epochs)
+
+
+def held_out_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, state: dict,
+                  device: torch.device) -> float:
+    """Accuracy of ``model`` on the held-out digits."""
+    batches = TensorBatches(images, labels, 512, mean=state["mean"], std=state["std"], device=device)
+    probs, targets = predict_probs(model, batches, device)
+    return (probs.argmax(1) == targets).sum().item() / len(targets)
+
+
+def split_digits(config: TransferConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits at 28x28 and the stratified, seeded (train, test) indices."""
+    images, labels = load_digits_images()
+    train_idx, test_idx = stratified_split(labels, config.test_fraction, torch.Generator().manual_seed(config.seed))
+    return images, labels, train_idx, test_idx
+
+
+def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, stream: TextIO | None = None, dry_run: bool = False,
+          resume: str | Path | None = None) -> dict[str, Any]:
+    """Pretrain (or take ``from_run``), then compare transfer and scratch on shares of the digits;
+    returns the summary. ``dry_run``: a few pretraining batches, one share, two epochs."""
+    stream = stream if stream is not None else sys.stderr
+    if resume is not None:
+        raise ConfigError("--resume: a digits-transfer run takes minutes; start it again instead")
+    if recipe is None:
+        raise ConfigError("train: give a recipe name (see `nnlab recipes`)")
+    config = apply_overrides(get_recipe(recipe).config, overrides or {})
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = new_run_dir(recipe, out)
+    save_config(config, run_dir / "config.json")
+    device = resolve_device(config.device)
+    start = time.perf_counter()
+    source, state = source_model(config, run_dir, stream, dry_run)
+    pretrain_seconds = time.perf_counter() - start
+    images, labels, train_idx, test_idx = split_digits(config)
+    percents = config.percents[:1] if dry_run else config.percents
+    epochs, freeze_epochs = (2, min(config.freeze_epochs, 1)) if dry_run else (config.epochs, config.freeze_epochs)
+    rows, results = [], []
+    for percent in percents:
+        chosen = train_idx[share(labels[train_idx], percent, torch.Generator().manual_seed(config.seed))]
+        accuracy = {}
+        for init in INITS:
+            began = time.perf_counter()
+            model, history = fit_digits(config, state, init, images[chosen], labels[chosen], device, epochs,
+                                        freeze_epochs)
+            accuracy[init] = held_out_accuracy(model, images[test_idx], labels[test_idx], state, device)
+            rows += [{"init": init, "percent": percent, **row} for row in history]
+            save_checkpoint(run_dir / "models" / f"{init}-{percent}.pt",
+                            {"model": model.state_dict(), "model_name": state["model_name"],
+                             "model_args": state["model_args"], "classes": list(DIGIT_CLASSES),
+                             "mean": list(state["mean"]), "std": list(state["std"]), "input_shape": [1, 28, 28],
+                             "percent": percent, "init": init})
+            print(f"{percent:>3}% of the digits ({len(chosen)} images), {init:<8}: test accuracy "
+                  f"{accuracy[init]:.4f} ({time.perf_counter() - began:.1f}s)", file=stream, flush=True)
+        results.append({"percent": percent, "train_images": len(chosen), "scratch_accuracy": accuracy["scratch"],
+                        "transfer_accuracy": accuracy["transfer"],
+                        "gain_points": round(100 * (accuracy["transfer"] - accuracy["scratch"]), 2)})
+    write_jsonl(run_dir / "metrics.jsonl", rows)
+    summary = {
+        "recipe": recipe, "run_dir": str(run_dir), "source_run": str(source), "source_model": state["model_name"],
+        "source_test_accuracy": _summary_value(source, "test_accuracy"),
+        "digits_train_images": len(train_idx), "digits_test_images": len(test_idx), "epochs": epochs,
+        "freeze_epochs": freeze_epochs, "lr": config.lr, "lr_mult": config.lr_mult, "results": results,
+        "transfer_gain_points": results[0]["gain_points"], "gain_at_percent": results[0]["percent"],
+        "pretrain_seconds": round(pretrain_seconds, 3) if not config.from_run else 0.0,
+        "train_seconds": round(time.perf_counter() - start, 3), "dry_run": dry_run, **environment(),
+    }
+    write_json(run_dir / "summary.json", summary)
+    print(table(results), file=stream, flush=True)
+    return summary
+
+
+def _summary_value(run_dir: Path, key: str) -> Any:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a small text table: share, images, both accuracies, gain in points."""
+    lines = ["share  images  scratch  transfer   gain"]
+    for r in results:
+        lines.append(f"{r['percent']:>4}%  {r['train_images']:>6}  {100 * r['scratch_accuracy']:>6.1f}%  "
+                     f"{100 * r['transfer_accuracy']:>7.1f}%  {r['gain_points']:>+5.1f}")
+    return "\n".join(lines)
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+    """Score every digits model of the run (``models/INIT-PERCENT.pt``) again on the held-out digits."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.json")
+    if not isinstance(config, TransferConfig):
+        raise CheckpointError(f"{run_dir}: not a digits-transfer run")
+    device = resolve_device(device_name or config.device)
+    images, labels, _, test_idx = split_digits(config)
+    accuracy: dict[str, float] = {}
+    for path in sorted((run_dir / "models").glob("*.pt")):
+        state = load_checkpoint(path, map_location=device)
+        model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
+        model.load_state_dict(state["model"])
+        accuracy[path.stem] = held_out_accuracy(model.to(device), images[test_idx], labels[test_idx], state, device)
+    if not accuracy:
+        raise CheckpointError(f"{run_dir / 'models'}: no digits models")
+    return {"run_dir": str(run_dir), "recipe": config.recipe, "test_accuracy_by_model": accuracy,
+            "summary": _summary_value(run_dir, "results")}
+
+
+def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 3) -> list[dict]:
+    """Not offered: a digits-transfer run is a measurement; its models are in ``RUN/models``."""
+    raise ConfigError(f"predict does not apply to the digits-transfer run in {run_dir}; "
+                      "its pretrained source is an image run you can predict with (RUN/pretrain)")
