@@ -120,6 +120,18 @@ def score(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], k:
     }
 
 
+def runner_config(recipe: str, overrides: dict[str, Any] | None, resume: str | Path | None,
+                  what: str) -> tuple[Any, torch.device]:
+    """The start of a runner that cannot resume (``what`` names its runs in the refusal): the
+    recipe's config with ``overrides`` applied, torch's threads set from it, and its device."""
+    if resume is not None:
+        raise ConfigError(f"--resume {resume}: {what} cannot be resumed yet; start a new run")
+    config = apply_overrides(get_recipe(recipe).config, overrides or {})
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return config, resolve_device(config.device)
+
+
 def new_run_dir(recipe: str, out: str | Path | None) -> Path:
     """``out``, or ``runs/RECIPE-<timestamp>``; refuses a directory that already holds a run."""
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"

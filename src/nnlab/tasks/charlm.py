@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import torch
 
-from nnlab.config import CharLMConfig, apply_overrides, save_config
+from nnlab.config import CharLMConfig, save_config
 from nnlab.data.text import StreamBatches, Vocab, load_corpus, split_stream
 from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback
 from nnlab.engine.checkpoint import load_checkpoint
@@ -31,8 +31,7 @@ from nnlab.errors import CheckpointError, ConfigError
 from nnlab.interpret.plots import plot_curves
 from nnlab.models import create_model
 from nnlab.models.rnn import CharRNN, TruncatedBPTT
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, write_json
+from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
 
 LN2 = math.log(2.0)
 
@@ -154,13 +153,8 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
 
     ``dry_run`` trains on a few windows for one epoch: a smoke test of the whole path.
     """
-    if resume is not None:
-        raise ConfigError(f"--resume {resume}: char-RNN runs cannot be resumed yet; start a new run")
+    config, device = runner_config(recipe, overrides, resume, "char-RNN runs")
     stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     text, source = load_corpus(config.data)
     vocab = Vocab.from_text(text)
     train_ids, valid_ids = split_stream(vocab.encode(text, source), config.valid_fraction)

@@ -17,13 +17,12 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import NamesConfig, apply_overrides, save_config
+from nnlab.config import NamesConfig, save_config
 from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, fold_ascii, load_names
 from nnlab.engine.learner import resolve_device
-from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.errors import CheckpointError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, write_json
+from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
                                            test_scores, top_classes, train_options)
 from nnlab.tasks.sequence_classify import class_weights  # noqa: F401  (kept importable from here)
@@ -52,13 +51,8 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
 
     ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    if resume is not None:
-        raise ConfigError(f"--resume {resume}: names runs cannot be resumed yet; start a new run")
+    config, device = runner_config(recipe, overrides, resume, "names runs")
     stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     data = load_names(config.data)
     rows = split_names(data, config)
     n_classes = len(data.classes)

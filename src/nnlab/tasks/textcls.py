@@ -17,13 +17,12 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import TextClassifyConfig, apply_overrides, save_config
+from nnlab.config import TextClassifyConfig, save_config
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, write_json
+from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
                                            test_scores, top_classes, train_options)
 
@@ -64,13 +63,8 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
 
     ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    if resume is not None:
-        raise ConfigError(f"--resume {resume}: text-classification runs cannot be resumed yet; start a new run")
+    config, device = runner_config(recipe, overrides, resume, "text-classification runs")
     stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
     data = load_data(config)
     rows = split_rows(data, config)
     n_classes = len(data.classes)

@@ -23,7 +23,7 @@ from typing import Any, Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import TransferConfig, apply_overrides, load_config, save_config
+from nnlab.config import TransferConfig, load_config, save_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.engine.callbacks import FineTune, LayerGroupLog
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -33,7 +33,7 @@ from nnlab.engine.schedules import create_scheduler
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.models import create_model
 from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_run, new_run_dir, write_json, write_jsonl
+from nnlab.runs import environment, load_run, new_run_dir, runner_config, write_json, write_jsonl
 from nnlab.runs import train as train_image
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -138,16 +138,11 @@ def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
     """Pretrain (or take ``from_run``), then compare transfer and scratch on shares of the digits;
     returns the summary. ``dry_run``: a few pretraining batches, one share, two epochs."""
     stream = stream if stream is not None else sys.stderr
-    if resume is not None:
-        raise ConfigError("--resume: a digits-transfer run takes minutes; start it again instead")
     if recipe is None:
         raise ConfigError("train: give a recipe name (see `nnlab recipes`)")
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    config, device = runner_config(recipe, overrides, resume, "digits-transfer runs")
     run_dir = new_run_dir(recipe, out)
     save_config(config, run_dir / "config.json")
-    device = resolve_device(config.device)
     start = time.perf_counter()
     source, state = source_model(config, run_dir, stream, dry_run)
     pretrain_seconds = time.perf_counter() - start
