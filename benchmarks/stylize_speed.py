@@ -45,14 +45,18 @@ def step_gflop(size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_bare(loss: StyleLoss, image: torch.Tensor, steps: int) -> float:
-    """Seconds per forward + backward of the truncated VGG19 alone (no losses, no optimizer), after a warm-up."""
+def time_bare(loss: StyleLoss, image: torch.Tensor, steps: int, bf16: bool = False) -> float:
+    """Seconds per forward + backward of the truncated VGG19 alone (no losses, no optimizer), after a warm-up.
+
+    ``bf16``: under CPU bf16 autocast (not used by ``nnlab stylize``; measured to see what it would gain).
+    """
     x = image.clone().requires_grad_(True)
     wanted = {loss.content_layer, *loss.style_layers}
 
     def once() -> None:
-        acts = loss.features(x, wanted)
-        sum(a.sum() for a in acts.values()).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            acts = loss.features(x, wanted)
+        sum(a.float().sum() for a in acts.values()).backward()
         x.grad = None
 
     once()  # warm-up
@@ -85,6 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
         loss.features.layers.to(memory_format=torch.channels_last)
         timings = [("VGG19 forward+backward, NCHW", bare),
                    ("VGG19 forward+backward, channels-last", time_bare(loss, content, args.steps))]
+        if content.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            timings.append(("VGG19 forward+backward, channels-last, bf16 autocast",
+                            time_bare(loss, content, args.steps, bf16=True)))
         for optimizer in args.optimizers.split(","):
             timings.append((f"stylize step, {optimizer}", time_optimizer(loss, content, optimizer, args.steps)))
             print(json.dumps({"size": size, "variant": timings[-1][0], "seconds": timings[-1][1]}), file=sys.stderr,

@@ -286,7 +286,8 @@ def cmd_stylize(args: argparse.Namespace) -> None:
                      optimizer=args.optimizer, lr=args.lr, content_weight=args.content_weight,
                      style_weight=args.style_weight, tv_weight=args.tv_weight, style_layers=args.style_layers,
                      content_layer=args.content_layer, init=args.init, preserve_color=args.preserve_color,
-                     weights=args.weights, device=args.device, save_every=args.save_every, seed=args.seed)
+                     weights=args.weights, device=args.device, save_every=args.save_every, seed=args.seed,
+                     precision=args.precision)
     if args.json:
         _print_json(result)
         return
@@ -469,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write every N-th step as OUT.stepNNNN.png")
     p.add_argument("--seed", type=int, default=0, help="noise init and random weights")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="VGG19 in bf16 autocast: ~1.9x faster on CPUs with native bf16 (default fp32, the reference)")
     p.add_argument("--dry-run", action="store_true", dest="dry_run", help="2 steps only: check the whole path quickly")
 
     p = add("serve", cmd_serve, "serve image runs over HTTP: JSON API, OpenAPI at /docs, a web page at /")

@@ -67,6 +67,16 @@ def test_total_loss_falls_over_20_steps_with_random_weights(images, tmp_path, op
     assert np.isfinite(result["losses"]["total"]) and result["losses"]["style"] > 0
 
 
+def test_bf16_features_still_lower_the_fp32_loss_and_bad_precision_is_named(images, tmp_path):
+    content, style = images
+    result = stylize(content, style, tmp_path / "out.png", steps=20, optimizer="adam", init="noise",
+                     precision="bf16", **FAST)
+    assert result["precision"] == "bf16"
+    assert result["losses"]["total"] < 0.9 * result["initial_losses"]["total"]
+    with pytest.raises(ConfigError, match="--precision: expected fp32 or bf16"):
+        stylize(content, style, tmp_path / "x.png", steps=1, precision="fp16", **FAST)
+
+
 def test_output_is_an_rgb_png_of_the_content_resized_keeping_aspect(images, tmp_path):
     content, style = images
     out = tmp_path / "out.png"
