@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 
 from nnlab.errors import CheckpointError
-from nnlab.models.registry import register
+from nnlab.models.registry import Classifier, register
 
 
 def torch_home() -> Path:
@@ -86,7 +86,7 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-class Backbone(nn.Module):
+class Backbone(Classifier):
     """A torchvision classifier split into stem, body, a pooling step and a fresh linear ``head``.
 
     ``pre_logits`` holds what sits between pooling and the last linear layer in the original
@@ -97,7 +97,6 @@ class Backbone(nn.Module):
                  width: int, n_classes: int) -> None:
         super().__init__()
         self.stem, self.body, self.pool, self.pre_logits = stem, body, pool, pre_logits
-        self.width = width
         self.head = nn.Linear(width, n_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,13 +105,6 @@ class Backbone(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.pre_logits(self.pool(features)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        """A fresh last layer for ``n_classes`` outputs; the pretrained layers stay."""
-        self.head = nn.Linear(self.width, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         """Stem (first conv block), body (everything pretrained after it), head (the new last layer)."""

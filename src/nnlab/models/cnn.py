@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Classifier, register
 
 
 @dataclass
@@ -37,7 +37,7 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
     )
 
 
-class CNN(nn.Module):
+class CNN(Classifier):
     """Stages of conv_pool_bn, adaptive max-pool to a small grid, flatten, then the head."""
 
     def __init__(self, config: CNNConfig) -> None:
@@ -65,13 +65,6 @@ class CNN(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        """A fresh head for ``n_classes`` outputs (transfer learning)."""
-        self.head = self._make_head(n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         """Stem, body, head: the units for freezing and discriminative learning rates."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Classifier, register
 
 
 @dataclass
@@ -17,7 +17,7 @@ class MLPConfig:
     dropout: float = 0.2
 
 
-class MLP(nn.Module):
+class MLP(Classifier):
     """Flatten -> [Linear -> ReLU -> Dropout] per hidden size -> Linear head."""
 
     def __init__(self, config: MLPConfig) -> None:
@@ -33,16 +33,6 @@ class MLP(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        """Replace the head with a fresh one for ``n_classes`` outputs (transfer learning)."""
-        self.head = nn.Linear(self.head.in_features, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         """Stem (first hidden layer), body (the other hidden layers), head; without hidden layers

@@ -10,11 +10,40 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from nnlab.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+class Classifier(nn.Module):
+    """The interface every family implements, with the parts that are the same everywhere.
+
+    A family defines ``forward_features`` and ``layer_groups`` and sets ``self.head``; it
+    overrides ``forward_head`` when pooling or dropout sit before the head, and ``_make_head``
+    when its head is more than one linear layer.
+    """
+
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def _make_head(self, n_classes: int) -> nn.Module:
+        """A fresh head like the current one with ``n_classes`` outputs (default: one linear layer)."""
+        return nn.Linear(self.head.in_features, n_classes)
+
+    def reset_classifier(self, n_classes: int) -> None:
+        """Replace the head with a fresh one for ``n_classes`` outputs (transfer learning); the rest stays."""
+        self.head = self._make_head(n_classes)
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

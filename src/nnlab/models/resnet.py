@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Classifier, register
 
 
 @dataclass
@@ -56,7 +56,7 @@ class AdaptiveConcatPool2d(nn.Module):
         return torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
 
 
-class ConcatPoolClassifier(nn.Module):
+class ConcatPoolClassifier(Classifier):
     """The head side shared by the conv families here: concat pooling, dropout, one linear layer.
 
     A subclass sets ``pool``, ``head_width`` (its last map's channels), ``dropout`` and
@@ -69,18 +69,8 @@ class ConcatPoolClassifier(nn.Module):
     def _make_head(self, n_classes: int) -> nn.Sequential:
         return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(2 * self.head_width, n_classes))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        """A fresh head for ``n_classes`` outputs (transfer learning)."""
-        self.head = self._make_head(n_classes)
 
 
 class ResNet(ConcatPoolClassifier):

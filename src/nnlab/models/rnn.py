@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Classifier, register
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -59,7 +59,7 @@ class CharRNNConfig:
     tie_weights: bool = False
 
 
-class CharRNN(nn.Module):
+class CharRNN(Classifier):
     """Embedding -> stacked LSTM/GRU -> dropout -> linear over the vocabulary."""
 
     def __init__(self, config: CharRNNConfig) -> None:
@@ -87,13 +87,6 @@ class CharRNN(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        """A new, untied output layer over ``n_classes`` symbols."""
-        self.head = nn.Linear(self.config.hidden, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         if self.head.weight is self.embed.weight:  # tied: the head's own parameter is only its bias
@@ -161,7 +154,7 @@ class SequenceRNNConfig:
     drop_embeddings: bool
 
 
-class SequenceRNN(nn.Module):
+class SequenceRNN(Classifier):
     """Embedding -> LSTM/GRU (bidirectional or not) over packed sequences -> linear on the final states.
 
     Padding is packed away, so a sequence's output does not depend on how long its batch's
@@ -192,12 +185,6 @@ class SequenceRNN(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(self.directions * self.config.hidden, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.embed, self.rnn, self.head]
@@ -230,7 +217,7 @@ class SeriesRNNConfig:
     dropout: float = 0.0
 
 
-class SeriesRNN(nn.Module):
+class SeriesRNN(Classifier):
     """LSTM/GRU over a window of values ``[N, W]`` -> linear from the last state to the next values."""
 
     def __init__(self, config: SeriesRNNConfig) -> None:
@@ -244,15 +231,6 @@ class SeriesRNN(nn.Module):
         """The top layer's state after the window's last value, ``[N, H]``."""
         out, _ = self.rnn(x.float().unsqueeze(-1))  # [N, W] -> [N, W, 1] -> out [N, W, H]
         return out[:, -1]
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(self.config.hidden, n_classes)
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.rnn, self.head]
