@@ -1,13 +1,32 @@
 """Shared fixtures: small generated datasets in the exact upstream formats."""
 from __future__ import annotations
 
+import csv
 import os
 
 import pytest
 import torch
 
+from nnlab.cli import main
+
 # Two cores: keep each test process from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_cli(capsys, *argv):
+    """Run ``nnlab ARGV...`` in this process: its exit code, stdout and stderr."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_csv(path, header, rows):
+    """Write ``header`` and ``rows`` to the CSV file ``path``; returns ``path``."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 @pytest.fixture(autouse=True)

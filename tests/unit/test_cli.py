@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from nnlab.cli import main
 from nnlab.data.idx import write_idx
 from nnlab.data.images import save_image
+from conftest import run_cli
 
 
 @pytest.fixture
@@ -33,12 +33,6 @@ def tiny_fashion(tmp_path, monkeypatch):
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("NNLAB_DATA", str(tmp_path / "data"))
     return root
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 FAST = ["--set", "model_args.widths=(8,16,16)", "--set", "model_args.head_hidden=32", "--batch-size", "50",

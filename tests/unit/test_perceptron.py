@@ -5,23 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from nnlab.cli import main
 from nnlab.tasks.perceptron import (classify, gate_data, learn_gates, perceptron_trick, separable_points,
                                     train_perceptron, train_xor_mlp)
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from conftest import run_cli, write_csv
 
 
 def test_trick_moves_the_line_towards_a_misclassified_point_only():

@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nnlab.cli import main
 from nnlab.data.tabular import Preprocessor, fit_preprocessor, read_csv
 from nnlab.engine.scores import regression_report, roc_auc, roc_auc_ovr
 from nnlab.errors import DataError
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from conftest import run_cli, write_csv
 
 
 def admissions_rows(n, seed):
@@ -39,12 +31,6 @@ HEADER = ["gre", "gpa", "rank", "city", "admit"]
 @pytest.fixture
 def admissions(tmp_path):
     return write_csv(tmp_path / "admissions.csv", HEADER, admissions_rows(400, seed=0))
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def last_json(out):
