@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import pytest
@@ -27,6 +28,17 @@ def write_csv(path, header, rows):
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def metric_rows(run_dir, timing=("seconds", "train_images_per_s")):
+    """The run's ``metrics.jsonl`` rows without the keys that measure time (they differ run to run)."""
+    return [{k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_weights(a, b):
+    """The tensors of state dicts ``a`` and ``b`` that differ (their keys): empty when bitwise equal."""
+    return [key for key, tensor in a.items() if not torch.equal(tensor, b[key])]
 
 
 @pytest.fixture(autouse=True)

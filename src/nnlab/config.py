@@ -160,6 +160,7 @@ class CharLMConfig:
     device: str = "auto"
     precision: str = "fp32"             # bf16 is slower than fp32 for LSTMs on CPUs without native bf16
     threads: int | None = None
+    stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
 
     def check(self) -> None:
         """Reject settings no char-RNN run could use, naming the setting."""
@@ -206,6 +207,7 @@ class NamesConfig:
     seed: int = 0
     device: str = "cpu"                 # tiny batches of short sequences: the CPU beats a GPU's launch overhead
     threads: int | None = None
+    stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
 
     def check(self) -> None:
         """Reject settings no names run could use, naming the setting."""
@@ -291,6 +293,7 @@ class TextClassifyConfig:
     seed: int = 0
     device: str = "auto"                # long texts: a GPU pays off, unlike for names
     threads: int | None = None
+    stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
 
     def check(self) -> None:
         """Reject settings no text-classification run could use, naming the setting."""

@@ -132,6 +132,65 @@ def runner_config(recipe: str, overrides: dict[str, Any] | None, resume: str | P
     return config, resolve_device(config.device)
 
 
+def interrupted_run(run_dir: str | Path, kind: str, what: str,
+                    overrides: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """The config (``overrides`` applied, ``stop_after_epochs`` cleared) and ``last.pt`` of the
+    interrupted run of ``kind`` in ``run_dir``; a finished run, another kind's run or a run that
+    never finished an epoch is refused, naming the directory (``what`` names the kind's runs)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(f"--resume {run_dir}: this run already finished (summary.json exists)")
+    base = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+    if base is None or base.kind != kind:
+        raise CheckpointError(f"--resume {run_dir}: not an interrupted {what} (no usable config.json)")
+    if not (run_dir / "last.pt").is_file():
+        raise CheckpointError(f"--resume {run_dir}: no last.pt (stopped before its first epoch ended); "
+                              "start a new run")
+    config = apply_overrides(dataclasses.replace(base, stop_after_epochs=None), overrides or {})
+    return config, load_checkpoint(run_dir / "last.pt")
+
+
+@dataclasses.dataclass
+class RunStart:
+    """Where a resumable runner starts: its config, device and directory, and the checkpoint it
+    continues from (``None`` for a new run)."""
+
+    config: Any
+    device: torch.device
+    run_dir: Path
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return self.checkpoint["epoch"] if self.checkpoint is not None else 0
+
+    def history(self) -> list[dict[str, Any]]:
+        """The metrics rows of the epochs already done (``metrics.jsonl`` rewritten to just those)."""
+        if self.checkpoint is None:
+            return []
+        rows = read_rows(self.run_dir / "metrics.jsonl", self.start_epoch)
+        write_jsonl(self.run_dir / "metrics.jsonl", rows)
+        return rows
+
+
+def start_run(recipe: str | None, out: str | Path | None, overrides: dict[str, Any] | None,
+              resume: str | Path | None, kind: str, what: str) -> RunStart:
+    """A new run of ``recipe`` in ``out`` (config saved there), or the interrupted run ``resume``
+    of ``kind``; torch's threads set from the config."""
+    if resume is not None:
+        config, checkpoint = interrupted_run(resume, kind, what, overrides)
+        run_dir = Path(resume)
+    else:
+        if recipe is None:
+            raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
+        config, checkpoint = apply_overrides(get_recipe(recipe).config, overrides or {}), None
+        run_dir = new_run_dir(config.recipe, out)
+        save_config(config, run_dir / "config.json")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return RunStart(config, resolve_device(config.device), run_dir, checkpoint)
+
+
 def new_run_dir(recipe: str, out: str | Path | None) -> Path:
     """``out``, or ``runs/RECIPE-<timestamp>``; refuses a directory that already holds a run."""
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -241,13 +300,7 @@ def train(recipe: str | None = None, out: str | Path | None = None, overrides: d
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
-        if (run_dir / "summary.json").exists():
-            raise ConfigError(f"--resume {run_dir}: this run already finished (summary.json exists)")
-        base = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
-        if base is None or base.kind != "image":
-            raise CheckpointError(f"--resume {run_dir}: not an interrupted image run (no usable config.json)")
-        config = apply_overrides(dataclasses.replace(base, stop_after_epochs=None), overrides or {})
-        checkpoint = load_checkpoint(run_dir / "last.pt")
+        config, checkpoint = interrupted_run(run_dir, "image", "image run", overrides)
         recipe = config.recipe
     else:
         if recipe is None:

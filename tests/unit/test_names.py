@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
+from conftest import metric_rows, same_weights
 from nnlab.cli import main
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.data.names import NameBatches, encode_names, fold_ascii, load_names
 from nnlab.errors import DataError
 from nnlab.models import create_model
@@ -137,3 +139,24 @@ def test_bad_names_folders_are_one_line_errors(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert main(["train", "names-rnn", "--data", str(empty), "--set", "balance=maybe"]) == 2
     assert "balance" in capsys.readouterr().err
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(names_dir, tmp_path, capsys):
+    """Stopped after 2 of 4 epochs (dropout on, sampler drawing), then resumed through the CLI: the
+    metrics, the final weights and the test accuracy are those of the run that was never stopped."""
+    overrides = {"data": str(names_dir), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 64,
+                 "dropout": 0.3, "balance": "sampler"}
+    with open(os.devnull, "w") as quiet:
+        whole = names_task.train("names-rnn", out=tmp_path / "whole", overrides=overrides, stream=quiet)
+        cut = tmp_path / "cut"
+        stopped = names_task.train("names-rnn", out=cut, overrides={**overrides, "stop_after_epochs": 2},
+                                   stream=quiet)
+    assert stopped["stopped_after_epochs"] == 2 and not (cut / "summary.json").exists()
+    assert main(["train", "--resume", str(cut), "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metric_rows(cut) == metric_rows(tmp_path / "whole") and len(metric_rows(cut)) == 4
+    assert same_weights(load_checkpoint(cut / "last.pt")["model"],
+                        load_checkpoint(tmp_path / "whole" / "last.pt")["model"]) == []
+    assert resumed["test_accuracy"] == whole["test_accuracy"] and resumed["epochs"] == 4
+    assert main(["train", "--resume", str(cut)]) == 2
+    assert "already finished" in capsys.readouterr().err

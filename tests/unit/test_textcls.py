@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
+from conftest import metric_rows, same_weights
 from nnlab.cli import main
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.config import load_config
 from nnlab.data.textcls import TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
 from nnlab.errors import DataError
@@ -214,3 +216,26 @@ def test_vocabulary_comes_from_the_training_rows_only(tmp_path):
     vocab = torch.load(tmp_path / "r" / "best.pt", weights_only=True)["vocab"]
     assert set(vocab) == {"<pad>", "<unk>", "common", *(f"w{i}" for i in train_rows)}
     assert len(train_rows) < 40
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(reviews, tmp_path):
+    args = ["train", "text-classify", "--csv", str(reviews), "--text-column", "review", "--label-column",
+            "sentiment", "--epochs", "3", "--batch-size", "32", "--device", "cpu", *TINY, "--json"]
+    code, whole = run_cli([*args, "--out", str(tmp_path / "whole")])
+    assert code == 0, whole
+    code, stopped = run_cli([*args, "--out", str(tmp_path / "cut"), "--set", "stop_after_epochs=1"])
+    assert code == 0 and stopped["stopped_after_epochs"] == 1, stopped
+    code, resumed = run_cli(["train", "--resume", str(tmp_path / "cut"), "--json"])
+    assert code == 0, resumed
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "whole")
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert same_weights(load_checkpoint(tmp_path / "cut" / "best.pt")["model"],
+                        load_checkpoint(tmp_path / "whole" / "best.pt")["model"]) == []
+
+
+def test_resume_without_a_checkpoint_names_the_directory(trained, tmp_path):
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text((trained[0] / "config.json").read_text())
+    code, err = run_cli(["train", "--resume", str(cut)])
+    assert code == 2 and f"--resume {cut}: no last.pt" in err

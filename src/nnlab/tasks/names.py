@@ -17,14 +17,14 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import NamesConfig, save_config
+from nnlab.config import NamesConfig
 from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, fold_ascii, load_names
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
+from nnlab.runs import environment, load_best, start_run, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           test_scores, top_classes, train_options)
+                                           stopped_summary, test_scores, top_classes, train_options)
 from nnlab.tasks.sequence_classify import class_weights  # noqa: F401  (kept importable from here)
 
 
@@ -49,9 +49,13 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
           stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
     """Train a names recipe into a new run directory; returns the summary (also ``summary.json``).
 
-    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
+    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path. ``resume``
+    continues the interrupted run in that directory from its ``last.pt`` (model, optimizer,
+    schedule, data order, dropout) and ends as the uninterrupted run would have; with
+    ``stop_after_epochs`` a run ends after that many epochs, resumable, and says so instead of scoring.
     """
-    config, device = runner_config(recipe, overrides, resume, "names runs")
+    start = start_run(recipe, out, overrides, resume, "names", "names run")
+    config, device, run_dir = start.config, start.device, start.run_dir
     stream = stream if stream is not None else sys.stderr
     data = load_names(config.data)
     rows = split_names(data, config)
@@ -61,12 +65,12 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
     train_batches = batches(data, train_rows, config.batch_size, device,
                             **train_options(config, train_labels, n_classes))
     valid_batches = (batches(data, rows["valid"], config.eval_batch_size, device) if len(rows["valid"]) else None)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
 
-    fitted = fit(config, run_dir, "name_rnn", model_args(config, n_classes), train_batches, valid_batches,
-                 train_labels, n_classes, device, stream, epochs=1 if dry_run else config.epochs,
+    fitted = fit(start, "name_rnn", model_args(config, n_classes), train_batches, valid_batches,
+                 train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
                  saved={"kind": "names", "classes": list(data.classes), "alphabet": ALPHABET})
+    if fitted.stopped:
+        return stopped_summary(config.recipe, run_dir, fitted)
     result = test_scores(fitted.model, batches(data, rows["test"], config.eval_batch_size, device),
                          data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")

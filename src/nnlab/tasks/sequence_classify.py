@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
@@ -17,15 +16,15 @@ from typing import Any, Iterable, Sequence, TextIO
 import torch
 
 from nnlab.data.batches import stratified_split
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback
-from nnlab.engine.checkpoint import load_checkpoint
+from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback, StopAfterEpochs
+from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
 from nnlab.engine.learner import Learner, predict_probs
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
 from nnlab.errors import ConfigError, DataError
 from nnlab.interpret.plots import plot_curves
 from nnlab.models import create_model
-from nnlab.runs import score
+from nnlab.runs import RunStart, score
 
 
 def split_stratified(labels: torch.Tensor, config: Any, source: str, noun: str) -> dict[str, torch.Tensor]:
@@ -59,12 +58,16 @@ def train_options(config: Any, train_labels: torch.Tensor, n_classes: int) -> di
 
 @dataclass
 class Fitted:
-    """A trained model reloaded at its best epoch, with its training history and time."""
+    """A trained model reloaded at its best epoch, with its training history and time.
+
+    ``stopped`` is set when ``stop_after_epochs`` ended the run early (resumable, not scored).
+    """
 
     model: torch.nn.Module
     history: list[dict[str, Any]]
     best: dict[str, Any]        # the best checkpoint
     train_seconds: float
+    stopped: bool = False
 
     def timing(self, n_train: int, rate: str) -> dict[str, Any]:
         """The summary's training numbers; ``rate`` names the throughput (``names_per_s``)."""
@@ -73,15 +76,18 @@ class Fitted:
                 "best_epoch": self.best["best"]["epoch"], "best_valid_loss": self.best["best"]["score"]}
 
 
-def fit(config: Any, run_dir: Path, model_name: str, args: dict[str, Any], train_batches: Iterable,
-        valid_batches: Iterable | None, train_labels: torch.Tensor, n_classes: int, device: torch.device,
-        stream: TextIO, epochs: int, saved: dict[str, Any]) -> Fitted:
+def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: Any, valid_batches: Iterable | None,
+        train_labels: torch.Tensor, n_classes: int, stream: TextIO, epochs: int, saved: dict[str, Any]) -> Fitted:
     """Train the registered ``model_name`` for ``epochs``, keep the best epoch by validation loss, reload it.
 
-    Checkpoints hold the model and optimizer state, ``model_name``, ``args``, the config and
-    ``saved`` (the run's kind, classes and vocabulary as plain data); ``curves.png`` is drawn.
-    Initialization and dropout draw from the run's seed without touching the global RNG.
+    Checkpoints hold the model, optimizer and schedule state, the random states (the data
+    order of ``train_batches.generator`` and dropout's), ``model_name``, ``args``, the config
+    and ``saved`` (the run's kind, classes and vocabulary as plain data); ``curves.png`` is
+    drawn. A ``start`` with a checkpoint continues that run where it stopped and ends as the
+    uninterrupted run would have. Initialization and dropout draw from the run's seed without
+    touching the caller's global RNG.
     """
+    config, run_dir, device = start.config, start.run_dir, start.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # model initialization, without touching the caller's global RNG
         model = create_model(model_name, **args)
@@ -89,25 +95,44 @@ def fit(config: Any, run_dir: Path, model_name: str, args: dict[str, Any], train
     scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches), config.pct_start)
     weight = class_weights(train_labels, n_classes).to(device) if config.balance == "weighted-loss" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    generator = train_batches.generator
 
     def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": model_name,
-                "model_args": args, "config": dataclasses.asdict(config), **saved}
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(generator), "model_name": model_name, "model_args": args,
+                "config": dataclasses.asdict(config), **saved}
 
-    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"),
-                 CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")]
+    saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
+    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver]
+    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
     learner = Learner(model, train_batches, valid_batches, loss_fn=loss_fn, optimizer=optimizer,
-                      scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32", clip=config.clip)
+                      scheduler=scheduler, callbacks=callbacks + ([interrupt] if interrupt else []), device=device,
+                      precision="fp32", clip=config.clip)
+    learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
-        start = time.perf_counter()
-        history = learner.fit(epochs)
-        train_seconds = time.perf_counter() - start
+        if start.checkpoint is not None:
+            checkpoint = start.checkpoint
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            learner.step = checkpoint["step"]
+            restore_rng(checkpoint["rng"], generator)
+            saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
+        history = learner.fit(epochs, start_epoch=start.start_epoch)
+    train_seconds = sum(row["seconds"] for row in history)
 
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     model.load_state_dict(best["model"])
     plot_curves(history, run_dir / "curves.png")
-    return Fitted(model, history, best, train_seconds)
+    return Fitted(model, history, best, train_seconds, stopped=bool(interrupt and interrupt.fired
+                                                                     and len(history) < epochs))
+
+
+def stopped_summary(recipe: str, run_dir: Path, fitted: Fitted) -> dict[str, Any]:
+    """What a run ended by ``stop_after_epochs`` returns instead of scores: how to continue it."""
+    return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": len(fitted.history),
+            "resume": f"nnlab train --resume {run_dir}"}
 
 
 def test_scores(model: torch.nn.Module, test_batches: Iterable, classes: Sequence[str],

@@ -17,14 +17,14 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import TextClassifyConfig, save_config
+from nnlab.config import TextClassifyConfig
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
+from nnlab.runs import environment, load_best, start_run, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           test_scores, top_classes, train_options)
+                                           stopped_summary, test_scores, top_classes, train_options)
 
 
 def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset:
@@ -61,9 +61,11 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
           stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
     """Train a text-classification recipe into a new run directory; returns the summary (also ``summary.json``).
 
-    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
+    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path; ``resume``
+    and ``stop_after_epochs`` work as for names runs (``nnlab.tasks.names.train``).
     """
-    config, device = runner_config(recipe, overrides, resume, "text-classification runs")
+    start = start_run(recipe, out, overrides, resume, "textcls", "text-classification run")
+    config, device, run_dir = start.config, start.device, start.run_dir
     stream = stream if stream is not None else sys.stderr
     data = load_data(config)
     rows = split_rows(data, config)
@@ -75,13 +77,13 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
                             **train_options(config, train_labels, n_classes))
     valid_batches = (batches(data, rows["valid"], vocab, config, config.eval_batch_size, device)
                      if len(rows["valid"]) else None)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
 
-    fitted = fit(config, run_dir, "text_rnn", model_args(config, vocab, n_classes), train_batches, valid_batches,
-                 train_labels, n_classes, device, stream, epochs=1 if dry_run else config.epochs,
+    fitted = fit(start, "text_rnn", model_args(config, vocab, n_classes), train_batches, valid_batches,
+                 train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
                  saved={"kind": "textcls", "classes": list(data.classes), "vocab": list(vocab.tokens),
                         "max_length": config.max_length})
+    if fitted.stopped:
+        return stopped_summary(config.recipe, run_dir, fitted)
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
     result = test_scores(fitted.model, test, data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
