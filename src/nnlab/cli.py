@@ -95,8 +95,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         if args.recipe or args.out:
             raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
-        summary = runner_for_run(args.resume).train(None, overrides=overrides, dry_run=args.dry_run,
-                                                    resume=args.resume)
+        module = runner_for_run(args.resume)
+        if "resume" not in inspect.signature(module.train).parameters:
+            raise ConfigError(f"--resume {args.resume}: runs of this kind ({module.__name__.rsplit('.', 1)[-1]}) "
+                              "train in seconds and cannot be resumed; start a new run")
+        summary = module.train(None, overrides=overrides, dry_run=args.dry_run, resume=args.resume)
     elif not args.recipe:
         raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
     else:

@@ -247,6 +247,8 @@ class SeriesConfig:
     valid_fraction: float = 0.2         # the series' tail
     seed: int = 0
     device: str = "cpu"                 # small models: the CPU beats a GPU's launch overhead
+    threads: int | None = None
+    stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
 
     def check(self) -> None:
         """Reject settings no series run could use, naming the setting."""

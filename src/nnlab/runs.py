@@ -150,6 +150,12 @@ def interrupted_run(run_dir: str | Path, kind: str, what: str,
     return config, load_checkpoint(run_dir / "last.pt")
 
 
+def stopped_summary(recipe: str, run_dir: Path, epochs: int) -> dict[str, Any]:
+    """What a run ended by ``stop_after_epochs`` after ``epochs`` epochs returns instead of scores."""
+    return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": epochs,
+            "resume": f"nnlab train --resume {run_dir}"}
+
+
 @dataclasses.dataclass
 class RunStart:
     """Where a resumable runner starts: its config, device and directory, and the checkpoint it
@@ -163,6 +169,22 @@ class RunStart:
     @property
     def start_epoch(self) -> int:
         return self.checkpoint["epoch"] if self.checkpoint is not None else 0
+
+    def restore(self, model: torch.nn.Module, learner: Learner, saver: CheckpointCallback,
+                generator: torch.Generator) -> None:
+        """Put ``model`` and ``learner`` back where the checkpoint left them: weights, optimizer,
+        schedule, step, the random states (``generator``'s data order, dropout) and the best
+        score so far. Nothing to do for a new run."""
+        checkpoint = self.checkpoint
+        if checkpoint is None:
+            return
+        model.load_state_dict(checkpoint["model"])
+        learner.optimizer.load_state_dict(checkpoint["optimizer"])
+        if learner.scheduler is not None:
+            learner.scheduler.load_state_dict(checkpoint["scheduler"])
+        learner.step = checkpoint["step"]
+        restore_rng(checkpoint["rng"], generator)
+        saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
 
     def history(self) -> list[dict[str, Any]]:
         """The metrics rows of the epochs already done (``metrics.jsonl`` rewritten to just those)."""
@@ -355,8 +377,7 @@ def _train(setup: Setup, run_dir: Path, recipe: str, checkpoint: dict[str, Any] 
     if not main:
         return {"recipe": recipe, "rank": rank(), "epochs": len(history)}
     if interrupt is not None and interrupt.fired and len(history) < setup.epochs:
-        return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": len(history),
-                "resume": f"nnlab train --resume {run_dir}"}
+        return stopped_summary(recipe, run_dir, len(history))
     train_seconds = sum(row["seconds"] for row in history)
     return finish(setup, run_dir, recipe, history, train_seconds, dry_run)
 

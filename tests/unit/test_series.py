@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
+from conftest import metric_rows, same_weights
 from nnlab.cli import main
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.data.series import make_windows, read_series, sine_waves
 from nnlab.errors import DataError
 from nnlab.tasks import series as series_task
@@ -58,3 +60,16 @@ def test_cli_series_on_a_csv_and_its_errors(tmp_path, capsys):
     assert "no column 'w'" in capsys.readouterr().err
     assert main(["train", "series"]) == 2
     assert "--csv FILE --column NAME" in capsys.readouterr().err
+
+
+def test_interrupted_series_run_resumes_to_the_uninterrupted_result(tmp_path):
+    overrides = {"length": 600, "epochs": 3, "hidden_size": 8}
+    whole = series_task.train("sine-rnn", out=tmp_path / "whole", stream=io.StringIO(), overrides=overrides)
+    stopped = series_task.train("sine-rnn", out=tmp_path / "cut", stream=io.StringIO(),
+                                overrides={**overrides, "stop_after_epochs": 2})
+    assert stopped["stopped_after_epochs"] == 2
+    resumed = series_task.train(None, resume=tmp_path / "cut", stream=io.StringIO())
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "whole")
+    assert resumed["valid_mse"] == whole["valid_mse"]
+    assert same_weights(load_checkpoint(tmp_path / "cut" / "last.pt")["model"],
+                        load_checkpoint(tmp_path / "whole" / "last.pt")["model"]) == []

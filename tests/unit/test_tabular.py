@@ -89,6 +89,8 @@ def test_logistic_model_trains_and_reloads(admissions, tmp_path, capsys):
     assert summary["model"] == "logistic" and summary["test_accuracy"] > 0.85
     code, out, _ = run_cli(capsys, "eval", str(run), "--json")
     assert last_json(out)["test_accuracy"] == summary["test_accuracy"]
+    code, _, err = run_cli(capsys, "train", "--resume", str(run))
+    assert code == 2 and f"--resume {run}: runs of this kind (tabular)" in err and "start a new run" in err
 
 
 def test_regression_reports_errors_in_target_units(tmp_path, capsys):

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from conftest import metric_rows, same_weights
 from nnlab.cli import main
 from nnlab.data.text import StreamBatches, Vocab, read_text, split_stream
 from nnlab.errors import ConfigError, DataError
@@ -244,6 +245,40 @@ def test_cli_train_takes_time_budget_and_rejects_bad_settings(corpus, tmp_path, 
     assert "empty text file" in capsys.readouterr().err
 
 
-def test_resume_is_refused_with_a_clear_error(trained, capsys):
-    assert main(["train", "--resume", str(trained)]) == 2
-    assert "cannot be resumed" in capsys.readouterr().err
+def test_interrupted_run_resumes_to_the_uninterrupted_result(corpus, tmp_path, capsys):
+    overrides = {"data": str(corpus), "epochs": 3, "dropout": 0.2, "layers": 2, **TINY}
+    with open(os.devnull, "w") as quiet:
+        whole = charlm.train("shakespeare-lstm", out=tmp_path / "whole", overrides=overrides, stream=quiet)
+        stopped = charlm.train("shakespeare-lstm", out=tmp_path / "cut", overrides={**overrides, "stop_after_epochs": 1},
+                               stream=quiet)
+    assert stopped["stopped_after_epochs"] == 1 and not (tmp_path / "cut" / "summary.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "whole")
+    assert resumed["valid_loss"] == whole["valid_loss"] and resumed["steps"] == whole["steps"]
+    assert same_weights(torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"],
+                        torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]) == []
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 2
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_resumed_budget_run_spends_only_what_is_left(corpus, tmp_path):
+    overrides = {"data": str(corpus), "time_budget": 2.0, "stop_after_epochs": 1, **TINY}
+    with open(os.devnull, "w") as quiet:
+        charlm.train("shakespeare-lstm", out=tmp_path / "cut", overrides=overrides, stream=quiet)
+        spent = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["budget_spent"]
+        assert 0 < spent < 2.0
+        summary = charlm.train(None, resume=tmp_path / "cut", stream=quiet)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epochs"] == len(rows) >= 2 and summary["train_seconds"] < 2.0 + 5.0
+    assert rows[-1]["lr"] < 0.5 * summary_lr(tmp_path / "cut")  # the schedule went on from where it stopped
+
+
+def test_resume_on_another_text_is_refused(corpus, tmp_path, capsys):
+    with open(os.devnull, "w") as quiet:
+        charlm.train("shakespeare-lstm", out=tmp_path / "cut",
+                     overrides={"data": str(corpus), "epochs": 2, "stop_after_epochs": 1, **TINY}, stream=quiet)
+    other = tmp_path / "other.txt"
+    other.write_text("completely different letters: xyzq XYZQ 0123456789 " * 300, encoding="utf-8")
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--data", str(other)]) == 2
+    assert "is not the text this run was trained on" in capsys.readouterr().err

@@ -20,18 +20,18 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import torch
 
-from nnlab.config import CharLMConfig, save_config
+from nnlab.config import CharLMConfig
 from nnlab.data.text import StreamBatches, Vocab, load_corpus, split_stream
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback
-from nnlab.engine.checkpoint import load_checkpoint
+from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback, StopAfterEpochs
+from nnlab.engine.checkpoint import load_checkpoint, rng_state
 from nnlab.engine.learner import Callback, CancelFitException, Learner, resolve_device
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
-from nnlab.errors import CheckpointError, ConfigError
+from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_curves
 from nnlab.models import create_model
 from nnlab.models.rnn import CharRNN, TruncatedBPTT
-from nnlab.runs import environment, load_best, new_run_dir, runner_config, write_json
+from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
 
 LN2 = math.log(2.0)
 
@@ -65,21 +65,25 @@ class TimeBudget(Callback):
     ``wrap(batches)`` stops yielding windows once the time used plus one validation pass
     (as long as the last one took) reaches the budget, so the epoch ends normally (validation,
     metrics, checkpoints) and ``after_epoch`` then stops the fit. With ``schedule`` set, the
-    learning rate follows ``one_cycle_lr`` of the elapsed fraction of the budget.
+    learning rate follows ``one_cycle_lr`` of the elapsed fraction of the budget. ``spent``
+    starts the clock at the seconds an interrupted run had already used.
     """
 
     order = 90  # after the checkpoint (70): the final epoch is saved before the fit stops
 
-    def __init__(self, seconds: float, max_lr: float | None = None, pct_start: float = 0.1) -> None:
+    def __init__(self, seconds: float, max_lr: float | None = None, pct_start: float = 0.1,
+                 spent: float = 0.0) -> None:
         self.seconds = seconds
         self.max_lr = max_lr
         self.pct_start = pct_start
+        self.spent = spent  # seconds of the budget used before this process (a resumed run)
         self.start = time.perf_counter()
         self.valid_seconds = 0.0
         self.out_of_time = False
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        """Seconds of the budget used so far, those of the interrupted part of a resumed run included."""
+        return self.spent + time.perf_counter() - self.start
 
     def wrap(self, batches: StreamBatches) -> "BudgetedBatches":
         return BudgetedBatches(batches, self)
@@ -152,11 +156,19 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
     """Train a char-RNN recipe into a new run directory; returns the summary (also ``summary.json``).
 
     ``dry_run`` trains on a few windows for one epoch: a smoke test of the whole path.
+    ``resume`` continues the interrupted run in that directory from its ``last.pt`` (model,
+    optimizer, schedule or the budget already spent, data offsets, dropout); without a time
+    budget it ends as the uninterrupted run would have. ``stop_after_epochs`` ends a run after
+    that many epochs, resumable.
     """
-    config, device = runner_config(recipe, overrides, resume, "char-RNN runs")
+    start = start_run(recipe, out, overrides, resume, "text", "char-RNN run")
+    config, device, run_dir, checkpoint = start.config, start.device, start.run_dir, start.checkpoint
     stream = stream if stream is not None else sys.stderr
     text, source = load_corpus(config.data)
     vocab = Vocab.from_text(text)
+    if checkpoint is not None and checkpoint["vocab"] != vocab.chars:
+        raise DataError(f"--resume {run_dir}: {source} is not the text this run was trained on "
+                        "(its characters differ)")
     train_ids, valid_ids = split_stream(vocab.encode(text, source), config.valid_fraction)
     if dry_run:
         train_ids = train_ids[: 4 * config.batch_size * config.bptt + config.bptt + 1]
@@ -165,8 +177,6 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
     train_batches: Iterable = StreamBatches(train_ids, config.batch_size, config.bptt, shuffle_offset=True,
                                             generator=generator, device=device)
     valid_batches = StreamBatches(valid_ids, config.eval_batch_size, config.bptt, device=device)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
 
     args = model_args(config, len(vocab))
     with torch.random.fork_rng(devices=[]):
@@ -174,32 +184,42 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
         model: CharRNN = create_model("char_rnn", **args)
     carried = TruncatedBPTT(model)
     optimizer = create_optimizer("adamw", model, config.lr, config.weight_decay)
-
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": "char_rnn",
-                "model_args": args, "config": dataclasses.asdict(config), "kind": "text", "vocab": vocab.chars}
-
-    callbacks: list[Callback] = [CharProgress(stream), MetricsLog(run_dir / "metrics.jsonl"), ResetState(carried),
-                                 CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")]
     epochs = 1 if dry_run else config.epochs
-    scheduler = None
+    scheduler, budget = None, None
     if config.time_budget is not None and not dry_run:
         budget = TimeBudget(config.time_budget, config.lr if config.schedule == "one-cycle" else None,
-                            config.pct_start)
-        callbacks.append(budget)
+                            config.pct_start, spent=(checkpoint.get("budget_spent") or 0.0) if checkpoint else 0.0)
         train_batches = budget.wrap(train_batches)
         epochs = 100_000  # the budget ends the run
     else:
         scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches),
                                      config.pct_start)
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": "char_rnn",
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": rng_state(generator), "budget_spent": budget.elapsed() if budget is not None else None,
+                "model_args": args, "config": dataclasses.asdict(config), "kind": "text", "vocab": vocab.chars}
+
+    saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
+    callbacks: list[Callback] = [CharProgress(stream), MetricsLog(run_dir / "metrics.jsonl"), ResetState(carried),
+                                 saver, *([budget] if budget is not None else [])]
+    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
+    if interrupt is not None:
+        callbacks.append(interrupt)
     learner = Learner(carried, train_batches, valid_batches, loss_fn=torch.nn.CrossEntropyLoss(),
                       optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, device=device,
                       precision=config.precision, clip=config.clip)
+    learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 1)  # dropout masks
-        start = time.perf_counter()
-        history = learner.fit(epochs)
-        train_seconds = time.perf_counter() - start
+        start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
+        if budget is not None and budget.check():  # the interrupted run had used its whole budget
+            epochs = start.start_epoch
+        history = learner.fit(epochs, start_epoch=start.start_epoch)
+    train_seconds = sum(row["seconds"] for row in history)
+    if interrupt is not None and interrupt.fired and len(history) < epochs:
+        return stopped_summary(config.recipe, run_dir, len(history))
 
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     plot_curves(history, run_dir / "curves.png")

@@ -22,9 +22,9 @@ from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, 
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, start_run, write_json
+from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           stopped_summary, test_scores, top_classes, train_options)
+                                           test_scores, top_classes, train_options)
 from nnlab.tasks.sequence_classify import class_weights  # noqa: F401  (kept importable from here)
 
 
@@ -70,7 +70,7 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
                  train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
                  saved={"kind": "names", "classes": list(data.classes), "alphabet": ALPHABET})
     if fitted.stopped:
-        return stopped_summary(config.recipe, run_dir, fitted)
+        return stopped_summary(config.recipe, run_dir, len(fitted.history))
     result = test_scores(fitted.model, batches(data, rows["test"], config.eval_batch_size, device),
                          data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")

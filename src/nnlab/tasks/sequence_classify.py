@@ -17,7 +17,7 @@ import torch
 
 from nnlab.data.batches import stratified_split
 from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback, StopAfterEpochs
-from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
+from nnlab.engine.checkpoint import load_checkpoint, rng_state
 from nnlab.engine.learner import Learner, predict_probs
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
@@ -111,14 +111,7 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
     learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
-        if start.checkpoint is not None:
-            checkpoint = start.checkpoint
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            learner.step = checkpoint["step"]
-            restore_rng(checkpoint["rng"], generator)
-            saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
+        start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
         history = learner.fit(epochs, start_epoch=start.start_epoch)
     train_seconds = sum(row["seconds"] for row in history)
 
@@ -127,12 +120,6 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
     plot_curves(history, run_dir / "curves.png")
     return Fitted(model, history, best, train_seconds, stopped=bool(interrupt and interrupt.fired
                                                                      and len(history) < epochs))
-
-
-def stopped_summary(recipe: str, run_dir: Path, fitted: Fitted) -> dict[str, Any]:
-    """What a run ended by ``stop_after_epochs`` returns instead of scores: how to continue it."""
-    return {"recipe": recipe, "run_dir": str(run_dir), "stopped_after_epochs": len(fitted.history),
-            "resume": f"nnlab train --resume {run_dir}"}
 
 
 def test_scores(model: torch.nn.Module, test_batches: Iterable, classes: Sequence[str],

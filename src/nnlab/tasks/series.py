@@ -20,19 +20,18 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from nnlab.config import SeriesConfig, apply_overrides, save_config
+from nnlab.config import SeriesConfig
 from nnlab.data.series import make_windows, read_series, sine_waves
 from nnlab.data.tabular import FeatureBatches
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, StopAfterEpochs
+from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint, rng_state
 from nnlab.engine.learner import Learner, resolve_device
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
 from nnlab.errors import ConfigError
 from nnlab.interpret.plots import plot_curves
 from nnlab.models import create_model
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, write_json
+from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
 from nnlab.tasks.tabular import EpochLines
 
 
@@ -85,14 +84,16 @@ def plot_forecast(y: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
 
 def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
           stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train a series recipe into a new run directory; returns the summary (also ``summary.json``)."""
-    if resume is not None:
-        raise ConfigError(f"--resume {resume}: series runs cannot be resumed yet; start a new run")
+    """Train a series recipe into a new run directory; returns the summary (also ``summary.json``).
+
+    ``resume`` continues the interrupted run in that directory from its ``last.pt`` and ends as
+    the uninterrupted run would have; ``stop_after_epochs`` ends a run early, resumable.
+    """
     stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    if config.recipe == "series" and not config.csv:
+    if resume is None and recipe == "series" and not (overrides or {}).get("csv"):
         raise ConfigError("the series recipe needs --csv FILE --column NAME (or train sine-rnn)")
-    device = resolve_device(config.device)
+    start = start_run(recipe, out, overrides, resume, "series", "series run")
+    config, device, run_dir = start.config, start.device, start.run_dir
     series, source = load_series(config)
     windows = split_windows(series, config)
     (x, y), (vx, vy) = windows["train"], windows["valid"]
@@ -103,8 +104,6 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
     train_batches = FeatureBatches((x - mean) / std, (y - mean) / std, config.batch_size, shuffle=True,
                                    generator=generator, device=device)
     valid_batches = FeatureBatches((vx - mean) / std, (vy - mean) / std, 1024, device=device)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
 
     args = {"n_classes": config.horizon, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell}
     with torch.random.fork_rng(devices=[]):
@@ -115,17 +114,23 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
     scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches))
 
     def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": "series_rnn",
-                "model_args": args, "config": dataclasses.asdict(config), "kind": "series", "mean": mean, "std": std}
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(generator), "model_name": "series_rnn", "model_args": args,
+                "config": dataclasses.asdict(config), "kind": "series", "mean": mean, "std": std}
 
-    callbacks = [EpochLines(stream, max(1, epochs // 5)), MetricsLog(run_dir / "metrics.jsonl"),
-                 CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")]
+    saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
+    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
+    callbacks = [EpochLines(stream, max(1, epochs // 5)), MetricsLog(run_dir / "metrics.jsonl"), saver,
+                 *([interrupt] if interrupt is not None else [])]
     learner = Learner(model, train_batches, valid_batches, loss_fn=mse_loss, optimizer=optimizer,
                       scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32",
                       clip=config.clip, metric=None)
-    start = time.perf_counter()
-    history = learner.fit(epochs)
-    train_seconds = time.perf_counter() - start
+    learner.history = start.history()
+    start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
+    history = learner.fit(epochs, start_epoch=start.start_epoch)
+    train_seconds = sum(row["seconds"] for row in history)
+    if interrupt is not None and interrupt.fired and len(history) < epochs:
+        return stopped_summary(config.recipe, run_dir, len(history))
 
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     model.load_state_dict(best["model"])

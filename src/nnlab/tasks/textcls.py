@@ -22,9 +22,9 @@ from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, en
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, start_run, write_json
+from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           stopped_summary, test_scores, top_classes, train_options)
+                                           test_scores, top_classes, train_options)
 
 
 def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset:
@@ -83,7 +83,7 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
                  saved={"kind": "textcls", "classes": list(data.classes), "vocab": list(vocab.tokens),
                         "max_length": config.max_length})
     if fitted.stopped:
-        return stopped_summary(config.recipe, run_dir, fitted)
+        return stopped_summary(config.recipe, run_dir, len(fitted.history))
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
     result = test_scores(fitted.model, test, data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
