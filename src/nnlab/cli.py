@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, dest="top_k")
     p.add_argument("--invert", choices=["auto", "yes", "no"],
                    help="images: invert grey levels (default auto: when the background is light, as in photos)")
-    p.add_argument("--csv", help="tabular and perceptron runs: the CSV of rows to predict")
-    p.add_argument("-o", "--output", help="tabular and perceptron runs: the predictions CSV to write "
+    p.add_argument("--csv", help="tabular, perceptron and text-classification runs: the CSV of rows to predict")
+    p.add_argument("-o", "--output", help="with --csv: the predictions CSV to write "
                                           "(default NEW.predictions.csv beside the input)")
 
     p = add("sample", cmd_sample, "generate text from a character-level language model run")

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import metric_rows, same_weights
+from conftest import metric_rows, same_weights, write_csv
 from nnlab.cli import main
 from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.config import load_config
@@ -156,6 +156,29 @@ def test_cli_predict_ranks_the_classes_of_new_texts(trained, capsys):
     capsys.readouterr()
     assert main(["predict", str(run), "   "]) == 2
     assert capsys.readouterr().err.strip() == "nnlab: error: no words in '   '"
+
+
+def test_cli_predict_csv_writes_every_row_with_class_probabilities(trained, tmp_path):
+    run, summary = trained
+    new = write_reviews(tmp_path / "new.csv", n=60, seed=7)
+    code, result = run_cli(["predict", str(run), "--csv", str(new), "--json"])
+    assert code == 0, result
+    out = tmp_path / "new.predictions.csv"
+    assert result["out"] == str(out) and result["rows"] == 60 and result["labelled_rows"] == 60
+    assert result["accuracy"] > 0.9 and sum(result["predicted_counts"].values()) == 60
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["id", "review", "sentiment", "predicted_sentiment", "probability_neg", "probability_pos"]
+    assert len(rows) == 60
+    hits = sum(r["predicted_sentiment"] == r["sentiment"] for r in rows)
+    assert hits / 60 == pytest.approx(result["accuracy"])
+    assert all(abs(float(r["probability_neg"]) + float(r["probability_pos"]) - 1) < 1e-4 for r in rows)
+    texts_only = write_csv(tmp_path / "texts.csv", ["review"], [["A superb film"], ["Dull and boring"]])
+    code, result = run_cli(["predict", str(run), "--csv", str(texts_only), "-o", str(tmp_path / "p.csv"), "--json"])
+    assert code == 0 and result["rows"] == 2 and "accuracy" not in result
+    wrong = write_csv(tmp_path / "wrong.csv", ["text"], [["fine"]])
+    code, err = run_cli(["predict", str(run), "--csv", str(wrong)])
+    assert code == 2 and f"{wrong}: no column 'review'" in err
 
 
 def test_cli_dry_run_with_a_one_way_gru_and_small_vocabulary(reviews, tmp_path):

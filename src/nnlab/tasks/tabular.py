@@ -239,19 +239,26 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
             "classes": list(pre.classes), **result}
 
 
-def predictions_csv(table: Table, pre: Preprocessor, outputs: torch.Tensor) -> bytes:
-    """The input rows with ``predicted_TARGET`` and, for classification, one probability column per class."""
+def class_predictions_csv(table: Table, target: str, classes: Sequence[str], probs: torch.Tensor) -> bytes:
+    """``table``'s rows with ``predicted_TARGET`` (the likeliest of ``classes``) and one
+    ``probability_CLASS`` column per class, from ``probs [rows, classes]``, as CSV bytes."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*table.columns, f"predicted_{target}", *(f"probability_{c}" for c in classes)])
+    for row, index, p in zip(table.rows, probs.argmax(1).tolist(), probs.tolist()):
+        writer.writerow([*row, classes[index], *(f"{v:.6f}" for v in p)])
+    return buffer.getvalue().encode("utf-8")
+
+
+def predictions_csv(table: Table, pre: Preprocessor, outputs: torch.Tensor) -> bytes:
+    """The input rows with ``predicted_TARGET`` and, for classification, one probability column per class."""
     if pre.task == "classify":
-        probs = outputs.softmax(1)
-        writer.writerow([*table.columns, f"predicted_{pre.target}", *(f"probability_{c}" for c in pre.classes)])
-        for row, index, p in zip(table.rows, probs.argmax(1).tolist(), probs.tolist()):
-            writer.writerow([*row, pre.classes[index], *(f"{v:.6f}" for v in p)])
-    else:
-        writer.writerow([*table.columns, f"predicted_{pre.target}"])
-        for row, value in zip(table.rows, pre.decode_target(outputs.squeeze(1)).tolist()):
-            writer.writerow([*row, repr(value)])
+        return class_predictions_csv(table, pre.target, pre.classes, outputs.softmax(1))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*table.columns, f"predicted_{pre.target}"])
+    for row, value in zip(table.rows, pre.decode_target(outputs.squeeze(1)).tolist()):
+        writer.writerow([*row, repr(value)])
     return buffer.getvalue().encode("utf-8")
 
 

@@ -18,13 +18,16 @@ from typing import Any, Sequence, TextIO
 import torch
 
 from nnlab.config import TextClassifyConfig
+from nnlab.data.tabular import read_csv
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
-from nnlab.engine.learner import resolve_device
+from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_confusion
 from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
 from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
                                            test_scores, top_classes, train_options)
+from nnlab.tasks.tabular import class_predictions_csv
 
 
 def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset:
@@ -121,8 +124,14 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     return rescore(run_dir, config.recipe, model, test, data.classes, device)
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
-    """The ``top_k`` most likely classes with probabilities for each text in ``inputs``."""
+def predict(run_dir: str | Path, inputs: Sequence[str] = (), top_k: int = 3, csv: str | Path | None = None,
+            output: str | Path | None = None) -> list[dict] | dict[str, Any]:
+    """The ``top_k`` most likely classes with probabilities for each text in ``inputs``; or, with
+    ``csv``, every row of that CSV's text column predicted into a CSV (``predict_csv``)."""
+    if csv is not None:
+        if inputs:
+            raise ConfigError(f"predict: give texts or --csv {csv}, not both")
+        return predict_csv(run_dir, csv, output)
     check_predict_args(inputs, top_k, "text")
     _, model, vocab, state = load_run(run_dir, "cpu")
     documents = [tokenize(text) for text in inputs]
@@ -130,3 +139,35 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     if empty:
         raise DataError(f"no words in {', '.join(repr(t) for t in empty)}")
     return top_classes(model, encode_texts(documents, vocab, state["max_length"]), inputs, state["classes"], top_k)
+
+
+def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Classify the run's text column in every row of ``csv``; write the rows with
+    ``predicted_LABEL`` and one ``probability_CLASS`` column per class to ``output`` (default
+    ``NAME.predictions.csv`` beside the input, written atomically). A missing column or a row
+    without words is a ``DataError`` naming the file (and line). Where the CSV also has the
+    label column, the result gives the accuracy on its rows with known classes."""
+    config, model, vocab, state = load_run(run_dir, "cpu")
+    table = read_csv(csv)
+    documents = [tokenize(text) for text in table.column(config.text_column)]
+    for doc, line in zip(documents, table.lines):
+        if not doc:
+            raise DataError(f"{table.source}: line {line}: no text in column {config.text_column!r}")
+    classes = state["classes"]
+    ids = encode_texts(documents, vocab, state["max_length"])
+    rows = TokenBatches(ids, torch.zeros(len(ids), dtype=torch.long), config.eval_batch_size)
+    probs, _ = predict_probs(model, rows, torch.device("cpu"))
+    out = Path(output) if output else Path(csv).with_suffix(".predictions.csv")
+    data = class_predictions_csv(table, config.label_column, classes, probs)
+    atomic_write_bytes(out, lambda handle: handle.write(data))
+    predicted = probs.argmax(1)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "csv": str(csv), "out": str(out), "rows": len(table.rows),
+                              "predicted_counts": dict(zip(classes, torch.bincount(predicted, minlength=len(classes))
+                                                           .tolist()))}
+    if config.label_column in table.columns:
+        index = {name: i for i, name in enumerate(classes)}
+        known = [(i, index[label]) for i, label in enumerate(table.column(config.label_column)) if label in index]
+        if known:
+            hits = sum(int(predicted[i]) == label for i, label in known)
+            result.update(labelled_rows=len(known), accuracy=hits / len(known))
+    return result
