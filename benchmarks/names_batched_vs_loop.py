@@ -27,7 +27,8 @@ from nnlab.tasks import names as names_task
 def loop_train(data, rows, config, seconds: float) -> tuple[torch.nn.Module, int]:
     """The tutorial's loop: one name, one forward, one backward, one step, until ``seconds`` pass."""
     torch.manual_seed(config.seed)
-    model = create_model("name_rnn", **names_task.model_args(config, len(data.classes)))
+    name, args = names_task.model_args(config, len(data.classes))
+    model = create_model(name, **args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr / 10, weight_decay=config.weight_decay)
     order = rows["train"][torch.randperm(len(rows["train"]), generator=torch.Generator().manual_seed(0))].tolist()
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -187,7 +187,10 @@ class NamesConfig:
     kind: str = "names"
     recipe: str = ""
     data: str | None = None             # --data DIR (default: $NNLAB_DATA/names, then the cache)
-    cell: str = "gru"                   # gru | lstm, bidirectional
+    model: str = "rnn"                  # rnn: name_rnn (bidirectional GRU/LSTM) | cnn: name_cnn (character CNN)
+    cell: str = "gru"                   # gru | lstm, bidirectional (model rnn)
+    filters: int = 256                  # model cnn: filters per kernel width
+    widths: tuple[int, ...] = (2, 3, 4, 5)  # model cnn: kernel widths, in characters
     layers: int = 1
     hidden_size: int = 128
     embed: int = 32
@@ -211,6 +214,10 @@ class NamesConfig:
 
     def check(self) -> None:
         """Reject settings no names run could use, naming the setting."""
+        if self.model not in ("rnn", "cnn"):
+            raise ConfigError(f"model: expected rnn or cnn, got {self.model!r}")
+        if self.filters < 1 or not self.widths or any(w < 1 for w in self.widths):
+            raise ConfigError(f"filters and widths must be at least 1, got {self.filters} and {self.widths}")
         if self.cell not in ("lstm", "gru"):
             raise ConfigError(f"cell: expected lstm or gru, got {self.cell!r}")
         for key in ("layers", "hidden_size", "embed"):

@@ -138,6 +138,10 @@ _add(Recipe("shakespeare-lstm", "char-level LSTM language model on Tiny Shakespe
 _add(Recipe("names-rnn", "bidirectional GRU over padded, packed surnames -> 18 languages (or --data DIR)",
             "~82% test accuracy", NamesConfig(hidden_size=256, embed=64, dropout=0.5, label_smoothing=0.1,
                                               epochs=12, batch_size=128)))
+_add(Recipe("names-cnn", "character CNN (widths 2-5, max over each name) -> 18 languages: names-rnn's data, "
+            "split and training, faster", "~83% test accuracy in ~20 s (docs/benchmarks.md)",
+            NamesConfig(model="cnn", filters=256, embed=64, dropout=0.5, label_smoothing=0.1, epochs=12,
+                        batch_size=128)))
 _add(Recipe("sine-rnn", "LSTM forecasting generated noisy sine waves (forecast.png, vs the last-value baseline)",
             "valid MSE ~0.012 vs 0.055 for the last value (noise variance 0.01)", SeriesConfig()))
 _add(Recipe("series", "LSTM forecasting one column of your CSV: --csv FILE --column NAME",

@@ -160,3 +160,19 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(names_dir, tmp_path
     assert resumed["test_accuracy"] == whole["test_accuracy"] and resumed["epochs"] == 4
     assert main(["train", "--resume", str(cut)]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_character_cnn_ignores_padding_and_trains_through_the_cli(names_dir, tmp_path, capsys):
+    model = create_model("name_cnn", n_classes=3, n_tokens=60, embed=8, filters=6, widths=(2, 3), dropout=0.0).eval()
+    alone = model(encode_names(["Abc"]))
+    padded = model(encode_names(["Abc", "Abcdefghij"]))[:1]   # the same name in a wider batch
+    assert torch.allclose(alone, padded, atol=1e-6)
+    run = tmp_path / "cnn"
+    assert main(["train", "names-cnn", "--data", str(names_dir), "--out", str(run), "--epochs", "8",
+                 "--batch-size", "32", "--set", "filters=16", "--set", "embed=8", "--set", "widths=2,3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "name_cnn" and summary["test_accuracy"] > 0.9
+    assert main(["predict", str(run), "Petrov", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["top"][0]["class"] in {"Alpha", "Beta", "Gamma"}
+    assert main(["train", "names-cnn", "--data", str(names_dir), "--set", "model=tcn"]) == 2
+    assert "model: expected rnn or cnn" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Recurrent models: a character-level language model, a forecaster and a classifier of padded sequences.
+"""Sequence models: a character-level language model, a forecaster and classifiers of padded sequences.
 
 All take token ids (or values) and return logits, like every registered model, and offer
 ``forward_features``, ``forward_head``, ``reset_classifier`` and ``layer_groups``:
@@ -11,6 +11,8 @@ All take token ids (or values) and return logits, like every registered model, a
   padded, packed sequences (id 0 is padding) -> linear over the classes, from the final states.
   ``name_rnn`` is a bidirectional GRU over characters; ``text_rnn`` an LSTM over words,
   bidirectional or not, with dropout on the word embeddings too.
+- ``name_cnn``: the same job as ``name_rnn`` with a character CNN (``SequenceCNN``): parallel
+  convolutions of several widths, max over each name; faster on a CPU and as accurate.
 - ``series_rnn``: LSTM/GRU over a window of values -> linear to the next values (forecasting;
   its "classes" are the forecast horizon).
 """
@@ -240,3 +242,41 @@ class SeriesRNN(Classifier):
 def series_rnn(n_classes: int = 1, **kwargs: object) -> SeriesRNN:
     """LSTM (or ``cell="gru"``) forecaster: a window of past values in, the next ``n_classes`` values out."""
     return SeriesRNN(SeriesRNNConfig(n_classes=n_classes, **kwargs))
+
+
+class SequenceCNN(Classifier):
+    """Embedding -> 1-D convolutions of several widths side by side -> ReLU -> each filter's max
+    over the sequence's real positions -> dropout -> linear (a character CNN in the manner of
+    Kim's sentence CNN). Positions past a sequence's end are left out of the max, so its output
+    does not depend on its batch; no recurrence, so it trains faster than the GRU on a CPU.
+    """
+
+    def __init__(self, n_tokens: int, n_classes: int, embed: int, filters: int, widths: tuple[int, ...],
+                 dropout: float) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(n_tokens, embed, padding_idx=0)
+        self.convs = nn.ModuleList([nn.Conv1d(embed, filters, width, padding=width // 2) for width in widths])
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(len(widths) * filters, n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Each filter's largest response within each sequence, ``[N, len(widths) * filters]``, for ids ``x [N, L]``."""
+        length = x.shape[1]
+        real = (torch.arange(length, device=x.device)[None, :] < (x != 0).sum(1, keepdim=True))[:, None, :]
+        embedded = self.embed(x).transpose(1, 2)  # [N, E, L]
+        # an even width pads one extra position on the right: keep the first L outputs
+        maps = [torch.relu(conv(embedded))[:, :, :length] for conv in self.convs]  # each [N, F, L]
+        return torch.cat([m.masked_fill(~real, 0.0).amax(2) for m in maps], dim=1)  # ReLU >= 0: padding never wins
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.embed, self.convs, self.head]
+
+
+@register("name_cnn")
+def name_cnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 64, filters: int = 256,
+             widths: tuple[int, ...] = (2, 3, 4, 5), dropout: float = 0.5) -> SequenceCNN:
+    """Character CNN classifier of short sequences such as names: ``filters`` per kernel width."""
+    return SequenceCNN(n_tokens, n_classes, embed, filters, tuple(widths), dropout)

@@ -39,10 +39,12 @@ def batches(data: NamesDataset, rows: torch.Tensor, batch_size: int, device: tor
     return NameBatches([data.names[i] for i in rows.tolist()], data.labels[rows], batch_size, device=device, **options)
 
 
-def model_args(config: NamesConfig, n_classes: int) -> dict[str, Any]:
-    """Arguments of the registry's ``name_rnn``."""
-    return {"n_classes": n_classes, "n_tokens": len(ALPHABET) + 1, "embed": config.embed,
-            "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell, "dropout": config.dropout}
+def model_args(config: NamesConfig, n_classes: int) -> tuple[str, dict[str, Any]]:
+    """The registry's model for ``config.model`` (``name_rnn`` or ``name_cnn``) and its arguments."""
+    common = {"n_classes": n_classes, "n_tokens": len(ALPHABET) + 1, "embed": config.embed, "dropout": config.dropout}
+    if config.model == "cnn":
+        return "name_cnn", {**common, "filters": config.filters, "widths": list(config.widths)}
+    return "name_rnn", {**common, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell}
 
 
 def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -66,7 +68,8 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
                             **train_options(config, train_labels, n_classes))
     valid_batches = (batches(data, rows["valid"], config.eval_batch_size, device) if len(rows["valid"]) else None)
 
-    fitted = fit(start, "name_rnn", model_args(config, n_classes), train_batches, valid_batches,
+    model_name, args = model_args(config, n_classes)
+    fitted = fit(start, model_name, args, train_batches, valid_batches,
                  train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
                  saved={"kind": "names", "classes": list(data.classes), "alphabet": ALPHABET})
     if fitted.stopped:
@@ -75,8 +78,8 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
                          data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
     summary = {
-        "recipe": config.recipe, "run_dir": str(run_dir), "dataset": data.source, "model": "name_rnn",
-        "cell": config.cell, "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
+        "recipe": config.recipe, "run_dir": str(run_dir), "dataset": data.source, "model": model_name,
+        "cell": config.cell if config.model == "rnn" else None, "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
         "test_macro_f1": result["macro"]["f1"], **result,
         "names": {k: len(v) for k, v in rows.items()}, **fitted.timing(len(train_rows), "names_per_s"),
         "classes": list(data.classes), "device": str(device), "dry_run": dry_run, **environment(),
