@@ -19,7 +19,7 @@ MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS els
 # Their backward pass is the costliest of all; resnet18 takes the same wrapper's path through it.
 LIGHT_MODELS = [name for name in list_models() if name not in HEAVY_MODELS]
 # Sequence models take token ids [N, T] (0 is padding for name_rnn) instead of images.
-SEQUENCE_MODELS = {"char_rnn", "name_rnn", "series_rnn", "text_rnn"}
+SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn"}
 
 
 def sample_input(name, n):
