@@ -340,6 +340,7 @@ class TransferConfig:
     scratch_lr: float = 1e-2            # scratch's: the best of 3e-3 and 1e-2 measured from scratch
     lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next
     augment: tuple[str, ...] = ()       # batched augmentations of the digits, both runs alike
+    repeats: int = 1                    # splits (seed, seed + 1, ...) each share is compared on; accuracies averaged
     weight_decay: float = 5e-4
     seed: int = 0
     device: str = "cpu"                 # 1,797 small images: the CPU is quick enough
@@ -355,6 +356,8 @@ class TransferConfig:
             raise ConfigError(f"freeze_epochs must be in [0, epochs), got {self.freeze_epochs}")
         if self.pretrain_epochs < 1:
             raise ConfigError(f"pretrain_epochs must be at least 1, got {self.pretrain_epochs}")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
 
 
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -51,6 +51,20 @@ def test_transfer_pretrains_then_compares_with_scratch_on_the_same_budget(square
     assert again["transfer-10"] == first["transfer_accuracy"] and again["scratch-25"] == second["scratch_accuracy"]
 
 
+def test_repeats_average_the_comparison_over_splits(image_run, tmp_path):
+    run = tmp_path / "rep"
+    summary = train("digits-transfer", out=run, stream=io.StringIO(),
+                    overrides=quick(from_run=str(image_run), repeats=2, epochs=2))
+    result = summary["results"][0]
+    assert summary["repeats"] == 2 and len(result["scratch_per_seed"]) == len(result["transfer_per_seed"]) == 2
+    assert result["transfer_accuracy"] == pytest.approx(sum(result["transfer_per_seed"]) / 2)
+    assert summary["transfer_gain_points"] == pytest.approx(
+        100 * (result["transfer_accuracy"] - result["scratch_accuracy"]), abs=0.01)
+    again = evaluate(run)["test_accuracy_by_model"]  # each model on its own split
+    assert [again["scratch-10"], again["scratch-10-seed1"]] == result["scratch_per_seed"]
+    assert {r["seed"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())} == {0, 1}
+
+
 def test_transfer_from_an_existing_run_starts_from_its_weights(image_run, tmp_path, capsys):
     code = main(["train", "digits-transfer", "--from", str(image_run), "--out", str(tmp_path / "from"),
                  "--epochs", "3", "--freeze-epochs", "1", "--set", "percents=10", "--threads", "1", "--json"])

@@ -11,9 +11,13 @@ alone, then every layer group at discriminative rates), ``scratch`` from random 
 digits run, with the trained layer groups and their learning rates), the digits models in
 ``models/`` and ``summary.json`` with both test accuracies per share and
 ``transfer_gain_points`` (transfer minus scratch, in accuracy points, at the smallest share).
+With ``repeats`` N each share is compared on N splits (seeds ``seed`` .. ``seed + N - 1``: test
+split, share and initialization all change) and the accuracies are means over them, since one
+split's gain moves by a point or more.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -132,11 +136,46 @@ def split_digits(config: TransferConfig) -> tuple[torch.Tensor, torch.Tensor, to
     return images, labels, train_idx, test_idx
 
 
+def model_file(init: str, percent: int, repeat: int) -> str:
+    """``INIT-PERCENT`` for the first repeat, ``INIT-PERCENT-seedS`` (S = seed offset) for the others."""
+    return f"{init}-{percent}" + (f"-seed{repeat}" if repeat else "")
+
+
+def compare(config: TransferConfig, state: dict, run_dir: Path, percent: int, device: torch.device, epochs: int,
+            freeze_epochs: int, stream: TextIO, rows: list[dict]) -> dict[str, Any]:
+    """Scratch and transfer on ``percent``% of the digits, ``config.repeats`` times (seed, seed + 1, ...:
+    each repeat its own test split, share and initialization); the mean accuracies and each repeat's."""
+    accuracy: dict[str, list[float]] = {init: [] for init in INITS}
+    for repeat in range(config.repeats):
+        seeded = dataclasses.replace(config, seed=config.seed + repeat)
+        images, labels, train_idx, test_idx = split_digits(seeded)
+        chosen = train_idx[share(labels[train_idx], percent, torch.Generator().manual_seed(seeded.seed))]
+        for init in INITS:
+            began = time.perf_counter()
+            model, history = fit_digits(seeded, state, init, images[chosen], labels[chosen], device, epochs,
+                                        freeze_epochs)
+            accuracy[init].append(held_out_accuracy(model, images[test_idx], labels[test_idx], state, device))
+            rows += [{"init": init, "percent": percent, "seed": seeded.seed, **row} for row in history]
+            save_checkpoint(run_dir / "models" / f"{model_file(init, percent, repeat)}.pt",
+                            {"model": model.state_dict(), "model_name": state["model_name"],
+                             "model_args": state["model_args"], "classes": list(DIGIT_CLASSES),
+                             "mean": list(state["mean"]), "std": list(state["std"]), "input_shape": [1, 28, 28],
+                             "percent": percent, "init": init, "seed": seeded.seed})
+            print(f"{percent:>3}% of the digits ({len(chosen)} images), seed {seeded.seed}, {init:<8}: test "
+                  f"accuracy {accuracy[init][-1]:.4f} ({time.perf_counter() - began:.1f}s)", file=stream, flush=True)
+    scratch, transfer = (sum(accuracy[init]) / config.repeats for init in INITS)
+    return {"percent": percent, "train_images": len(chosen), "scratch_accuracy": scratch,
+            "transfer_accuracy": transfer, "gain_points": round(100 * (transfer - scratch), 2),
+            "repeats": config.repeats, "scratch_per_seed": accuracy["scratch"],
+            "transfer_per_seed": accuracy["transfer"]}
+
+
 def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
           overrides: dict[str, Any] | None = None, stream: TextIO | None = None, dry_run: bool = False,
           resume: str | Path | None = None) -> dict[str, Any]:
     """Pretrain (or take ``from_run``), then compare transfer and scratch on shares of the digits;
-    returns the summary. ``dry_run``: a few pretraining batches, one share, two epochs."""
+    returns the summary. ``dry_run``: a few pretraining batches, one share, two epochs. With
+    ``repeats`` above 1 each share is compared on that many splits and the accuracies averaged."""
     stream = stream if stream is not None else sys.stderr
     if recipe is None:
         raise ConfigError("train: give a recipe name (see `nnlab recipes`)")
@@ -146,36 +185,19 @@ def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
     start = time.perf_counter()
     source, state = source_model(config, run_dir, stream, dry_run)
     pretrain_seconds = time.perf_counter() - start
-    images, labels, train_idx, test_idx = split_digits(config)
+    _, _, train_idx, test_idx = split_digits(config)
     percents = config.percents[:1] if dry_run else config.percents
     epochs, freeze_epochs = (2, min(config.freeze_epochs, 1)) if dry_run else (config.epochs, config.freeze_epochs)
-    rows, results = [], []
-    for percent in percents:
-        chosen = train_idx[share(labels[train_idx], percent, torch.Generator().manual_seed(config.seed))]
-        accuracy = {}
-        for init in INITS:
-            began = time.perf_counter()
-            model, history = fit_digits(config, state, init, images[chosen], labels[chosen], device, epochs,
-                                        freeze_epochs)
-            accuracy[init] = held_out_accuracy(model, images[test_idx], labels[test_idx], state, device)
-            rows += [{"init": init, "percent": percent, **row} for row in history]
-            save_checkpoint(run_dir / "models" / f"{init}-{percent}.pt",
-                            {"model": model.state_dict(), "model_name": state["model_name"],
-                             "model_args": state["model_args"], "classes": list(DIGIT_CLASSES),
-                             "mean": list(state["mean"]), "std": list(state["std"]), "input_shape": [1, 28, 28],
-                             "percent": percent, "init": init})
-            print(f"{percent:>3}% of the digits ({len(chosen)} images), {init:<8}: test accuracy "
-                  f"{accuracy[init]:.4f} ({time.perf_counter() - began:.1f}s)", file=stream, flush=True)
-        results.append({"percent": percent, "train_images": len(chosen), "scratch_accuracy": accuracy["scratch"],
-                        "transfer_accuracy": accuracy["transfer"],
-                        "gain_points": round(100 * (accuracy["transfer"] - accuracy["scratch"]), 2)})
+    rows: list[dict] = []
+    results = [compare(config, state, run_dir, percent, device, epochs, freeze_epochs, stream, rows)
+               for percent in percents]
     write_jsonl(run_dir / "metrics.jsonl", rows)
     summary = {
         "recipe": recipe, "run_dir": str(run_dir), "source_run": str(source), "source_model": state["model_name"],
         "source_test_accuracy": _summary_value(source, "test_accuracy"),
         "digits_train_images": len(train_idx), "digits_test_images": len(test_idx), "epochs": epochs,
-        "freeze_epochs": freeze_epochs, "lr": config.lr, "lr_mult": config.lr_mult, "results": results,
-        "transfer_gain_points": results[0]["gain_points"], "gain_at_percent": results[0]["percent"],
+        "freeze_epochs": freeze_epochs, "lr": config.lr, "lr_mult": config.lr_mult, "repeats": config.repeats,
+        "results": results, "transfer_gain_points": results[0]["gain_points"], "gain_at_percent": results[0]["percent"],
         "pretrain_seconds": round(pretrain_seconds, 3) if not config.from_run else 0.0,
         "train_seconds": round(time.perf_counter() - start, 3), "dry_run": dry_run, **environment(),
     }
@@ -191,7 +213,8 @@ def _summary_value(run_dir: Path, key: str) -> Any:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     """The comparison as a small text table: share, images, both accuracies, gain in points."""
-    lines = ["share  images  scratch  transfer   gain"]
+    repeats = results[0].get("repeats", 1) if results else 1
+    lines = ["share  images  scratch  transfer   gain" + (f"   (means over {repeats} splits)" if repeats > 1 else "")]
     for r in results:
         lines.append(f"{r['percent']:>4}%  {r['train_images']:>6}  {100 * r['scratch_accuracy']:>6.1f}%  "
                      f"{100 * r['transfer_accuracy']:>7.1f}%  {r['gain_points']:>+5.1f}")
@@ -205,10 +228,11 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     if not isinstance(config, TransferConfig):
         raise CheckpointError(f"{run_dir}: not a digits-transfer run")
     device = resolve_device(device_name or config.device)
-    images, labels, _, test_idx = split_digits(config)
     accuracy: dict[str, float] = {}
     for path in sorted((run_dir / "models").glob("*.pt")):
         state = load_checkpoint(path, map_location=device)
+        seed = state.get("seed", config.seed)  # each repeat's own test split
+        images, labels, _, test_idx = split_digits(dataclasses.replace(config, seed=seed))
         model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
         model.load_state_dict(state["model"])
         accuracy[path.stem] = held_out_accuracy(model.to(device), images[test_idx], labels[test_idx], state, device)
