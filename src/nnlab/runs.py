@@ -178,6 +178,10 @@ class RunStart:
         checkpoint = self.checkpoint
         if checkpoint is None:
             return
+        missing = [key for key in ("model", "optimizer", "scheduler", "rng", "step", "best") if key not in checkpoint]
+        if missing:
+            raise CheckpointError(f"--resume {self.run_dir}: last.pt lacks {', '.join(missing)} (written by an "
+                                  "nnlab that could not resume this kind of run); start a new run")
         model.load_state_dict(checkpoint["model"])
         learner.optimizer.load_state_dict(checkpoint["optimizer"])
         if learner.scheduler is not None:

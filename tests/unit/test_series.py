@@ -73,3 +73,14 @@ def test_interrupted_series_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["valid_mse"] == whole["valid_mse"]
     assert same_weights(load_checkpoint(tmp_path / "cut" / "last.pt")["model"],
                         load_checkpoint(tmp_path / "whole" / "last.pt")["model"]) == []
+
+
+def test_resume_from_a_checkpoint_without_resume_state_is_refused(tmp_path, capsys):
+    from nnlab.engine.checkpoint import save_checkpoint
+    cut = tmp_path / "cut"
+    series_task.train("sine-rnn", out=cut, stream=io.StringIO(),
+                      overrides={"length": 300, "epochs": 2, "hidden_size": 4, "stop_after_epochs": 1})
+    old = load_checkpoint(cut / "last.pt")
+    save_checkpoint(cut / "last.pt", {k: v for k, v in old.items() if k not in ("scheduler", "rng")})
+    assert main(["train", "--resume", str(cut)]) == 2
+    assert "last.pt lacks scheduler, rng" in capsys.readouterr().err
