@@ -220,6 +220,54 @@ def test_startup_errors_name_the_problem(image_run, tmp_path):
     assert build_parser().parse_args(["serve", "r"]).host == "127.0.0.1"
 
 
+@pytest.fixture(scope="module")
+def names_run(tmp_path_factory):
+    """A names run that tells 'languages' apart by their endings (-ov, -ini), trained in about a second."""
+    root = tmp_path_factory.mktemp("names-data")
+    gen = torch.Generator().manual_seed(0)
+    stems = ["".join("bcdfgklmnprstvz"[i] for i in row).capitalize()
+             for row in torch.randint(15, (400, 4), generator=gen).tolist()]
+    (root / "Ovian.txt").write_text("\n".join(s + "ov" for s in stems[:200]), encoding="utf-8")
+    (root / "Inian.txt").write_text("\n".join(s + "ini" for s in stems[200:]), encoding="utf-8")
+    from nnlab.tasks import names as names_task
+    run = tmp_path_factory.mktemp("names-run") / "names"
+    names_task.train("names-rnn", out=run, stream=io.StringIO(),
+                     overrides={"data": str(root), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 32,
+                                "lr": 1e-2, "threads": 1})
+    return run
+
+
+def test_text_runs_are_served_as_json_beside_image_runs(image_run, names_run, samples):
+    from nnlab.tasks import names as names_task
+    with TestClient(create_app([image_run, names_run], device="cpu")) as client:
+        kinds = {m["name"]: m["kind"] for m in client.get("/models").json()}
+        assert kinds == {"squares": "image", "names": "names"}
+        response = client.post("/predict/names", json={"inputs": ["Petrov", "Bellini"]}, params={"top_k": 2})
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["top"][0]["class"] for r in results] == ["Ovian", "Inian"]
+        assert results == [{"input": r["file"], "top": r["top"]}
+                           for r in names_task.predict(names_run, ["Petrov", "Bellini"], top_k=2)]
+        assert upload(client, samples[0][0]).status_code == 200      # the image model still takes images
+        for request_args, status, detail in [
+                ({"files": {"file": ("a.png", samples[0][0], "image/png")}}, 415, "classifies text"),
+                ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
+                ({"json": {"inputs": []}}, 422, "non-empty list of strings"),
+                ({"json": {"texts": ["Petrov"]}}, 422, "non-empty list of strings"),
+                ({"json": {"inputs": ["Petrov"] * 300}}, 413, "at most 256 inputs"),
+                ({"json": {"inputs": ["123"]}}, 422, "no letters the model knows in '123'")]:
+            response = client.post("/predict/names", **request_args)
+            assert response.status_code == status and detail in response.json()["detail"], response.text
+
+
+def test_runs_serve_cannot_take_are_refused_at_start(tmp_path):
+    from nnlab.tasks import series as series_task
+    series_task.train("sine-rnn", out=tmp_path / "sine", stream=io.StringIO(),
+                      overrides={"length": 300, "epochs": 1, "hidden_size": 4})
+    with pytest.raises(ConfigError, match="serve supports image, names and text-classification runs"):
+        create_app([tmp_path / "sine"], device="cpu")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

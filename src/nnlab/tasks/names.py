@@ -109,13 +109,19 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     return rescore(run_dir, config.recipe, model, test, data.classes, device)
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
-    """The ``top_k`` most likely classes (languages) with probabilities for each name in ``inputs``."""
-    check_predict_args(inputs, top_k, "name")
-    _, model, state = load_run(run_dir, "cpu")
+def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
+    """Padded ids ``[N, L]`` of ``inputs`` folded to the run's alphabet; a name with no letter the
+    model knows is a ``DataError`` naming it."""
     folded = [fold_ascii(name, state["alphabet"]) for name in inputs]
     empty = [name for name, f in zip(inputs, folded) if not f]
     if empty:
         raise DataError(f"no letters the model knows in {', '.join(repr(n) for n in empty)} "
                         f"(expected a name in Latin letters)")
-    return top_classes(model, encode_names(folded, state["alphabet"]), inputs, state["classes"], top_k)
+    return encode_names(folded, state["alphabet"])
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
+    """The ``top_k`` most likely classes (languages) with probabilities for each name in ``inputs``."""
+    check_predict_args(inputs, top_k, "name")
+    _, model, state = load_run(run_dir, "cpu")
+    return top_classes(model, encode_inputs(state, inputs), inputs, state["classes"], top_k)

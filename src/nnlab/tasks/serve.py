@@ -1,8 +1,11 @@
-"""An HTTP inference server for image runs: FastAPI on uvicorn, micro-batched, loopback by default.
+"""An HTTP inference server for image, names and text-classification runs: FastAPI on uvicorn,
+micro-batched (images), loopback by default.
 
 ``create_app`` loads each run's best checkpoint (weights only: ``load_checkpoint`` refuses any
 pickle that would run code) and serves ``GET /health``, ``GET /models``,
-``POST /predict/{model}`` (multipart field ``file``), ``POST /models/{model}/reload``, the
+``POST /predict/{model}`` (multipart field ``file`` for an image run; a JSON body
+``{"inputs": [...]}`` of names or texts for a names or text-classification run),
+``POST /models/{model}/reload``, the
 OpenAPI schema at ``/docs`` and ``/openapi.json``, and a web page at ``/``. No endpoint takes a
 file path from the request: models are named by their run directory's name and looked up in
 the table built at start-up.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -42,8 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nnlab.data.batches import TensorBatches
 from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
-from nnlab.errors import ConfigError, DataError, NnlabError
-from nnlab.tasks.export import require_image_run
+from nnlab.config import load_config
+from nnlab.errors import CheckpointError, ConfigError, DataError, NnlabError
 
 MAX_UPLOAD_BYTES = 8 * 2**20
 # A 4096x4096 image decodes to 50 MB as RGB; a small PNG can claim far more (a decompression bomb).
@@ -54,6 +58,10 @@ RECEIVE_TIMEOUT_S = 10.0     # longest pause between two chunks of a request bod
 INFERENCE_TIMEOUT_S = 30.0
 MAX_QUEUE = 1024             # requests waiting per model before the server answers 503
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
+# Runs whose inputs are strings (surnames, texts): POST /predict/{model} takes {"inputs": [...]} as JSON.
+TEXT_KINDS = {"names": "nnlab.tasks.names", "textcls": "nnlab.tasks.textcls"}
+MAX_TEXTS = 256              # inputs per text request
+MAX_TEXT_CHARS = 10_000      # characters per input
 # The page's own inline script and style, requests to this server only, previews from blob: URLs.
 PAGE_CSP = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:; "
             "frame-ancestors 'none'")
@@ -116,21 +124,39 @@ class Loaded:
     checkpoint_mtime: float
 
 
+def served_kind(run_dir: Path) -> str:
+    """The kind of the run in ``run_dir`` if ``serve`` can serve it (image, names, textcls)."""
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
+    kind = load_config(run_dir / "config.json").kind
+    if kind != "image" and kind not in TEXT_KINDS:
+        raise ConfigError(f"{run_dir}: serve supports image, names and text-classification runs, this is a "
+                          f"{kind!r} run")
+    return kind
+
+
 class ServedModel:
-    """A run's model, reloadable in place: a reload swaps in a new ``Loaded`` only if it loads cleanly."""
+    """A run's model, reloadable in place: a reload swaps in a new ``Loaded`` only if it loads cleanly.
+
+    Image runs classify uploaded images (``probabilities``); names and text-classification runs
+    classify strings (``classify``), encoded by their runner's ``encode_inputs``.
+    """
 
     def __init__(self, run_dir: Path, device: torch.device) -> None:
         self.run_dir = run_dir
         self.name = run_dir.resolve().name
         self.device = device
+        self.kind = served_kind(run_dir)
         self.reloads = 0
         self.current = self._load()
 
     def _load(self) -> Loaded:
-        from nnlab.runs import load_run
-        require_image_run(self.run_dir, "serve")
+        from nnlab.runs import load_best, load_run
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
-        config, model, state = load_run(self.run_dir, self.device)
+        if self.kind in TEXT_KINDS:
+            config, model, state = load_best(self.run_dir, self.kind, self.device)
+        else:
+            config, model, state = load_run(self.run_dir, self.device)
         return Loaded(config, model, state, time.time(), mtime)
 
     def reload(self) -> None:
@@ -141,11 +167,14 @@ class ServedModel:
     def info(self) -> dict[str, Any]:
         """What ``GET /models`` says about this model."""
         loaded = self.current
-        return {"name": self.name, "recipe": loaded.config.recipe, "model": loaded.state["model_name"],
-                "dataset": loaded.config.dataset, "classes": list(loaded.state["classes"]),
-                "input_shape": list(loaded.state["input_shape"]), "tta_flip": bool(loaded.config.tta),
-                "device": str(self.device), "loaded_at": loaded.loaded_at,
-                "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads}
+        common = {"name": self.name, "kind": self.kind, "recipe": loaded.config.recipe,
+                  "model": loaded.state["model_name"], "classes": list(loaded.state["classes"]),
+                  "device": str(self.device), "loaded_at": loaded.loaded_at,
+                  "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads}
+        if self.kind in TEXT_KINDS:
+            return {**common, "input": 'application/json {"inputs": ["...", ...]}'}
+        return {**common, "dataset": loaded.config.dataset, "input_shape": list(loaded.state["input_shape"]),
+                "tta_flip": bool(loaded.config.tta)}
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, K] for uint8 images [N, C, H, W], as ``nnlab predict`` computes them."""
@@ -155,6 +184,15 @@ class ServedModel:
                                 channels_last=loaded.config.channels_last)
         probs, _ = predict_probs(loaded.model, batches, self.device, "fp32", loaded.config.tta)
         return probs
+
+    def classify(self, inputs: list[str], top_k: int) -> list[dict[str, Any]]:
+        """The ``top_k`` classes with probabilities of each string, as ``nnlab predict`` gives them."""
+        import importlib
+        from nnlab.tasks.sequence_classify import top_classes
+        loaded = self.current
+        ids = importlib.import_module(TEXT_KINDS[self.kind]).encode_inputs(loaded.state, inputs)
+        results = top_classes(loaded.model, ids.to(self.device), inputs, loaded.state["classes"], top_k)
+        return [{"input": r["file"], "top": r["top"]} for r in results]
 
 
 class MicroBatcher:
@@ -277,8 +315,9 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         app.state.scratch = Path(tempfile.mkdtemp(prefix="nnlab-serve-"))  # uploads, for load_image's path API
         tasks = []
         for name, served in models.items():
-            batchers[name] = MicroBatcher(served.probabilities, max_batch, batch_wait)
-            tasks.append(asyncio.create_task(batchers[name].serve_forever()))
+            if served.kind == "image":
+                batchers[name] = MicroBatcher(served.probabilities, max_batch, batch_wait)
+                tasks.append(asyncio.create_task(batchers[name].serve_forever()))
         hup = reload_on_sighup and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread()
         if hup:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload_all))
@@ -292,7 +331,7 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
             shutil.rmtree(app.state.scratch, ignore_errors=True)
 
     app = FastAPI(title="nnlab serve", version="1", lifespan=lifespan,
-                  description="Top-k predictions of trained nnlab image runs.")
+                  description="Top-k predictions of trained nnlab image, names and text-classification runs.")
     app.add_middleware(UploadGuard, max_bytes=max_bytes, timeout=receive_timeout)
 
     @app.exception_handler(UploadRejected)
@@ -324,15 +363,45 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         lookup(model)
         return await asyncio.to_thread(reload_model, model)
 
-    upload_schema = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary", "description": "an image file"}}}}}}}
+    upload_schema = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary", "description": "an image file"}}}},
+        "application/json": {"schema": {
+            "type": "object", "required": ["inputs"],
+            "properties": {"inputs": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_TEXTS,
+                                      "description": "names or texts (names and text-classification runs)"}}}}}}}
+
+    async def predict_texts(served: ServedModel, request: Request, top_k: int) -> dict[str, Any]:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/json"):
+            raise UploadRejected(415, f"model {served.name!r} classifies text: expected an application/json body "
+                                      f'{{"inputs": ["...", ...]}}, got content type {content_type or "none"!r}')
+        try:
+            body = json.loads(await request.body())
+        except ValueError as error:
+            raise UploadRejected(400, f"malformed JSON body: {error}") from None
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+            raise UploadRejected(422, 'expected {"inputs": ["...", ...]}: a non-empty list of strings')
+        if len(inputs) > MAX_TEXTS or any(len(t) > MAX_TEXT_CHARS for t in inputs):
+            raise UploadRejected(413, f"at most {MAX_TEXTS} inputs of at most {MAX_TEXT_CHARS} characters each")
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(served.classify, inputs, top_k), inference_timeout)
+        except DataError as error:
+            raise UploadRejected(422, str(error)) from None
+        except asyncio.TimeoutError:
+            raise UploadRejected(503, f"inference took longer than {inference_timeout:g} s; retry later") from None
+        return {"model": served.name, "results": results}
 
     @app.post("/predict/{model}", openapi_extra=upload_schema)
     async def predict(model: str, request: Request, top_k: int = Query(3, ge=1, le=1000),
                       invert: Literal["auto", "yes", "no"] = "auto") -> dict[str, Any]:
-        """Top-k classes with probabilities for the image in multipart field ``file``."""
+        """Top-k classes with probabilities: for an image run, of the image in multipart field
+        ``file``; for a names or text-classification run, of each string in the JSON ``inputs``."""
         served = lookup(model)
+        if served.kind in TEXT_KINDS:
+            return await predict_texts(served, request, top_k)
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise UploadRejected(415, f"expected a multipart/form-data body with an image in field 'file', "

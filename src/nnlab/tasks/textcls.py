@@ -133,12 +133,18 @@ def predict(run_dir: str | Path, inputs: Sequence[str] = (), top_k: int = 3, csv
             raise ConfigError(f"predict: give texts or --csv {csv}, not both")
         return predict_csv(run_dir, csv, output)
     check_predict_args(inputs, top_k, "text")
-    _, model, vocab, state = load_run(run_dir, "cpu")
+    _, model, _, state = load_run(run_dir, "cpu")
+    return top_classes(model, encode_inputs(state, inputs), inputs, state["classes"], top_k)
+
+
+def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
+    """Padded token ids ``[N, L]`` of ``inputs`` in the run's vocabulary (unknown words are ``<unk>``);
+    a text without a word is a ``DataError`` naming it."""
     documents = [tokenize(text) for text in inputs]
     empty = [text for text, doc in zip(inputs, documents) if not doc]
     if empty:
         raise DataError(f"no words in {', '.join(repr(t) for t in empty)}")
-    return top_classes(model, encode_texts(documents, vocab, state["max_length"]), inputs, state["classes"], top_k)
+    return encode_texts(documents, Vocab(state["vocab"]), state["max_length"])
 
 
 def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None = None) -> dict[str, Any]:
