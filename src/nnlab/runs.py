@@ -371,16 +371,15 @@ def _train(setup: Setup, run_dir: Path, recipe: str, checkpoint: dict[str, Any] 
         stopper = EarlyStopping(config.patience, monitor=config.monitor, mode=mode)
         stopper.replay(history)
         callbacks.append(stopper)
-    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
-    if interrupt is not None:
-        callbacks.append(interrupt)
+    interrupt = StopAfterEpochs(config.stop_after_epochs)
+    callbacks.append(interrupt)
     learner = setup.learner
     learner.add_callbacks(callbacks)
     learner.history = history
     history = learner.fit(setup.epochs, start_epoch=start_epoch)
     if not main:
         return {"recipe": recipe, "rank": rank(), "epochs": len(history)}
-    if interrupt is not None and interrupt.fired and len(history) < setup.epochs:
+    if interrupt.cut_short(history, setup.epochs):
         return stopped_summary(recipe, run_dir, len(history))
     train_seconds = sum(row["seconds"] for row in history)
     return finish(setup, run_dir, recipe, history, train_seconds, dry_run)

@@ -159,18 +159,25 @@ def monitor_mode(monitor: str) -> str:
 
 
 class StopAfterEpochs(Callback):
-    """Ends the run after ``epochs`` epochs, after the checkpoint: exactly as an interruption would."""
+    """Ends the run after ``epochs`` epochs, after the checkpoint: exactly as an interruption would.
+
+    ``None`` never ends it, so a runner can always attach one and ask ``cut_short`` afterwards.
+    """
 
     order = 90
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int | None) -> None:
         self.epochs = epochs
         self.fired = False
 
     def after_epoch(self) -> None:
-        if self.learner.metrics["epoch"] >= self.epochs:
+        if self.epochs is not None and self.learner.metrics["epoch"] >= self.epochs:
             self.fired = True
             raise CancelFitException()
+
+    def cut_short(self, history: list, epochs: int) -> bool:
+        """True when this callback ended a run of ``epochs`` epochs before its end (resumable, not scored)."""
+        return self.fired and len(history) < epochs
 
 
 class LRLog(Callback):

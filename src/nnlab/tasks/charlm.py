@@ -204,9 +204,8 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
     saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
     callbacks: list[Callback] = [CharProgress(stream), MetricsLog(run_dir / "metrics.jsonl"), ResetState(carried),
                                  saver, *([budget] if budget is not None else [])]
-    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
-    if interrupt is not None:
-        callbacks.append(interrupt)
+    interrupt = StopAfterEpochs(config.stop_after_epochs)
+    callbacks.append(interrupt)
     learner = Learner(carried, train_batches, valid_batches, loss_fn=torch.nn.CrossEntropyLoss(),
                       optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, device=device,
                       precision=config.precision, clip=config.clip)
@@ -218,7 +217,7 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
             epochs = start.start_epoch
         history = learner.fit(epochs, start_epoch=start.start_epoch)
     train_seconds = sum(row["seconds"] for row in history)
-    if interrupt is not None and interrupt.fired and len(history) < epochs:
+    if interrupt.cut_short(history, epochs):
         return stopped_summary(config.recipe, run_dir, len(history))
 
     best = load_checkpoint(run_dir / "best.pt", map_location=device)

@@ -103,11 +103,10 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
                 "config": dataclasses.asdict(config), **saved}
 
     saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
-    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver]
-    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
+    interrupt = StopAfterEpochs(config.stop_after_epochs)
+    callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver, interrupt]
     learner = Learner(model, train_batches, valid_batches, loss_fn=loss_fn, optimizer=optimizer,
-                      scheduler=scheduler, callbacks=callbacks + ([interrupt] if interrupt else []), device=device,
-                      precision="fp32", clip=config.clip)
+                      scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32", clip=config.clip)
     learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
@@ -118,8 +117,7 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
     model.load_state_dict(best["model"])
     plot_curves(history, run_dir / "curves.png")
-    return Fitted(model, history, best, train_seconds, stopped=bool(interrupt and interrupt.fired
-                                                                     and len(history) < epochs))
+    return Fitted(model, history, best, train_seconds, stopped=interrupt.cut_short(history, epochs))
 
 
 def test_scores(model: torch.nn.Module, test_batches: Iterable, classes: Sequence[str],

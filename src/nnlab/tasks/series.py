@@ -119,9 +119,9 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
                 "config": dataclasses.asdict(config), "kind": "series", "mean": mean, "std": std}
 
     saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
-    interrupt = StopAfterEpochs(config.stop_after_epochs) if config.stop_after_epochs else None
+    interrupt = StopAfterEpochs(config.stop_after_epochs)
     callbacks = [EpochLines(stream, max(1, epochs // 5)), MetricsLog(run_dir / "metrics.jsonl"), saver,
-                 *([interrupt] if interrupt is not None else [])]
+                 interrupt]
     learner = Learner(model, train_batches, valid_batches, loss_fn=mse_loss, optimizer=optimizer,
                       scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32",
                       clip=config.clip, metric=None)
@@ -129,7 +129,7 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
     start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
     history = learner.fit(epochs, start_epoch=start.start_epoch)
     train_seconds = sum(row["seconds"] for row in history)
-    if interrupt is not None and interrupt.fired and len(history) < epochs:
+    if interrupt.cut_short(history, epochs):
         return stopped_summary(config.recipe, run_dir, len(history))
 
     best = load_checkpoint(run_dir / "best.pt", map_location=device)
