@@ -513,20 +513,30 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     return {"run_dir": str(run_dir), "recipe": config.recipe, "classes": list(data.classes), **result}
 
 
-def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, invert: str = "auto") -> list[dict]:
-    """Top-k classes with probabilities for each image file, converted to the model's input."""
+def check_predict_args(inputs: Sequence[Any], top_k: int, noun: str) -> None:
+    """A ``ConfigError`` for ``top_k`` below 1 or no inputs (``noun`` names one: "image file", "name")."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    if not files:
-        raise ConfigError("predict: give at least one image file")
+    if not inputs:
+        raise ConfigError(f"predict: give at least one {noun}")
+
+
+def ranked(probs: torch.Tensor, classes: Sequence[str], inputs: Sequence[Any], top_k: int) -> list[dict]:
+    """For each input (a row of ``probs [N, K]``) its ``top_k`` classes with probabilities:
+    ``{"file": input, "top": [{"class", "probability"}, ...]}``, likeliest first."""
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [{"file": str(name), "top": [{"class": classes[i], "probability": round(p, 6)}
+                                        for p, i in zip(v.tolist(), ix.tolist())]}
+            for name, v, ix in zip(inputs, values, indices)]
+
+
+def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, invert: str = "auto") -> list[dict]:
+    """Top-k classes with probabilities for each image file, converted to the model's input."""
+    check_predict_args(files, top_k, "image file")
     config, model, state = load_run(run_dir, "cpu")
     channels, height, width = state["input_shape"]
     images = torch.stack([load_image(f, (height, width), channels, invert=invert) for f in files])
     batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), config.eval_batch_size,
                             mean=state["mean"], std=state["std"], channels_last=config.channels_last)
     probs, _ = predict_probs(model, batches, torch.device("cpu"), "fp32", config.tta)
-    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    classes = state["classes"]
-    return [{"file": str(f), "top": [{"class": classes[i], "probability": round(p, 6)}
-                                     for p, i in zip(v.tolist(), ix.tolist())]}
-            for f, v, ix in zip(files, values, indices)]
+    return ranked(probs, state["classes"], files, top_k)

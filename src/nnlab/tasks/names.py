@@ -22,9 +22,9 @@ from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, 
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
-from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           test_scores, top_classes, train_options)
+from nnlab.runs import check_predict_args, environment, load_best, start_run, stopped_summary, write_json
+from nnlab.tasks.sequence_classify import (check_classes, fit, rescore, split_stratified, test_scores, top_classes,
+                                           train_options)
 from nnlab.tasks.sequence_classify import class_weights  # noqa: F401  (kept importable from here)
 
 

@@ -21,10 +21,10 @@ from nnlab.engine.checkpoint import load_checkpoint, rng_state
 from nnlab.engine.learner import Learner, predict_probs
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
-from nnlab.errors import ConfigError, DataError
+from nnlab.errors import DataError
 from nnlab.interpret.plots import plot_curves
 from nnlab.models import create_model
-from nnlab.runs import RunStart, score
+from nnlab.runs import RunStart, ranked, score
 
 
 def split_stratified(labels: torch.Tensor, config: Any, source: str, noun: str) -> dict[str, torch.Tensor]:
@@ -144,20 +144,8 @@ def rescore(run_dir: Path, recipe: str, model: torch.nn.Module, test_batches: It
     return {"run_dir": str(run_dir), "recipe": recipe, "classes": list(classes), **result}
 
 
-def check_predict_args(inputs: Sequence[str], top_k: int, noun: str) -> None:
-    """A ``ConfigError`` for ``top_k`` below 1 or no inputs (``noun`` names one: "name", "text")."""
-    if top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    if not inputs:
-        raise ConfigError(f"predict: give at least one {noun}")
-
-
 @torch.no_grad()
 def top_classes(model: torch.nn.Module, ids: torch.Tensor, inputs: Sequence[str], classes: Sequence[str],
                 top_k: int) -> list[dict]:
     """The ``top_k`` most likely classes with probabilities for each input, from its padded ids ``[N, L]``."""
-    probs = model(ids).softmax(1)
-    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    return [{"file": text, "top": [{"class": classes[i], "probability": round(p, 6)}
-                                   for p, i in zip(v.tolist(), ix.tolist())]}
-            for text, v, ix in zip(inputs, values, indices)]
+    return ranked(model(ids).softmax(1), classes, inputs, top_k)

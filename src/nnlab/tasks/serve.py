@@ -48,6 +48,7 @@ from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.config import load_config
 from nnlab.errors import CheckpointError, ConfigError, DataError, NnlabError
+from nnlab.runs import load_best, load_run, ranked
 
 MAX_UPLOAD_BYTES = 8 * 2**20
 # A 4096x4096 image decodes to 50 MB as RGB; a small PNG can claim far more (a decompression bomb).
@@ -151,7 +152,6 @@ class ServedModel:
         self.current = self._load()
 
     def _load(self) -> Loaded:
-        from nnlab.runs import load_best, load_run
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
         if self.kind in TEXT_KINDS:
             config, model, state = load_best(self.run_dir, self.kind, self.device)
@@ -428,11 +428,8 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
             probs, batch_size = await asyncio.wait_for(batchers[model].submit(image), inference_timeout)
         except asyncio.TimeoutError:
             raise UploadRejected(503, f"inference took longer than {inference_timeout:g} s; retry later") from None
-        classes = served.current.state["classes"]
-        values, indices = probs.topk(min(top_k, len(classes)))
-        return {"model": model, "file": filename, "batch_size": batch_size,
-                "top": [{"class": classes[i], "probability": round(p, 6)}
-                        for p, i in zip(values.tolist(), indices.tolist())]}
+        (result,) = ranked(probs[None], served.current.state["classes"], [filename], top_k)
+        return {"model": model, "file": filename, "batch_size": batch_size, "top": result["top"]}
 
     return app
 

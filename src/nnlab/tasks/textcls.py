@@ -24,9 +24,9 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
-from nnlab.tasks.sequence_classify import (check_classes, check_predict_args, fit, rescore, split_stratified,
-                                           test_scores, top_classes, train_options)
+from nnlab.runs import check_predict_args, environment, load_best, start_run, stopped_summary, write_json
+from nnlab.tasks.sequence_classify import (check_classes, fit, rescore, split_stratified, test_scores, top_classes,
+                                           train_options)
 from nnlab.tasks.tabular import class_predictions_csv
 
 
