@@ -12,6 +12,7 @@ or training on train + validation (``--train-valid``).
 
     NNLAB_DATA=../shared/data python benchmarks/names_variants.py --variant gru --variant cnn \
         --variant "gru --pool all" --variant "gru --ngrams 4"
+    NNLAB_DATA=../shared/data python benchmarks/names_variants.py --search 24   # random search, by validation
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def variant_args(spec: str) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--cycles", type=int, default=0, help="SGDR cycles instead of one-cycle (0: one-cycle)")
     p.add_argument("--seed", type=int, default=0)
@@ -148,14 +151,14 @@ def run_variant(spec: str, data, rows: dict[str, torch.Tensor]) -> tuple[dict, l
     train_rows = torch.cat([rows["train"], rows["valid"]]) if a.train_valid else rows["train"]
     batches = NameBatches([data.names[i] for i in train_rows.tolist()], data.labels[train_rows], a.batch, shuffle=True,
                           generator=torch.Generator().manual_seed(a.seed + 1))
-    optimizer = create_optimizer("adamw", model, a.lr, 1e-4)
+    optimizer = create_optimizer("adamw", model, a.lr, a.weight_decay)
     steps = a.epochs * len(batches)
     scheduler = create_scheduler("sgdr" if a.cycles else "one-cycle", optimizer, a.lr, steps, 0.25,
                                  cycles=max(a.cycles, 1))
     snapshots, start = [], time.perf_counter()
     for epoch in range(a.epochs):
         for x, y in batches:
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            loss = F.cross_entropy(model(x), y, label_smoothing=a.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -166,11 +169,30 @@ def run_variant(spec: str, data, rows: dict[str, torch.Tensor]) -> tuple[dict, l
     seconds = time.perf_counter() - start
     final = probabilities(model, data, rows["test"])
     y = data.labels[rows["test"]]
-    row = {"variant": spec, "test_accuracy": round((final.argmax(1) == y).float().mean().item(), 4),
-           "train_seconds": round(seconds, 1)}
+    valid = probabilities(model, data, rows["valid"]).argmax(1) == data.labels[rows["valid"]]
+    row = {"variant": spec, "valid_accuracy": round(valid.float().mean().item(), 4),
+           "test_accuracy": round((final.argmax(1) == y).float().mean().item(), 4), "train_seconds": round(seconds, 1)}
     if snapshots:
         row["snapshot_ensemble_accuracy"] = round((sum(snapshots).argmax(1) == y).float().mean().item(), 4)
     return row, [final]
+
+
+SEARCH = {"--cnn": [128, 192, 256, 384], "--widths": ["2,3,4,5", "1,2,3,4,5", "2,3,4", "3,4,5,6", "2,3,4,5,6"],
+          "--embed": [32, 48, 64, 96], "--dropout": [0.3, 0.4, 0.5, 0.6], "--lr": [2e-3, 3e-3, 5e-3, 8e-3],
+          "--epochs": [8, 12, 16], "--batch": [64, 128, 256], "--label-smoothing": [0.0, 0.05, 0.1, 0.2],
+          "--weight-decay": [1e-4, 1e-2, 5e-2]}
+
+
+def search_specs(n: int, seed: int = 0) -> list[str]:
+    """``n`` character-CNN variants drawn at random from ``SEARCH`` (seeded): a random search
+    whose winner is picked by validation accuracy, never by the test names."""
+    gen = torch.Generator().manual_seed(seed)
+    specs = []
+    for _ in range(n):
+        picks = [f"{flag} {values[int(torch.randint(len(values), (1,), generator=gen))]}"
+                 for flag, values in SEARCH.items()]
+        specs.append("cnn " + " ".join(picks))
+    return specs
 
 
 def main() -> None:
@@ -178,16 +200,23 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=None,
                    help='a variant, e.g. "gru --pool all" (repeatable; default: gru and cnn)')
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="instead of --variant: N random character-CNN settings, ranked by validation accuracy")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_names()
     rows = split_names(data, NamesConfig())  # the recipe's split (seed 0, 10% test, 10% of the rest valid)
-    all_probs = []
-    for spec in args.variant or ["gru", "cnn"]:
+    all_probs, results = [], []
+    for spec in search_specs(args.search) if args.search else args.variant or ["gru", "cnn"]:
         row, probs = run_variant(spec, data, rows)
         all_probs += probs
+        results.append(row)
         print(json.dumps(row), flush=True)
+    if args.search:
+        best = max(results, key=lambda r: r["valid_accuracy"])
+        print(json.dumps({"best_by_validation": best}), flush=True)
+        return
     if len(all_probs) > 1:
         y = data.labels[rows["test"]]
         ensemble = (sum(all_probs).argmax(1) == y).float().mean().item()
