@@ -172,9 +172,9 @@ class RunStart:
 
     def restore(self, model: torch.nn.Module, learner: Learner, saver: CheckpointCallback,
                 generator: torch.Generator) -> None:
-        """Put ``model`` and ``learner`` back where the checkpoint left them: weights, optimizer,
-        schedule, step, the random states (``generator``'s data order, dropout) and the best
-        score so far. Nothing to do for a new run."""
+        """Put ``model`` and ``learner`` back where the checkpoint left them (``restore_training``),
+        with the metrics rows of the finished epochs and the best score so far. Nothing to do
+        for a new run."""
         checkpoint = self.checkpoint
         if checkpoint is None:
             return
@@ -182,21 +182,30 @@ class RunStart:
         if missing:
             raise CheckpointError(f"--resume {self.run_dir}: last.pt lacks {', '.join(missing)} (written by an "
                                   "nnlab that could not resume this kind of run); start a new run")
-        model.load_state_dict(checkpoint["model"])
-        learner.optimizer.load_state_dict(checkpoint["optimizer"])
-        if learner.scheduler is not None:
-            learner.scheduler.load_state_dict(checkpoint["scheduler"])
-        learner.step = checkpoint["step"]
-        restore_rng(checkpoint["rng"], generator)
+        restore_training(checkpoint, model, learner, generator)
+        learner.history = resumed_rows(self.run_dir, self.start_epoch)
         saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
 
-    def history(self) -> list[dict[str, Any]]:
-        """The metrics rows of the epochs already done (``metrics.jsonl`` rewritten to just those)."""
-        if self.checkpoint is None:
-            return []
-        rows = read_rows(self.run_dir / "metrics.jsonl", self.start_epoch)
-        write_jsonl(self.run_dir / "metrics.jsonl", rows)
-        return rows
+
+def restore_training(checkpoint: dict[str, Any], model: torch.nn.Module, learner: Learner,
+                     generator: torch.Generator) -> None:
+    """Load a ``last.pt``'s weights into ``model`` and its optimizer, schedule, step and random
+    states (``generator``'s data order, torch's dropout) into ``learner``."""
+    model.load_state_dict(checkpoint["model"])
+    learner.optimizer.load_state_dict(checkpoint["optimizer"])
+    if learner.scheduler is not None:
+        learner.scheduler.load_state_dict(checkpoint["scheduler"])
+    learner.step = checkpoint["step"]
+    restore_rng(checkpoint["rng"], generator)
+
+
+def resumed_rows(run_dir: Path, epochs: int, rewrite: bool = True) -> list[dict[str, Any]]:
+    """The metrics rows of the ``epochs`` finished epochs; ``rewrite`` cuts ``metrics.jsonl`` to them
+    (a torn line or rows written after the checkpoint go)."""
+    rows = read_rows(run_dir / "metrics.jsonl", epochs)
+    if rewrite:
+        write_jsonl(run_dir / "metrics.jsonl", rows)
+    return rows
 
 
 def start_run(recipe: str | None, out: str | Path | None, overrides: dict[str, Any] | None,
@@ -293,11 +302,7 @@ class Setup:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a ``last.pt`` written by ``state`` (with epoch and step added)."""
-        self.learner.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.learner.step = state["step"]
-        restore_rng(state["rng"], self.generator)
+        restore_training(state, self.learner.raw_model, self.learner, self.generator)
 
 
 def read_rows(path: Path, keep: int) -> list[dict[str, Any]]:
@@ -350,9 +355,7 @@ def _train(setup: Setup, run_dir: Path, recipe: str, checkpoint: dict[str, Any] 
     if checkpoint is not None:
         setup.restore(checkpoint)
         start_epoch = checkpoint["epoch"]
-        history = read_rows(run_dir / "metrics.jsonl", start_epoch)
-        if main:
-            write_jsonl(run_dir / "metrics.jsonl", history)
+        history = resumed_rows(run_dir, start_epoch, rewrite=main)
 
     mode = monitor_mode(config.monitor)
     callbacks: list = []

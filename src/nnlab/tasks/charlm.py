@@ -209,7 +209,6 @@ def train(recipe: str = "shakespeare-lstm", out: str | Path | None = None, overr
     learner = Learner(carried, train_batches, valid_batches, loss_fn=torch.nn.CrossEntropyLoss(),
                       optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, device=device,
                       precision=config.precision, clip=config.clip)
-    learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 1)  # dropout masks
         start.restore(model, learner, saver, generator)  # a resumed run: where it stopped

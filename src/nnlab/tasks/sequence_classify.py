@@ -107,7 +107,6 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
     callbacks = [ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver, interrupt]
     learner = Learner(model, train_batches, valid_batches, loss_fn=loss_fn, optimizer=optimizer,
                       scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32", clip=config.clip)
-    learner.history = start.history()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # dropout masks
         start.restore(model, learner, saver, generator)  # a resumed run: where it stopped

@@ -125,7 +125,6 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
     learner = Learner(model, train_batches, valid_batches, loss_fn=mse_loss, optimizer=optimizer,
                       scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32",
                       clip=config.clip, metric=None)
-    learner.history = start.history()
     start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
     history = learner.fit(epochs, start_epoch=start.start_epoch)
     train_seconds = sum(row["seconds"] for row in history)
