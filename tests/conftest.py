@@ -36,9 +36,13 @@ def metric_rows(run_dir, timing=("seconds", "train_images_per_s")):
             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def same_weights(a, b):
-    """The tensors of state dicts ``a`` and ``b`` that differ (their keys): empty when bitwise equal."""
-    return [key for key, tensor in a.items() if not torch.equal(tensor, b[key])]
+def assert_same_run(cut, whole, checkpoint="last.pt"):
+    """The stopped-and-resumed run ``cut`` wrote the uninterrupted run ``whole``'s metrics rows
+    and, in ``checkpoint``, bitwise its weights."""
+    assert metric_rows(cut) == metric_rows(whole)
+    a = torch.load(cut / checkpoint, weights_only=True)["model"]
+    b = torch.load(whole / checkpoint, weights_only=True)["model"]
+    assert [key for key, tensor in a.items() if not torch.equal(tensor, b[key])] == []
 
 
 @pytest.fixture(autouse=True)

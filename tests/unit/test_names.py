@@ -5,9 +5,8 @@ import os
 import pytest
 import torch
 
-from conftest import metric_rows, same_weights
+from conftest import assert_same_run, metric_rows
 from nnlab.cli import main
-from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.data.names import NameBatches, encode_names, fold_ascii, load_names
 from nnlab.errors import DataError
 from nnlab.models import create_model
@@ -154,9 +153,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(names_dir, tmp_path
     assert stopped["stopped_after_epochs"] == 2 and not (cut / "summary.json").exists()
     assert main(["train", "--resume", str(cut), "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert metric_rows(cut) == metric_rows(tmp_path / "whole") and len(metric_rows(cut)) == 4
-    assert same_weights(load_checkpoint(cut / "last.pt")["model"],
-                        load_checkpoint(tmp_path / "whole" / "last.pt")["model"]) == []
+    assert_same_run(cut, tmp_path / "whole")
+    assert len(metric_rows(cut)) == 4
     assert resumed["test_accuracy"] == whole["test_accuracy"] and resumed["epochs"] == 4
     assert main(["train", "--resume", str(cut)]) == 2
     assert "already finished" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import metric_rows as rows, same_weights, write_square_fashion
+from conftest import assert_same_run, metric_rows as rows, write_square_fashion
 from nnlab.cli import main
 from nnlab.engine.callbacks import EarlyStopping
 from nnlab.engine.checkpoint import load_checkpoint
@@ -37,9 +37,8 @@ def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(squares, tmp_path):
     assert stopped["stopped_after_epochs"] == 1 and not (cut / "summary.json").exists()
     assert len(rows(cut)) == 1
     resumed = train(None, resume=cut, stream=io.StringIO())
-    assert rows(cut) == rows(whole) and len(rows(whole)) == 3
-    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(cut / "last.pt")
-    assert same_weights(a["model"], b["model"]) == []
+    assert_same_run(cut, whole)
+    assert len(rows(whole)) == 3
     assert resumed["test_accuracy"] == full["test_accuracy"]
     assert (cut / "lr.csv").read_text() == (whole / "lr.csv").read_text()
 
