@@ -19,9 +19,9 @@ import json
 
 import torch
 
-from nnlab.config import TransferConfig
-from nnlab.runs import load_run
-from nnlab.tasks.transfer import fit_digits, held_out_accuracy, share, split_digits
+from nnlab.kinds.transfer import TransferConfig
+from nnlab.kinds.image import load_run
+from nnlab.kinds.transfer import fit_digits, held_out_accuracy, share, split_digits
 
 INTS = {"epochs", "freeze_epochs", "batch_size"}
 

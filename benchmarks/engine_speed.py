@@ -23,7 +23,7 @@ from nnlab.engine.learner import autocast
 from nnlab.engine.optim import create_optimizer
 from nnlab.models import create_model
 from nnlab.recipes import get_recipe
-from nnlab.runs import environment
+from nnlab.kit.rundir import environment
 
 VARIANTS = {  # name: (precision, channels_last, compile, threads)
     "fp32": ("fp32", True, False, None),

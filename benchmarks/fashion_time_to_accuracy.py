@@ -28,7 +28,8 @@ from torchvision import datasets, transforms
 
 from nnlab.data.sources import locate
 from nnlab.data.vision import FASHION_MNIST, IDX_FILES
-from nnlab.runs import environment, train
+from nnlab.kit.rundir import environment
+from nnlab.recipes import train
 
 TARGET = 0.92
 

@@ -21,7 +21,8 @@ import torch
 from nnlab.data.names import encode_names, load_names
 from nnlab.models import create_model
 from nnlab.recipes import get_recipe
-from nnlab.tasks import names as names_task
+from nnlab.kinds import names as names_task
+from nnlab.recipes import train as train_recipe
 
 
 def loop_train(data, rows, config, seconds: float) -> tuple[torch.nn.Module, int]:
@@ -63,7 +64,7 @@ def main() -> None:
     data = load_names(config.data)
     rows = names_task.split_names(data, config)
     with tempfile.TemporaryDirectory() as tmp:
-        batched = names_task.train("names-rnn", out=f"{tmp}/run", overrides=overrides, stream=io.StringIO())
+        batched = train_recipe("names-rnn", out=f"{tmp}/run", overrides=overrides, stream=io.StringIO())
     seconds = batched["train_seconds"]
     model, seen = loop_train(data, rows, config, seconds)
     loop_acc = accuracy(model, data, rows)

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nnlab.config import NamesConfig
+from nnlab.kinds.names import NamesConfig
 from nnlab.data.names import ALPHABET, NameBatches, load_names
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
-from nnlab.tasks.names import split_names
+from nnlab.kinds.names import split_names
 
 N_TOKENS = len(ALPHABET) + 1  # 0 is padding
 BEGIN, END = N_TOKENS, N_TOKENS + 1  # n-gram boundary marks

@@ -118,7 +118,7 @@ def run_config(run: Path, extra: list[str], items: list, requests: int, clients:
 
 
 def train_default(out: Path) -> Path:
-    from nnlab.runs import train
+    from nnlab.recipes import train
     train("fashion-cnn", out=out, overrides={"epochs": 1}, stream=io.StringIO())
     return out
 

@@ -21,8 +21,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnlab.runs import environment
-from nnlab.tasks.stylize import (CONTENT_LAYER, CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, StyleLoss, optimize,
+from nnlab.kit.rundir import environment
+from nnlab.workflows.stylize import (CONTENT_LAYER, CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, StyleLoss, optimize,
                                  parse_style_layers, vgg19_features)
 
 

@@ -77,7 +77,7 @@ def image_run(tmp_path_factory):
     """
     import io
 
-    from nnlab.runs import train
+    from nnlab.recipes import train
     base = tmp_path_factory.mktemp("image-run")
     data = write_square_fashion(base / "fashion-mnist")
     with pytest.MonkeyPatch.context() as patch:

@@ -1,8 +1,11 @@
 """nnlab: a PyTorch deep-learning workbench.
 
-The public API: build models by name, load datasets into memory, batch them fast, and train
-with the Learner; ``nnlab.runs`` turns a named recipe into a run directory. Names are
-imported on first use, so ``nnlab --help`` does not pay for importing torch.
+The public API: ``fit`` trains any ``nn.Module`` into a run directory (checkpoints, resume,
+curves, summary), ``lr_find`` sweeps its learning rate and ``interpret`` explains its
+predictions, all through the same run kit the recipes use (``train`` runs a named recipe);
+``create_model`` builds registered models by name, ``load_image_dataset`` loads datasets into
+memory and ``TensorBatches`` batches them fast; ``Learner`` and ``Callback`` are the engine
+underneath. Names are imported on first use, so ``nnlab --help`` does not pay for importing torch.
 """
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "fit": "nnlab.kit.api",
+    "lr_find": "nnlab.kit.api",
+    "interpret": "nnlab.kit.api",
+    "Run": "nnlab.kit.api",
+    "train": "nnlab.recipes",
     "Callback": "nnlab.engine.learner",
     "Learner": "nnlab.engine.learner",
     "TensorBatches": "nnlab.data.batches",

@@ -6,7 +6,6 @@ tracebacks. Every command has ``--json``: its last stdout line is then one JSON 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -84,7 +83,7 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
 
 def cmd_train(args: argparse.Namespace) -> None:
     from nnlab.config import parse_set_args
-    from nnlab.recipes import runner_for_recipe, runner_for_run
+    from nnlab.recipes import train
     overrides = parse_set_args(args.set or [])
     for flag in TRAIN_FLAGS:
         value = getattr(args, flag)
@@ -92,19 +91,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             overrides[flag] = value
     if args.nproc and "WORLD_SIZE" not in os.environ:
         raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
-    if args.resume:
-        if args.recipe or args.out:
-            raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
-        module = runner_for_run(args.resume)
-        if "resume" not in inspect.signature(module.train).parameters:
-            raise ConfigError(f"--resume {args.resume}: runs of this kind ({module.__name__.rsplit('.', 1)[-1]}) "
-                              "train in seconds and cannot be resumed; start a new run")
-        summary = module.train(None, overrides=overrides, dry_run=args.dry_run, resume=args.resume)
-    elif not args.recipe:
-        raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
-    else:
-        summary = runner_for_recipe(args.recipe).train(args.recipe, out=args.out, overrides=overrides,
-                                                        dry_run=args.dry_run)
+    if args.resume and (args.recipe or args.out):
+        raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
+    summary = train(args.recipe, out=args.out, overrides=overrides, dry_run=args.dry_run, resume=args.resume)
     if summary.get("rank", 0) != 0:  # other ranks of a torchrun job: rank 0 reports
         return
     if "stopped_after_epochs" in summary:
@@ -138,7 +127,7 @@ def _headline(result: dict[str, Any]) -> str:
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
     from nnlab.config import parse_set_args
-    from nnlab.runs import lr_find
+    from nnlab.recipes import lr_find
     overrides = parse_set_args(args.set or [])
     for flag in ("batch_size", "data", "device", "seed"):
         if getattr(args, flag) is not None:
@@ -153,12 +142,10 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from nnlab.recipes import runner_for_run
-    evaluate = runner_for_run(args.run_dir).evaluate
-    options = {"ensemble": args.ensemble} if args.ensemble else {}
-    if options and "ensemble" not in inspect.signature(evaluate).parameters:
-        raise ConfigError(f"--ensemble does not apply to the run in {args.run_dir}")
-    result = evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
+    from nnlab.kinds import kind_of_run, options_of
+    kind = kind_of_run(args.run_dir)
+    options = options_of(kind, {"ensemble": args.ensemble}, kind.eval_options, args.run_dir)
+    result = kind.runner().evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
     if args.json:
         _print_json(result)
         return
@@ -173,20 +160,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"most confused: {pairs}")
 
 
-# Options of `nnlab predict` passed on to the run's predict function when given; each kind of
-# run accepts the ones that make sense for it (see its signature).
-PREDICT_OPTIONS = ("invert", "csv", "output")
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
-    from nnlab.recipes import runner_for_run
-    predict = runner_for_run(args.run_dir).predict
-    options = {name: getattr(args, name) for name in PREDICT_OPTIONS if getattr(args, name) is not None}
-    accepted = inspect.signature(predict).parameters
-    for name in options:
-        if name not in accepted:
-            raise ConfigError(f"--{name.replace('_', '-')} does not apply to the run in {args.run_dir}")
-    results = predict(args.run_dir, args.files, top_k=args.top_k, **options)
+    from nnlab.kinds import kind_of_run, options_of
+    kind = kind_of_run(args.run_dir)
+    given = {"invert": args.invert, "csv": args.csv, "output": args.output}
+    options = options_of(kind, given, kind.predict_options, args.run_dir)
+    results = kind.runner().predict(args.run_dir, args.files, top_k=args.top_k, **options)
     if args.json:
         _print_json(results)
         return
@@ -199,14 +178,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from nnlab.tasks.charlm import sample
+    from nnlab.kinds import require
+    sample = require(args.run_dir, "sample", "sample").runner().sample
     result = sample(args.run_dir, prime=args.prime, length=args.length, temperature=args.temperature,
                     top_k=args.top_k, seed=args.seed, device_name=args.device)
     _print_json(result) if args.json else print(result["text"])
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from nnlab.tasks.export import export
+    from nnlab.commands.export import export
     meta = export(args.run_dir, args.format, out=args.output, data_path=args.data)
     if args.json:
         _print_json(meta)
@@ -218,7 +198,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from nnlab.tasks.serve import serve
+    from nnlab.commands.serve import serve
 
     def ready(info: dict[str, Any]) -> None:
         _print_json(info) if args.json else print(f"serving {', '.join(info['models'])} on {info['url']}", flush=True)
@@ -228,7 +208,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from nnlab.interpret.summary import model_summary, parse_shape
+    from nnlab.commands.explain import model_summary
+    from nnlab.inspection.summary import parse_shape
     result = model_summary(args.target, parse_shape(args.input) if args.input else None)
     if args.json:
         _print_json(result)
@@ -243,7 +224,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_cam(args: argparse.Namespace) -> None:
-    from nnlab.interpret.cam import class_activation
+    from nnlab.commands.explain import class_activation
     result = class_activation(args.run_dir, args.image, class_name=args.class_name, out=args.output,
                               layer=args.layer, invert=args.invert)
     _print_json(result) if args.json else print(
@@ -251,7 +232,7 @@ def cmd_cam(args: argparse.Namespace) -> None:
 
 
 def cmd_filters(args: argparse.Namespace) -> None:
-    from nnlab.interpret.filters import layer_filters
+    from nnlab.commands.explain import layer_filters
     result = layer_filters(args.run_dir, layer=args.layer, image=args.image, out=args.out, invert=args.invert)
     if args.json:
         _print_json(result)
@@ -261,7 +242,7 @@ def cmd_filters(args: argparse.Namespace) -> None:
 
 
 def cmd_interpret(args: argparse.Namespace) -> None:
-    from nnlab.interpret.report import interpret
+    from nnlab.commands.explain import interpret
     result = interpret(args.run_dir, split=args.split, top=args.top, out=args.out, data_path=args.data,
                        device_name=args.device)
     if args.json:
@@ -276,7 +257,7 @@ def cmd_interpret(args: argparse.Namespace) -> None:
 
 
 def cmd_convolve(args: argparse.Namespace) -> None:
-    from nnlab.interpret.filters import convolve
+    from nnlab.inspection.filters import convolve
     result = convolve(args.image, args.kernel, pool=args.pool, size=args.size, out=args.output)
     _print_json(result) if args.json else print(
         f"{result['output']}: {'x'.join(map(str, result['input_shape']))} -> "
@@ -284,7 +265,7 @@ def cmd_convolve(args: argparse.Namespace) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
-    from nnlab.tasks.stylize import stylize
+    from nnlab.workflows.stylize import stylize
     result = stylize(args.content, args.style, args.output, size=args.size, steps=2 if args.dry_run else args.steps,
                      optimizer=args.optimizer, lr=args.lr, content_weight=args.content_weight,
                      style_weight=args.style_weight, tv_weight=args.tv_weight, style_layers=args.style_layers,

@@ -19,7 +19,8 @@ from nnlab.data.idx import read_idx, write_idx
 from nnlab.data.sources import locate
 from nnlab.data.vision import FASHION_MNIST, load_image_dataset
 from nnlab.errors import DataError
-from nnlab.runs import predict, train
+from nnlab.kinds.image import predict
+from nnlab.recipes import train
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -55,7 +56,7 @@ def real_run(tmp_path_factory):
 def server(real_run):
     import uvicorn
 
-    from nnlab.tasks.serve import create_app
+    from nnlab.commands.serve import create_app
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -9,7 +9,7 @@ from torch import nn
 
 from nnlab.cli import main
 from nnlab.errors import ConfigError
-from nnlab.interpret.cam import grad_cam
+from nnlab.inspection.cam import grad_cam
 
 
 class GapNet(nn.Module):

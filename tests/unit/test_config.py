@@ -1,6 +1,7 @@
 import pytest
 
-from nnlab.config import TrainConfig, apply_overrides, load_config, parse_set_args, save_config
+from nnlab.kinds.image import ImageConfig as TrainConfig
+from nnlab.config import apply_overrides, load_config, parse_set_args, save_config
 from nnlab.errors import ConfigError
 
 

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from nnlab.cli import main
-from nnlab.config import TabularConfig, load_config, save_config
+from nnlab.config import load_config, save_config
+from nnlab.kinds.tabular import TabularConfig
 from nnlab.data.idx import read_idx
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.runs import load_run, predict
-from nnlab.tasks import export as export_module
-from nnlab.tasks.export import FORMATS, export
+from nnlab.kinds.image import load_run, predict
+from nnlab.commands import export as export_module
+from nnlab.commands.export import FORMATS, export
 
 
 def split_images(run_dir):
@@ -105,7 +106,7 @@ def test_unknown_format_and_missing_run_are_one_line_errors(image_run, tmp_path)
     with pytest.raises(CheckpointError, match="not an nnlab run directory"):
         export(tmp_path, "onnx")
     save_config(TabularConfig(dataset="iris"), tmp_path / "config.json")
-    with pytest.raises(ConfigError, match="export supports image runs, this is a 'tabular' run"):
+    with pytest.raises(ConfigError, match="is a tabular run; export takes: image run"):
         export(tmp_path, "onnx")
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from nnlab.cli import main
 from nnlab.errors import ConfigError, DataError
-from nnlab.interpret.filters import apply_kernel, read_kernel
+from nnlab.inspection.filters import apply_kernel, read_kernel
 
 
 def step_image():

@@ -13,7 +13,7 @@ from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, fine_tune_factor, one_cycle_factor
 from nnlab.errors import ConfigError
 from nnlab.models import create_model
-from nnlab.runs import train
+from nnlab.recipes import train
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nnlab.tasks.gradient_descent import (accumulated_gradient, gd_autograd, gd_numpy, gd_sgd, initial_weights,
+from nnlab.lessons.gradient_descent import (accumulated_gradient, gd_autograd, gd_numpy, gd_sgd, initial_weights,
                                           log_loss, make_data)
 
 

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from nnlab.cli import main
-from nnlab.config import TabularConfig, save_config
+from nnlab.config import save_config
+from nnlab.kinds.tabular import TabularConfig
 from nnlab.data.vision import load_image_dataset
 from nnlab.errors import ConfigError
-from nnlab.interpret.report import interpret, top_losses
-from nnlab.runs import evaluate, load_run
+from nnlab.commands.explain import interpret
+from nnlab.inspection.report import top_losses
+from nnlab.kinds.image import evaluate, load_run
 
 
 def test_top_losses_are_the_largest_negative_log_probabilities_of_the_true_class():
@@ -57,6 +59,6 @@ def test_interpret_cli_prints_json_and_refuses_other_runs(image_run, tmp_path, c
     other.mkdir()
     save_config(TabularConfig(dataset="iris", target="target"), other / "config.json")
     assert main(["interpret", str(other)]) == 2
-    assert "explains image classifiers" in capsys.readouterr().err
+    assert "is a tabular run; interpret takes: image run" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--top"):
         interpret(image_run, top=0)

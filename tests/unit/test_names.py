@@ -10,7 +10,9 @@ from nnlab.cli import main
 from nnlab.data.names import NameBatches, encode_names, fold_ascii, load_names
 from nnlab.errors import DataError
 from nnlab.models import create_model
-from nnlab.tasks import names as names_task
+from nnlab.kinds import names as names_task
+from nnlab.kinds.sequence import class_weights
+from nnlab.recipes import train as train_recipe
 
 TINY = ["--set", "hidden_size=24", "--set", "embed=12", "--set", "threads=1"]
 
@@ -64,7 +66,7 @@ def test_batches_are_trimmed_to_their_longest_name_and_cover_every_name():
 
 def test_balanced_sampler_draws_rare_classes_as_often_as_common_ones():
     labels = torch.tensor([0] * 90 + [1] * 10)
-    weights = names_task.class_weights(labels, 2)
+    weights = class_weights(labels, 2)
     assert weights[1] / weights[0] == pytest.approx(9.0)
     batches = NameBatches(["ab"] * 100, labels, 1000, sample_weights=weights[labels],
                           generator=torch.Generator().manual_seed(0))
@@ -87,7 +89,7 @@ def trained(names_dir, tmp_path_factory):
     overrides = {"data": str(names_dir), "epochs": 6, "hidden_size": 24, "embed": 12, "batch_size": 32,
                  "lr": 1e-2, "balance": "weighted-loss"}
     with open(os.devnull, "w") as quiet:
-        summary = names_task.train("names-rnn", out=run, overrides=overrides, stream=quiet)
+        summary = train_recipe("names-rnn", out=run, overrides=overrides, stream=quiet)
     return run, summary
 
 
@@ -146,9 +148,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(names_dir, tmp_path
     overrides = {"data": str(names_dir), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 64,
                  "dropout": 0.3, "balance": "sampler"}
     with open(os.devnull, "w") as quiet:
-        whole = names_task.train("names-rnn", out=tmp_path / "whole", overrides=overrides, stream=quiet)
+        whole = train_recipe("names-rnn", out=tmp_path / "whole", overrides=overrides, stream=quiet)
         cut = tmp_path / "cut"
-        stopped = names_task.train("names-rnn", out=cut, overrides={**overrides, "stop_after_epochs": 2},
+        stopped = train_recipe("names-rnn", out=cut, overrides={**overrides, "stop_after_epochs": 2},
                                    stream=quiet)
     assert stopped["stopped_after_epochs"] == 2 and not (cut / "summary.json").exists()
     assert main(["train", "--resume", str(cut), "--json"]) == 0

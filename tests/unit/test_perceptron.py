@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nnlab.tasks.perceptron import (classify, gate_data, learn_gates, perceptron_trick, separable_points,
+from nnlab.kinds.perceptron import (classify, gate_data, learn_gates, perceptron_trick, separable_points,
                                     train_perceptron, train_xor_mlp)
 from conftest import run_cli, write_csv
 

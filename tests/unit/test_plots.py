@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nnlab.interpret.plots import plot_confusion, plot_curves, plot_lr
+from nnlab.inspection.plots import plot_confusion, plot_curves, plot_lr
 
 ROWS = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e, "valid_loss": 1.2 / e,
          "valid_acc": 0.45 + 0.1 * e, "lr": 0.01} for e in range(1, 5)]

@@ -11,7 +11,8 @@ from nnlab.cli import main
 from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.data.series import make_windows, read_series, sine_waves
 from nnlab.errors import DataError
-from nnlab.tasks import series as series_task
+from nnlab.kinds import series as series_task
+from nnlab.recipes import train as train_recipe
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +39,7 @@ def test_csv_column_is_read_and_bad_columns_are_named(tmp_path):
 
 
 def test_sine_rnn_beats_the_naive_forecast(tmp_path):
-    summary = series_task.train("sine-rnn", out=tmp_path / "run", stream=io.StringIO(),
+    summary = train_recipe("sine-rnn", out=tmp_path / "run", stream=io.StringIO(),
                                 overrides={"length": 1200, "epochs": 8, "hidden_size": 16})
     assert summary["valid_mse"] < summary["naive_mse"] and summary["skill"] > 0.2
     assert summary["skill"] == pytest.approx(1 - summary["valid_mse"] / summary["naive_mse"])
@@ -64,11 +65,11 @@ def test_cli_series_on_a_csv_and_its_errors(tmp_path, capsys):
 
 def test_interrupted_series_run_resumes_to_the_uninterrupted_result(tmp_path):
     overrides = {"length": 600, "epochs": 3, "hidden_size": 8}
-    whole = series_task.train("sine-rnn", out=tmp_path / "whole", stream=io.StringIO(), overrides=overrides)
-    stopped = series_task.train("sine-rnn", out=tmp_path / "cut", stream=io.StringIO(),
+    whole = train_recipe("sine-rnn", out=tmp_path / "whole", stream=io.StringIO(), overrides=overrides)
+    stopped = train_recipe("sine-rnn", out=tmp_path / "cut", stream=io.StringIO(),
                                 overrides={**overrides, "stop_after_epochs": 2})
     assert stopped["stopped_after_epochs"] == 2
-    resumed = series_task.train(None, resume=tmp_path / "cut", stream=io.StringIO())
+    resumed = train_recipe(None, resume=tmp_path / "cut", stream=io.StringIO())
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
     assert resumed["valid_mse"] == whole["valid_mse"]
 
@@ -76,7 +77,7 @@ def test_interrupted_series_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_resume_from_a_checkpoint_without_resume_state_is_refused(tmp_path, capsys):
     from nnlab.engine.checkpoint import save_checkpoint
     cut = tmp_path / "cut"
-    series_task.train("sine-rnn", out=cut, stream=io.StringIO(),
+    train_recipe("sine-rnn", out=cut, stream=io.StringIO(),
                       overrides={"length": 300, "epochs": 2, "hidden_size": 4, "stop_after_epochs": 1})
     old = load_checkpoint(cut / "last.pt")
     save_checkpoint(cut / "last.pt", {k: v for k, v in old.items() if k not in ("scheduler", "rng")})

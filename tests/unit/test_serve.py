@@ -24,8 +24,9 @@ from nnlab.config import load_config
 from nnlab.data.idx import read_idx
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.runs import predict
-from nnlab.tasks.serve import MicroBatcher, ServedModel, create_app
+from nnlab.kinds.image import predict
+from nnlab.commands.serve import MicroBatcher, ServedModel, create_app
+from nnlab.recipes import train as train_recipe
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -229,16 +230,16 @@ def names_run(tmp_path_factory):
              for row in torch.randint(15, (400, 4), generator=gen).tolist()]
     (root / "Ovian.txt").write_text("\n".join(s + "ov" for s in stems[:200]), encoding="utf-8")
     (root / "Inian.txt").write_text("\n".join(s + "ini" for s in stems[200:]), encoding="utf-8")
-    from nnlab.tasks import names as names_task
+    from nnlab.kinds import names as names_task
     run = tmp_path_factory.mktemp("names-run") / "names"
-    names_task.train("names-rnn", out=run, stream=io.StringIO(),
+    train_recipe("names-rnn", out=run, stream=io.StringIO(),
                      overrides={"data": str(root), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 32,
                                 "lr": 1e-2, "threads": 1})
     return run
 
 
 def test_text_runs_are_served_as_json_beside_image_runs(image_run, names_run, samples):
-    from nnlab.tasks import names as names_task
+    from nnlab.kinds import names as names_task
     with TestClient(create_app([image_run, names_run], device="cpu")) as client:
         kinds = {m["name"]: m["kind"] for m in client.get("/models").json()}
         assert kinds == {"squares": "image", "names": "names"}
@@ -261,10 +262,10 @@ def test_text_runs_are_served_as_json_beside_image_runs(image_run, names_run, sa
 
 
 def test_runs_serve_cannot_take_are_refused_at_start(tmp_path):
-    from nnlab.tasks import series as series_task
-    series_task.train("sine-rnn", out=tmp_path / "sine", stream=io.StringIO(),
+    from nnlab.kinds import series as series_task
+    train_recipe("sine-rnn", out=tmp_path / "sine", stream=io.StringIO(),
                       overrides={"length": 300, "epochs": 1, "hidden_size": 4})
-    with pytest.raises(ConfigError, match="serve supports image, names and text-classification runs"):
+    with pytest.raises(ConfigError, match="is a series run; serve takes: image run, names run, text-classification run"):
         create_app([tmp_path / "sine"], device="cpu")
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nnlab.cli import main
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.tasks.stylize import (LAYER_NAMES, WEIGHTS_FILE, WEIGHTS_URL, gram_matrix, parse_style_layers, stylize,
+from nnlab.workflows.stylize import (LAYER_NAMES, WEIGHTS_FILE, WEIGHTS_URL, gram_matrix, parse_style_layers, stylize,
                                  vgg19_features)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,8 @@ from torch import nn
 
 from nnlab.cli import main
 from nnlab.errors import ConfigError
-from nnlab.interpret.summary import model_summary, parse_shape, summarize
+from nnlab.commands.explain import model_summary
+from nnlab.inspection.summary import parse_shape, summarize
 
 
 def test_conv_pool_stack_on_130x130_matches_the_closed_forms():
@@ -58,7 +59,7 @@ def test_summary_command_prints_json(capsys):
 
 
 def test_summary_of_a_run_uses_its_input_size(image_run):
-    from nnlab.runs import load_run
+    from nnlab.kinds.image import load_run
     result = model_summary(str(image_run))
     _, model, _ = load_run(image_run)
     assert result["input_shape"] == [1, 28, 28] and result["output_shape"] == [10]

@@ -90,7 +90,7 @@ def test_logistic_model_trains_and_reloads(admissions, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "eval", str(run), "--json")
     assert last_json(out)["test_accuracy"] == summary["test_accuracy"]
     code, _, err = run_cli(capsys, "train", "--resume", str(run))
-    assert code == 2 and f"--resume {run}: runs of this kind (tabular)" in err and "start a new run" in err
+    assert code == 2 and f"--resume {run}: a tabular run trains in seconds and cannot be resumed" in err and "start a new run" in err
 
 
 def test_regression_reports_errors_in_target_units(tmp_path, capsys):

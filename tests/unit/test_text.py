@@ -12,7 +12,8 @@ from nnlab.data.text import StreamBatches, Vocab, read_text, split_stream
 from nnlab.errors import ConfigError, DataError
 from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT, detach_hidden
-from nnlab.tasks import charlm
+from nnlab.kinds import charlm
+from nnlab.recipes import train as train_recipe
 
 TINY = {"hidden_size": 32, "embed": 16, "layers": 1, "batch_size": 8, "bptt": 16, "eval_batch_size": 4,
         "device": "cpu"}
@@ -162,11 +163,14 @@ def test_detach_hidden_handles_none_tensors_and_pairs():
     assert all(t.grad_fn is None for t in detach_hidden((h, h * 3)))
 
 
-def test_one_cycle_lr_warms_up_then_anneals():
-    lrs = [charlm.one_cycle_lr(i / 100, 1.0, 0.1) for i in range(101)]
-    assert lrs[0] == pytest.approx(1 / 25) and lrs[10] == pytest.approx(1.0)
+def test_a_time_budget_runs_the_same_one_cycle_on_the_share_of_time_used():
+    from nnlab.engine.schedules import one_cycle_factor, progress_factor
+    lrs = [progress_factor("one-cycle", i / 100, 0.1) for i in range(101)]
+    assert lrs[0] == pytest.approx(1 / 25) and lrs[10] == pytest.approx(1.0, abs=1e-4)
     assert lrs[100] == pytest.approx(1 / 25e4)
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    # the step schedule's factor at the same share of a run of 1,000 steps
+    assert progress_factor("one-cycle", 0.5, 0.1) == pytest.approx(one_cycle_factor(0.5 * 999, 1000, 0.1), abs=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,7 @@ def trained(corpus, tmp_path_factory):
     """A tiny LSTM trained for 3 passes over the corpus: the run directory (shared by the tests below)."""
     run = tmp_path_factory.mktemp("charlm") / "run"
     with open(os.devnull, "w") as quiet:
-        charlm.train("shakespeare-lstm", out=run, overrides={"data": str(corpus), "epochs": 3, "lr": 1e-2, **TINY},
+        train_recipe("shakespeare-lstm", out=run, overrides={"data": str(corpus), "epochs": 3, "lr": 1e-2, **TINY},
                      stream=quiet)
     return run
 
@@ -220,7 +224,7 @@ def summary_lr(run_dir):
 
 def test_time_budget_stops_cleanly_and_keeps_the_best(corpus, tmp_path):
     with open(os.devnull, "w") as quiet:
-        summary = charlm.train("shakespeare-lstm", out=tmp_path / "budget",
+        summary = train_recipe("shakespeare-lstm", out=tmp_path / "budget",
                                overrides={"data": str(corpus), "time_budget": 2.0, **TINY}, stream=quiet)
     # Only the budget can end this run (its epoch limit is lifted); allow for a loaded machine.
     assert summary["train_seconds"] < 2.0 + 5.0
@@ -248,8 +252,8 @@ def test_cli_train_takes_time_budget_and_rejects_bad_settings(corpus, tmp_path, 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(corpus, tmp_path, capsys):
     overrides = {"data": str(corpus), "epochs": 3, "dropout": 0.2, "layers": 2, **TINY}
     with open(os.devnull, "w") as quiet:
-        whole = charlm.train("shakespeare-lstm", out=tmp_path / "whole", overrides=overrides, stream=quiet)
-        stopped = charlm.train("shakespeare-lstm", out=tmp_path / "cut", overrides={**overrides, "stop_after_epochs": 1},
+        whole = train_recipe("shakespeare-lstm", out=tmp_path / "whole", overrides=overrides, stream=quiet)
+        stopped = train_recipe("shakespeare-lstm", out=tmp_path / "cut", overrides={**overrides, "stop_after_epochs": 1},
                                stream=quiet)
     assert stopped["stopped_after_epochs"] == 1 and not (tmp_path / "cut" / "summary.json").exists()
     assert main(["train", "--resume", str(tmp_path / "cut"), "--json"]) == 0
@@ -263,10 +267,10 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(corpus, tmp_path, c
 def test_resumed_budget_run_spends_only_what_is_left(corpus, tmp_path):
     overrides = {"data": str(corpus), "time_budget": 2.0, "stop_after_epochs": 1, **TINY}
     with open(os.devnull, "w") as quiet:
-        charlm.train("shakespeare-lstm", out=tmp_path / "cut", overrides=overrides, stream=quiet)
+        train_recipe("shakespeare-lstm", out=tmp_path / "cut", overrides=overrides, stream=quiet)
         spent = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["budget_spent"]
         assert 0 < spent < 2.0
-        summary = charlm.train(None, resume=tmp_path / "cut", stream=quiet)
+        summary = train_recipe(None, resume=tmp_path / "cut", stream=quiet)
     rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert summary["epochs"] == len(rows) >= 2 and summary["train_seconds"] < 2.0 + 5.0
     assert rows[-1]["lr"] < 0.5 * summary_lr(tmp_path / "cut")  # the schedule went on from where it stopped
@@ -274,7 +278,7 @@ def test_resumed_budget_run_spends_only_what_is_left(corpus, tmp_path):
 
 def test_resume_on_another_text_is_refused(corpus, tmp_path, capsys):
     with open(os.devnull, "w") as quiet:
-        charlm.train("shakespeare-lstm", out=tmp_path / "cut",
+        train_recipe("shakespeare-lstm", out=tmp_path / "cut",
                      overrides={"data": str(corpus), "epochs": 2, "stop_after_epochs": 1, **TINY}, stream=quiet)
     other = tmp_path / "other.txt"
     other.write_text("completely different letters: xyzq XYZQ 0123456789 " * 300, encoding="utf-8")

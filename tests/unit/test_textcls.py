@@ -13,7 +13,7 @@ from nnlab.config import load_config
 from nnlab.data.textcls import TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
 from nnlab.errors import DataError
 from nnlab.models import create_model
-from nnlab.tasks import textcls
+from nnlab.kinds import textcls
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

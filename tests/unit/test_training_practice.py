@@ -15,7 +15,8 @@ from nnlab.engine.optim import create_optimizer, freeze
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries, sgdr_factor
 from nnlab.errors import ConfigError
 from nnlab.models import create_model
-from nnlab.runs import evaluate, lr_find, train
+from nnlab.kinds.image import evaluate
+from nnlab.recipes import lr_find, train
 
 @pytest.fixture(scope="module")
 def squares(tmp_path_factory):
@@ -120,9 +121,9 @@ def test_every_schedule_trains(name, squares, tmp_path):
 
 
 def test_lr_find_restores_the_model_and_suggests_rates(squares, tmp_path, monkeypatch):
-    import nnlab.runs as runs
+    import nnlab.engine.lr_finder as finder
     seen = {}
-    original = runs.find_lr
+    original = finder.lr_find
 
     def spy(learner, **kwargs):
         before = {k: v.clone() for k, v in learner.raw_model.state_dict().items()}
@@ -131,7 +132,7 @@ def test_lr_find_restores_the_model_and_suggests_rates(squares, tmp_path, monkey
         seen["optimizer_empty"] = not learner.optimizer.state
         return result
 
-    monkeypatch.setattr(runs, "find_lr", spy)
+    monkeypatch.setattr(finder, "lr_find", spy)
     found = lr_find("fashion-cnn", out=tmp_path / "lr", overrides=small(squares), steps=60, start_lr=1e-5, end_lr=10)
     assert seen == {"same": True, "optimizer_empty": True}
     assert 1e-5 < found["min_over_10_lr"] < 10 and 1e-5 < found["steepest_lr"] < 10

@@ -10,8 +10,10 @@ import torch
 from conftest import write_square_fashion
 from nnlab.cli import main
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from nnlab.runs import load_run, recipe_config
-from nnlab.tasks.transfer import evaluate, load_digits_images, train
+from nnlab.kinds.image import load_run
+from nnlab.recipes import recipe_config
+from nnlab.kinds.transfer import evaluate, load_digits_images
+from nnlab.recipes import train
 
 
 @pytest.fixture(scope="module")

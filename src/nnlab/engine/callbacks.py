@@ -1,5 +1,5 @@
 """Callbacks shipped with the engine: progress display, metrics log, checkpoints, early stopping,
-the layer groups' learning rates, and fine-tuning's head-only phase."""
+a time budget, the layer groups' learning rates, and fine-tuning's head-only phase."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
@@ -62,6 +62,22 @@ class ProgressCallback(Callback):
               f"train_acc {_fmt(m['train_acc'])}  valid_loss {_fmt(m['valid_loss'])}  "
               f"valid_acc {_fmt(m['valid_acc'])}  lr {m['lr']:.2e}  "
               f"{m['train_images_per_s']:.0f} img/s  {m['seconds']:.1f}s", file=self.stream, flush=True)
+
+
+class EpochLines(ProgressCallback):
+    """The progress line of every ``every``-th epoch and the last: for runs of many short epochs (tabular, series)."""
+
+    def __init__(self, stream: TextIO | None, every: int) -> None:
+        super().__init__(stream)
+        self.every_epoch = every
+
+    def after_epoch(self) -> None:
+        epoch = self.learner.metrics["epoch"]
+        if epoch % self.every_epoch == 0 or epoch == self.learner.n_epochs:
+            super().after_epoch()
+        elif self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class MetricsLog(Callback):
@@ -273,3 +289,71 @@ class FineTune(Callback):
         for group in self.learner.optimizer.param_groups:
             for param in group["params"]:
                 param.requires_grad_(not head_only or group.get("name") == "head")
+
+
+class TimeBudget(Callback):
+    """Ends training before ``seconds`` of wall time have passed, with the last epoch validated and saved.
+
+    ``wrap(batches)`` stops yielding batches once the time used plus one validation pass (as
+    long as the last one took) reaches the budget, so the epoch ends normally (validation,
+    metrics, checkpoints) and ``after_epoch`` then stops the fit. ``progress`` (the share of
+    the budget used) is the clock a schedule can run on (``create_scheduler(clock=...)``):
+    the budget measures progress, the scheduler alone sets the learning rate. ``spent`` starts
+    the clock at the seconds an interrupted run had already used.
+    """
+
+    order = 90  # after the checkpoint (70): the final epoch is saved before the fit stops
+
+    def __init__(self, seconds: float, spent: float = 0.0) -> None:
+        self.seconds = seconds
+        self.spent = spent  # seconds of the budget used before this process (a resumed run)
+        self.start = time.perf_counter()
+        self.valid_seconds = 0.0
+        self.out_of_time = False
+
+    def elapsed(self) -> float:
+        """Seconds of the budget used so far, those of the interrupted part of a resumed run included."""
+        return self.spent + time.perf_counter() - self.start
+
+    def progress(self) -> float:
+        """The share of the budget used, in [0, 1]."""
+        return min(self.elapsed() / self.seconds, 1.0)
+
+    def wrap(self, batches: Iterable) -> "BudgetedBatches":
+        return BudgetedBatches(batches, self)
+
+    def check(self) -> bool:
+        """True (and remembered) once no time is left for another batch and a validation."""
+        self.out_of_time = self.out_of_time or self.elapsed() + self.valid_seconds >= self.seconds
+        return self.out_of_time
+
+    def before_fit(self) -> None:
+        self.start = time.perf_counter()
+
+    def after_train(self) -> None:
+        self.valid_start = time.perf_counter()
+
+    def after_validate(self) -> None:
+        self.valid_seconds = time.perf_counter() - self.valid_start
+
+    def after_epoch(self) -> None:
+        if self.check():
+            raise CancelFitException()
+
+
+class BudgetedBatches:
+    """``batches``, ending early once ``budget`` says time is up (``generator`` and length kept)."""
+
+    def __init__(self, batches: Any, budget: TimeBudget) -> None:
+        self.batches = batches
+        self.budget = budget
+        self.generator = getattr(batches, "generator", None)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches:
+            if self.budget.check():
+                return
+            yield batch

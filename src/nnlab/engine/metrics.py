@@ -110,3 +110,36 @@ def most_confused(cm: Tensor, classes: Sequence[str], k: int = 5) -> list[tuple[
     n = cm.shape[1]
     return [(classes[i // n], classes[i % n], c)
             for c, i in zip(counts[:k].tolist(), order[:k].tolist()) if c > 0]
+
+
+def score(probs: Tensor, targets: Tensor, classes: Sequence[str], k: int = 5) -> dict:
+    """Accuracy, per-class precision/recall/F1, macro averages, confusion matrix and the ``k``
+    most-confused pairs of class probabilities ``probs [N, C]`` against ``targets [N]``."""
+    preds = probs.argmax(1)
+    cm = confusion_matrix(preds, targets, len(classes))
+    report = per_class_report(cm, classes)
+    return {
+        "test_accuracy": (preds == targets).sum().item() / max(len(targets), 1),
+        "per_class": report["per_class"],
+        "macro": report["macro"],
+        "confusion": cm.tolist(),
+        "most_confused": [list(t) for t in most_confused(cm, classes, k=k)],
+    }
+
+
+def ranked(probs: Tensor, classes: Sequence[str], inputs: Sequence, top_k: int) -> list[dict]:
+    """For each input (a row of ``probs [N, K]``) its ``top_k`` classes with probabilities:
+    ``{"file": input, "top": [{"class", "probability"}, ...]}``, likeliest first."""
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [{"file": str(name), "top": [{"class": classes[i], "probability": round(p, 6)}
+                                        for p, i in zip(v.tolist(), ix.tolist())]}
+            for name, v, ix in zip(inputs, values, indices)]
+
+
+def check_predict_args(inputs: Sequence, top_k: int, noun: str) -> None:
+    """A ``ConfigError`` for ``top_k`` below 1 or no inputs (``noun`` names one: "image file", "name")."""
+    from nnlab.errors import ConfigError
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if not inputs:
+        raise ConfigError(f"predict: give at least one {noun}")

@@ -6,13 +6,17 @@ torch's ``CosineAnnealingWarmRestarts`` needs cycle lengths that divide the run 
 restart in the last few steps of a run would end it at a high learning rate. ``fine-tune``
 (fastai's ``fine_tune``) is a ``LambdaLR`` too, one ``fine_tune_factor`` per parameter group:
 a one-cycle for the head alone, then a second one-cycle for every layer group.
+
+Every schedule is a function of progress through the run. Progress is usually steps done over
+the run's steps; under a time budget it is seconds used over the budget (``clock``), and the
+same factors (``progress_factor``) set the learning rate: one owner of the LR either way.
 """
 from __future__ import annotations
 
 import bisect
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -75,10 +79,26 @@ def fine_tune_factor(step: int, freeze_steps: int, total_steps: int, head: bool,
     return one_cycle_factor(step - freeze_steps, total_steps - freeze_steps, pct_start)
 
 
+# Schedules a time budget can drive: those that are functions of the fraction of the run done.
+CLOCKED = ("one-cycle", "cosine", "constant")
+
+
+def progress_factor(name: str, pos: float, pct_start: float = 0.25) -> float:
+    """LR multiplier of schedule ``name`` (one of ``CLOCKED``) at progress ``pos`` in [0, 1]."""
+    pos = min(max(pos, 0.0), 1.0)
+    if name == "one-cycle":
+        steps = 1_000_000  # fine enough that the curve is continuous
+        return one_cycle_factor(pos * (steps - 1), steps, pct_start)
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * pos))
+    return 1.0
+
+
 def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | list[float], total_steps: int,
                      pct_start: float = 0.25, *, cycles: int = 3, cycle_mult: int = 1,
                      steps_per_epoch: int = 1, step_every: int = 1, gamma: float = 0.7,
-                     freeze_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+                     freeze_steps: int = 0,
+                     clock: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule ``name`` (one of ``SCHEDULES``) over ``total_steps`` optimizer steps.
 
     ``one-cycle``: warm-up to ``lr`` (one value per parameter group allowed) then cosine
@@ -86,7 +106,15 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
     (see ``sgdr_boundaries``); ``cosine``: one cosine from the optimizer's LR to 0; ``step``:
     times ``gamma`` every ``step_every`` epochs; ``constant``; ``fine-tune``: the first
     ``freeze_steps`` train the parameter groups named ``head`` alone, then all (``fine_tune_factor``).
+    With ``clock`` (progress in [0, 1], e.g. the share of a time budget used) the schedule is
+    ``progress_factor`` of the clock, stepped like any other.
     """
+    if clock is not None:
+        if name not in CLOCKED:
+            raise ConfigError(f"schedule {name!r} cannot follow a time budget; use one of {', '.join(CLOCKED)}")
+        if not 0.0 < pct_start < 1.0:
+            raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: progress_factor(name, clock(), pct_start))
     if name == "one-cycle":
         if not 0.0 < pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")

@@ -16,21 +16,21 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence, TextIO
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from nnlab.config import PerceptronConfig, apply_overrides, load_config, save_config
+from nnlab.config import RunConfig, load_config
 from nnlab.data.batches import stratified_split
 from nnlab.data.tabular import class_names, encode_classes, numeric_column, read_csv
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.models import create_model
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, new_run_dir, write_json
+from nnlab.kit.rundir import environment, write_json
+from nnlab.kit.run import RunStart
 
 GATES: dict[str, tuple[list[list[float]], list[int]]] = {
     "AND": ([[0, 0], [0, 1], [1, 0], [1, 1]], [0, 0, 0, 1]),
@@ -39,6 +39,32 @@ GATES: dict[str, tuple[list[list[float]], list[int]]] = {
     "XOR": ([[0, 0], [0, 1], [1, 0], [1, 1]], [0, 1, 1, 0]),
 }
 MAX_PANELS = 12  # boundary.png shows at most this many epochs, evenly spaced, always the last
+
+
+@dataclass
+class PerceptronConfig(RunConfig):
+    """A perceptron on 2-D points (generated, or two feature columns of a CSV), plus the logic gates."""
+
+    kind: str = "perceptron"
+    csv: str | None = None              # --csv FILE with two numeric feature columns and --target
+    target: str | None = None
+    n_points: int = 100                 # generated data: points on either side of a line, with a gap
+    epochs: int = 50
+    lr: float = 0.1
+    device: str = "cpu"                 # NumPy: the perceptron algorithm itself, step by step
+
+    # The perceptron algorithm has a learning rate, epochs and a seed; none of the optimizer's settings.
+    unused: ClassVar[frozenset[str]] = frozenset((
+        "data", "batch_size", "eval_batch_size", "optimizer", "momentum", "weight_decay", "schedule", "pct_start",
+        "cycles", "cycle_mult", "step_every", "gamma", "lr_mult", "freeze_epochs", "clip", "label_smoothing",
+        "patience", "monitor", "time_budget", "valid_fraction", "device", "precision", "compile", "threads",
+        "stop_after_epochs"))
+
+    def check(self) -> None:
+        """Reject settings no perceptron run could use, naming the setting."""
+        super().check()
+        if self.n_points < 4:
+            raise ConfigError(f"n_points must be at least 4, got {self.n_points}")
 
 
 @dataclass
@@ -212,20 +238,18 @@ def split(y: np.ndarray, config: PerceptronConfig) -> tuple[np.ndarray, np.ndarr
     return train_idx.numpy(), test_idx.numpy()
 
 
-def train(recipe: str = "perceptron", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          dry_run: bool = False) -> dict[str, Any]:
-    """Train a perceptron on 2-D points (generated, or ``--csv`` with ``--target``) into a run directory.
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train a perceptron on 2-D points (generated, or ``--csv`` with ``--target``) into the run directory.
 
-    Writes ``boundary.png`` (the line after each epoch, over all points), ``config.json`` and
-    ``summary.json``: the weights, the mistakes per epoch, the test accuracy on the held-out
-    points, the AND/OR/NOT perceptrons' weights, and XOR: the perceptron's failure to converge
-    and a 2-layer MLP's accuracy on it. ``dry_run`` trains one epoch.
+    Writes ``boundary.png`` (the line after each epoch, over all points) and ``summary.json``:
+    the weights, the mistakes per epoch, the test accuracy on the held-out points, the
+    AND/OR/NOT perceptrons' weights, and XOR: the perceptron's failure to converge and a
+    2-layer MLP's accuracy on it. ``dry_run`` trains one epoch.
     """
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
+    config, run_dir = start.config, start.run_dir
     x, y, classes, features = load_points(config)
     train_idx, test_idx = split(y, config)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
+    start.open()
     epochs = 1 if dry_run else config.epochs
     start = time.perf_counter()
     result = train_perceptron(x[train_idx], y[train_idx], epochs, config.lr, config.seed)
@@ -234,7 +258,7 @@ def train(recipe: str = "perceptron", out: str | Path | None = None, overrides: 
     gates = learn_gates(epochs, config.lr, config.seed)
     _, mlp_accuracy = train_xor_mlp(seed=config.seed)
     summary = {
-        "recipe": config.recipe, "run_dir": str(run_dir), "data": config.csv or "generated",
+        "recipe": config.recipe, "kind": config.kind, "run_dir": str(run_dir), "data": config.csv or "generated",
         "classes": classes, "features": features, "weights": result.weights.tolist(), "bias": result.bias,
         "converged": result.converged, "epochs": len(result.history), "mistakes": result.mistakes,
         "train_accuracy": float((classify(result.weights, result.bias, x[train_idx]) == y[train_idx]).mean()),

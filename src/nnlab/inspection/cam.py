@@ -84,34 +84,3 @@ def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: Path)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
-
-
-def class_activation(run_dir: str | Path, image: str | Path, class_name: str | None = None,
-                     out: str | Path | None = None, layer: str | None = None, invert: str = "auto") -> dict[str, Any]:
-    """Grad-CAM of an image run's best model on an image file, saved as a heat-map overlay PNG.
-
-    The image is converted to the run's input exactly as ``nnlab predict`` converts it.
-    ``class_name`` picks the class to explain (default: the predicted one); ``out`` defaults
-    to ``IMAGE.cam.png`` beside the input.
-    """
-    from nnlab.data.images import load_image
-    from nnlab.runs import load_run
-    _, model, state = load_run(run_dir)
-    classes = list(state["classes"])
-    channels, height, width = state["input_shape"]
-    pixels = load_image(image, (height, width), channels, invert=invert)  # uint8 [C, H, W]
-    if class_name is not None and class_name not in classes:
-        raise ConfigError(f"--class {class_name!r}: not a class of this run; classes: {', '.join(classes)}")
-    mean = torch.tensor(state["mean"]).view(-1, 1, 1)
-    std = torch.tensor(state["std"]).view(-1, 1, 1)
-    x = ((pixels.float() / 255 - mean) / std)[None]  # [1, C, H, W]
-    model = model.to(memory_format=torch.contiguous_format)
-    heat, probs, target = grad_cam(model, x, classes.index(class_name) if class_name else None, layer)
-    path = Path(out) if out else Path(image).with_name(Path(image).stem + ".cam.png")
-    predicted = int(probs.argmax())
-    title = (f"{classes[target]} (p={probs[target]:.2f}); predicted {classes[predicted]} "
-             f"(p={probs[predicted]:.2f})")
-    overlay_png(pixels, heat, title, path)
-    return {"image": str(image), "output": str(path), "class": classes[target],
-            "probability": round(float(probs[target]), 6), "predicted": classes[predicted],
-            "layer": layer or "forward_features", "method": "grad-cam"}

@@ -11,21 +11,54 @@ with class-balanced probabilities).
 """
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import NamesConfig
+from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, fold_ascii, load_names
 from nnlab.engine.learner import resolve_device
-from nnlab.errors import CheckpointError, DataError
-from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import check_predict_args, environment, load_best, start_run, stopped_summary, write_json
-from nnlab.tasks.sequence_classify import (check_classes, fit, rescore, split_stratified, test_scores, top_classes,
-                                           train_options)
-from nnlab.tasks.sequence_classify import class_weights  # noqa: F401  (kept importable from here)
+from nnlab.engine.metrics import check_predict_args
+from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.inspection.plots import plot_confusion
+from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
+                                  train_options)
+from nnlab.kit.rundir import load_best
+from nnlab.kit.run import RunStart, stopped_summary, summarize
+
+
+@dataclass
+class NamesConfig(RunConfig):
+    """A classifier of short sequences (surname -> language): a folder of ``<Class>.txt`` files, one item a line."""
+
+    kind: str = "names"
+    model: str = "rnn"                  # rnn: name_rnn (bidirectional GRU/LSTM) | cnn: name_cnn (character CNN)
+    cell: str = "gru"                   # gru | lstm, bidirectional (model rnn)
+    filters: int = 256                  # model cnn: filters per kernel width
+    widths: tuple[int, ...] = (2, 3, 4, 5)  # model cnn: kernel widths, in characters
+    layers: int = 1
+    hidden_size: int = 128
+    embed: int = 32
+    dropout: float = 0.1
+    balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
+    epochs: int = 12
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    clip: float | None = 1.0
+    test_fraction: float = 0.1          # stratified held-out names: test_accuracy
+    device: str = "cpu"                 # tiny batches of short sequences: the CPU beats a GPU's launch overhead
+
+    def check(self) -> None:
+        """Reject settings no names run could use, naming the setting."""
+        super().check()
+        check_choice("model", self.model, ("rnn", "cnn"))
+        check_choice("cell", self.cell, ("lstm", "gru"))
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ConfigError(f"widths must be at least 1, got {self.widths}")
+        check_positive(self, "filters", "layers", "hidden_size", "embed")
+        check_dropout(self.dropout)
 
 
 def split_names(data: NamesDataset, config: NamesConfig) -> dict[str, torch.Tensor]:
@@ -47,18 +80,12 @@ def model_args(config: NamesConfig, n_classes: int) -> tuple[str, dict[str, Any]
     return "name_rnn", {**common, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell}
 
 
-def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train a names recipe into a new run directory; returns the summary (also ``summary.json``).
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train the names run ``start`` describes; returns the summary (also ``summary.json``).
 
-    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path. ``resume``
-    continues the interrupted run in that directory from its ``last.pt`` (model, optimizer,
-    schedule, data order, dropout) and ends as the uninterrupted run would have; with
-    ``stop_after_epochs`` a run ends after that many epochs, resumable, and says so instead of scoring.
+    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    start = start_run(recipe, out, overrides, resume, "names", "names run")
     config, device, run_dir = start.config, start.device, start.run_dir
-    stream = stream if stream is not None else sys.stderr
     data = load_names(config.data)
     rows = split_names(data, config)
     n_classes = len(data.classes)
@@ -69,23 +96,19 @@ def train(recipe: str = "names-rnn", out: str | Path | None = None, overrides: d
     valid_batches = (batches(data, rows["valid"], config.eval_batch_size, device) if len(rows["valid"]) else None)
 
     model_name, args = model_args(config, n_classes)
-    fitted = fit(start, model_name, args, train_batches, valid_batches,
-                 train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
-                 saved={"kind": "names", "classes": list(data.classes), "alphabet": ALPHABET})
-    if fitted.stopped:
-        return stopped_summary(config.recipe, run_dir, len(fitted.history))
-    result = test_scores(fitted.model, batches(data, rows["test"], config.eval_batch_size, device),
+    trained = fit(start, model_name, args, train_batches, valid_batches, train_labels, n_classes, stream,
+                  epochs=1 if dry_run else config.epochs, saved={"classes": list(data.classes), "alphabet": ALPHABET},
+                  dry_run=dry_run)
+    if trained.stopped:
+        return stopped_summary(start, trained)
+    result = test_scores(trained.model, batches(data, rows["test"], config.eval_batch_size, device),
                          data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
-    summary = {
-        "recipe": config.recipe, "run_dir": str(run_dir), "dataset": data.source, "model": model_name,
-        "cell": config.cell if config.model == "rnn" else None, "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
-        "test_macro_f1": result["macro"]["f1"], **result,
-        "names": {k: len(v) for k, v in rows.items()}, **fitted.timing(len(train_rows), "names_per_s"),
-        "classes": list(data.classes), "device": str(device), "dry_run": dry_run, **environment(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return summarize(start, trained, {
+        "dataset": data.source, "model": model_name, "cell": config.cell if config.model == "rnn" else None,
+        "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
+        "test_macro_f1": result["macro"]["f1"], **result, "names": {k: len(v) for k, v in rows.items()},
+        **timing(trained, len(train_rows), "names_per_s"), "classes": list(data.classes)}, dry_run)
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[NamesConfig, torch.nn.Module, dict]:

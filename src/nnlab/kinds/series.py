@@ -9,10 +9,7 @@ with MSE and MAE in the series' units next to those of the naive last-value fore
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
@@ -20,19 +17,45 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from nnlab.config import SeriesConfig
+from nnlab.config import RunConfig, check_choice, check_positive
 from nnlab.data.series import make_windows, read_series, sine_waves
 from nnlab.data.tabular import FeatureBatches
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, StopAfterEpochs
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint, rng_state
-from nnlab.engine.learner import Learner, resolve_device
-from nnlab.engine.optim import create_optimizer
-from nnlab.engine.schedules import create_scheduler
+from nnlab.engine.callbacks import EpochLines
+from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.engine.learner import resolve_device
 from nnlab.errors import ConfigError
-from nnlab.interpret.plots import plot_curves
+from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
-from nnlab.runs import environment, load_best, start_run, stopped_summary, write_json
-from nnlab.tasks.tabular import EpochLines
+
+
+@dataclass
+class SeriesConfig(RunConfig):
+    """Forecasting a univariate series (generated noisy sines, or ``--csv FILE --column NAME``) with an RNN."""
+
+    kind: str = "series"
+    csv: str | None = None              # --csv FILE: forecast its --column instead of generated sines
+    column: str | None = None
+    length: int = 3000                  # generated series: number of values
+    noise: float = 0.1                  # generated series: noise std (the sines' amplitude is ~1)
+    window: int = 32                    # past values the model sees
+    horizon: int = 1                    # future values it predicts
+    cell: str = "lstm"                  # lstm | gru
+    layers: int = 1
+    hidden_size: int = 32
+    epochs: int = 15
+    lr: float = 1e-2
+    clip: float | None = 1.0
+    valid_fraction: float = 0.2         # the series' tail
+    device: str = "cpu"                 # small models: the CPU beats a GPU's launch overhead
+
+    def check(self) -> None:
+        """Reject settings no series run could use, naming the setting."""
+        super().check()
+        check_choice("cell", self.cell, ("lstm", "gru"))
+        check_positive(self, "window", "horizon", "layers", "hidden_size", "length")
+        if self.valid_fraction == 0.0:
+            raise ConfigError(f"valid_fraction must be in (0, 1) for a series, got {self.valid_fraction}")
 
 
 def load_series(config: SeriesConfig, csv_path: str | None = None) -> tuple[torch.Tensor, str]:
@@ -82,18 +105,11 @@ def plot_forecast(y: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
     return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
 
 
-def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train a series recipe into a new run directory; returns the summary (also ``summary.json``).
-
-    ``resume`` continues the interrupted run in that directory from its ``last.pt`` and ends as
-    the uninterrupted run would have; ``stop_after_epochs`` ends a run early, resumable.
-    """
-    stream = stream if stream is not None else sys.stderr
-    if resume is None and recipe == "series" and not (overrides or {}).get("csv"):
-        raise ConfigError("the series recipe needs --csv FILE --column NAME (or train sine-rnn)")
-    start = start_run(recipe, out, overrides, resume, "series", "series run")
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train the series run ``start`` describes; returns the summary (also ``summary.json``)."""
     config, device, run_dir = start.config, start.device, start.run_dir
+    if config.recipe == "series" and not config.csv:
+        raise ConfigError("the series recipe needs --csv FILE --column NAME (or train sine-rnn)")
     series, source = load_series(config)
     windows = split_windows(series, config)
     (x, y), (vx, vy) = windows["train"], windows["valid"]
@@ -109,40 +125,19 @@ def train(recipe: str = "sine-rnn", out: str | Path | None = None, overrides: di
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # initialization, without touching the caller's global RNG
         model = create_model("series_rnn", **args)
-    optimizer = create_optimizer("adamw", model, config.lr, config.weight_decay)
     epochs = 1 if dry_run else config.epochs
-    scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches))
-
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(generator), "model_name": "series_rnn", "model_args": args,
-                "config": dataclasses.asdict(config), "kind": "series", "mean": mean, "std": std}
-
-    saver = CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")
-    interrupt = StopAfterEpochs(config.stop_after_epochs)
-    callbacks = [EpochLines(stream, max(1, epochs // 5)), MetricsLog(run_dir / "metrics.jsonl"), saver,
-                 interrupt]
-    learner = Learner(model, train_batches, valid_batches, loss_fn=mse_loss, optimizer=optimizer,
-                      scheduler=scheduler, callbacks=callbacks, device=device, precision="fp32",
-                      clip=config.clip, metric=None)
-    start.restore(model, learner, saver, generator)  # a resumed run: where it stopped
-    history = learner.fit(epochs, start_epoch=start.start_epoch)
-    train_seconds = sum(row["seconds"] for row in history)
-    if interrupt.cut_short(history, epochs):
-        return stopped_summary(config.recipe, run_dir, len(history))
-
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
+    spec = Spec(model, train_batches, valid_batches, mse_loss, metric=None, generator=generator, epochs=epochs,
+                saved={"model_name": "series_rnn", "model_args": args, "mean": mean, "std": std}, dry_run=dry_run,
+                progress=EpochLines(stream, max(1, epochs // 5)))
+    trained = train_model(start, spec, stream)
+    if trained.stopped:
+        return stopped_summary(start, trained)
     pred = forecast(model, vx.to(device), mean, std).cpu()
-    plot_curves(history, run_dir / "curves.png")
     plot_forecast(vy, pred, run_dir / "forecast.png")
-    summary = {"recipe": config.recipe, "run_dir": str(run_dir), "dataset": source, "model": "series_rnn",
-               **scores(pred, vx, vy), "windows": {"train": len(x), "valid": len(vx)},
-               "window": config.window, "horizon": config.horizon, "train_seconds": round(train_seconds, 3),
-               "epochs": len(history), "best_epoch": best["best"]["epoch"], "device": str(device),
-               "dry_run": dry_run, **environment()}
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return summarize(start, trained, {
+        "dataset": source, "model": "series_rnn", **scores(pred, vx, vy),
+        "windows": {"train": len(x), "valid": len(vx)}, "window": config.window, "horizon": config.horizon},
+        dry_run)
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
@@ -153,9 +148,9 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
     vx, vy = split_windows(series, config)["valid"]
     result = {"run_dir": str(run_dir), "recipe": config.recipe, "dataset": source,
               **scores(forecast(model, vx.to(device), state["mean"], state["std"]).cpu(), vx, vy)}
-    summary_path = Path(run_dir) / "summary.json"
-    if summary_path.is_file():
-        result["summary_valid_mse"] = json.loads(summary_path.read_text(encoding="utf-8")).get("valid_mse")
+    summary = read_summary(run_dir)
+    if summary is not None:
+        result["summary_valid_mse"] = summary.get("valid_mse")
     return result
 
 

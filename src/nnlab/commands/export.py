@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 import torch
 
-from nnlab.config import load_config
 from nnlab.data.batches import TensorBatches
 from nnlab.data.vision import load_image_dataset
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.kinds import require
+from nnlab.kit.rundir import write_json
 from nnlab.models import create_model
 
 FORMATS: dict[str, str] = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -35,13 +36,6 @@ ATOL = 1e-4
 RTOL = 1e-4
 
 
-def require_image_run(run_dir: Path, command: str = "export") -> None:
-    """Refuse a directory that is not an image run (``command`` names who refuses, for the message)."""
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
-    kind = load_config(run_dir / "config.json").kind
-    if kind != "image":
-        raise ConfigError(f"{run_dir}: {command} supports image runs, this is a {kind!r} run")
 
 
 def check_inputs(config: Any, state: dict, data_path: str | Path | None, n: int = CHECK_INPUTS) -> torch.Tensor:
@@ -146,12 +140,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     mismatch raises ``CheckpointError`` and writes nothing. Returns the metadata, also written as
     ``FILE.json``.
     """
-    from nnlab.runs import load_run, write_json
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir = Path(run_dir)
-    require_image_run(run_dir)
-    config, model, state = load_run(run_dir, "cpu")
+    kind = require(run_dir, "export", "export")  # the table of kinds says who can be exported
+    config, model, state = kind.runner().load_run(run_dir, "cpu")
     model = model.to(memory_format=torch.contiguous_format)
     inputs = check_inputs(config, state, data_path)
     with torch.no_grad():

@@ -77,27 +77,3 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"--input {text!r}: expected C,H,W as three positive integers, e.g. 3,32,32")
     return shape
-
-
-def model_summary(target: str, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
-    """Summary of a run directory's model (its input size by default) or of an image recipe's fresh model."""
-    from nnlab.models import create_model
-    path = Path(target)
-    if (path / "config.json").is_file():
-        from nnlab.runs import load_run
-        _, model, state = load_run(path)
-        shape = input_shape or state["input_shape"]
-        name = state["model_name"]
-    else:
-        from nnlab.data.vision import dataset_info
-        from nnlab.recipes import get_recipe
-        config = get_recipe(target).config
-        if config.kind != "image":
-            raise ConfigError(f"summary: recipe {target!r} is a {config.kind} run; summaries cover image models")
-        info = dataset_info(config.dataset)
-        n_classes = len(info.classes) or 100
-        model = create_model(config.model, n_classes=n_classes, **config.model_args)
-        side = DATASET_SIZE.get(config.dataset, 32)
-        shape = input_shape or (len(info.mean) or 3, side, side)
-        name = config.model
-    return {"target": target, "model": name, **summarize(model, shape)}

@@ -11,23 +11,58 @@ rebuilt with weights-only loading), ``curves.png``, ``confusion.png`` and ``summ
 """
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 import torch
 
-from nnlab.config import TextClassifyConfig
+from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.tabular import read_csv
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import predict_probs, resolve_device
+from nnlab.engine.metrics import check_predict_args
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.interpret.plots import plot_confusion
-from nnlab.runs import check_predict_args, environment, load_best, start_run, stopped_summary, write_json
-from nnlab.tasks.sequence_classify import (check_classes, fit, rescore, split_stratified, test_scores, top_classes,
-                                           train_options)
-from nnlab.tasks.tabular import class_predictions_csv
+from nnlab.inspection.plots import plot_confusion
+from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
+                                  train_options)
+from nnlab.kinds.tabular import class_predictions_csv
+from nnlab.kit.rundir import load_best
+from nnlab.kit.run import RunStart, stopped_summary, summarize
+
+
+@dataclass
+class TextClassifyConfig(RunConfig):
+    """Word-level text classification (say, review sentiment): ``--csv FILE --text-column C --label-column L``."""
+
+    kind: str = "textcls"
+    csv: str | None = None              # --csv FILE with a header row
+    text_column: str | None = None      # --text-column NAME
+    label_column: str | None = None     # --label-column NAME
+    max_vocab: int = 20000              # vocabulary size, <pad> and <unk> included (from the training rows)
+    min_freq: int = 2                   # rarer tokens are <unk>
+    max_length: int = 256               # tokens kept from the start of each text
+    cell: str = "lstm"                  # lstm | gru
+    bidirectional: bool = True
+    layers: int = 1
+    hidden_size: int = 128
+    embed: int = 100
+    dropout: float = 0.3
+    balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
+    epochs: int = 6
+    weight_decay: float = 1e-4
+    clip: float | None = 1.0
+    eval_batch_size: int = 512
+
+    def check(self) -> None:
+        """Reject settings no text-classification run could use, naming the setting."""
+        super().check()
+        check_choice("cell", self.cell, ("lstm", "gru"))
+        check_positive(self, "layers", "hidden_size", "embed", "max_length", "min_freq")
+        if self.max_vocab < 3:
+            raise ConfigError(f"max_vocab must be at least 3 (<pad>, <unk> and one word), got {self.max_vocab}")
+        check_dropout(self.dropout)
 
 
 def load_data(config: TextClassifyConfig, csv: str | None = None) -> TextDataset:
@@ -60,16 +95,12 @@ def model_args(config: TextClassifyConfig, vocab: Vocab, n_classes: int) -> dict
             "dropout": config.dropout}
 
 
-def train(recipe: str = "text-classify", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train a text-classification recipe into a new run directory; returns the summary (also ``summary.json``).
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train the text-classification run ``start`` describes; returns the summary (also ``summary.json``).
 
-    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path; ``resume``
-    and ``stop_after_epochs`` work as for names runs (``nnlab.tasks.names.train``).
+    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    start = start_run(recipe, out, overrides, resume, "textcls", "text-classification run")
     config, device, run_dir = start.config, start.device, start.run_dir
-    stream = stream if stream is not None else sys.stderr
     data = load_data(config)
     rows = split_rows(data, config)
     n_classes = len(data.classes)
@@ -81,25 +112,21 @@ def train(recipe: str = "text-classify", out: str | Path | None = None, override
     valid_batches = (batches(data, rows["valid"], vocab, config, config.eval_batch_size, device)
                      if len(rows["valid"]) else None)
 
-    fitted = fit(start, "text_rnn", model_args(config, vocab, n_classes), train_batches, valid_batches,
-                 train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
-                 saved={"kind": "textcls", "classes": list(data.classes), "vocab": list(vocab.tokens),
-                        "max_length": config.max_length})
-    if fitted.stopped:
-        return stopped_summary(config.recipe, run_dir, len(fitted.history))
+    trained = fit(start, "text_rnn", model_args(config, vocab, n_classes), train_batches, valid_batches,
+                  train_labels, n_classes, stream, epochs=1 if dry_run else config.epochs,
+                  saved={"classes": list(data.classes), "vocab": list(vocab.tokens), "max_length": config.max_length},
+                  dry_run=dry_run)
+    if trained.stopped:
+        return stopped_summary(start, trained)
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
-    result = test_scores(fitted.model, test, data.classes, device)
+    result = test_scores(trained.model, test, data.classes, device)
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
-    summary = {
-        "recipe": config.recipe, "run_dir": str(run_dir), "dataset": data.source, "model": "text_rnn",
-        "cell": config.cell, "bidirectional": config.bidirectional, "balance": config.balance,
-        "test_accuracy": result.pop("test_accuracy"), "test_macro_f1": result["macro"]["f1"], **result,
-        "rows": {k: len(v) for k, v in rows.items()}, "vocab_size": len(vocab),
-        **fitted.timing(len(train_rows), "texts_per_s"),
-        "classes": list(data.classes), "device": str(device), "dry_run": dry_run, **environment(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    return summarize(start, trained, {
+        "dataset": data.source, "model": "text_rnn", "cell": config.cell, "bidirectional": config.bidirectional,
+        "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
+        "test_macro_f1": result["macro"]["f1"], **result, "rows": {k: len(v) for k, v in rows.items()},
+        "vocab_size": len(vocab), **timing(trained, len(train_rows), "texts_per_s"),
+        "classes": list(data.classes)}, dry_run)
 
 
 def load_run(run_dir: str | Path,

@@ -10,11 +10,7 @@ and ``summary.json``. ``evaluate`` re-splits the same rows and scores ``best.pt`
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -22,21 +18,49 @@ from typing import Any, Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import TabularConfig, apply_overrides, load_config, save_config
+from nnlab.config import RunConfig, check_choice, check_dropout, load_config
 from nnlab.data.batches import stratified_split
 from nnlab.data.tabular import (SKLEARN_DATASETS, FeatureBatches, Preprocessor, Table, class_names,
                                 encode_classes, fit_preprocessor, load_sklearn_table, read_csv)
-from nnlab.engine.callbacks import CheckpointCallback, MetricsLog, ProgressCallback
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
-from nnlab.engine.learner import Learner, count_correct, resolve_device
-from nnlab.engine.optim import create_optimizer
-from nnlab.engine.schedules import create_scheduler
+from nnlab.engine.callbacks import EpochLines
+from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.engine.learner import count_correct, resolve_device
+from nnlab.engine.metrics import score
 from nnlab.engine.scores import regression_report, roc_auc_ovr
 from nnlab.errors import ConfigError, DataError
-from nnlab.interpret.plots import plot_confusion, plot_curves
+from nnlab.inspection.plots import plot_confusion
+from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.run import RunStart, Spec, summarize, train_model
 from nnlab.models import create_model
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_best, new_run_dir, score, write_json
+
+
+@dataclass
+class TabularConfig(RunConfig):
+    """A tabular run: logistic regression or an MLP on a CSV or one of scikit-learn's bundled tables."""
+
+    kind: str = "tabular"
+    dataset: str | None = None          # a bundled scikit-learn table (breast-cancer, wine, iris, diabetes)
+    csv: str | None = None              # --csv FILE: used instead of the bundled table when given
+    target: str | None = None           # --target COLUMN
+    task: str = "classify"              # classify | regress
+    model: str = "mlp"                  # logistic | mlp
+    hidden: tuple[int, ...] = (64, 32)  # mlp only
+    categorical: tuple[str, ...] = ()   # columns to one-hot even though they hold numbers (say, a rank)
+    dropout: float = 0.1                # mlp only
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    device: str = "cpu"                 # a few hundred rows train faster on the CPU than a GPU launches kernels
+
+    def check(self) -> None:
+        """Reject settings no tabular run could use, naming the flag."""
+        super().check()
+        if self.model not in ("logistic", "mlp"):
+            raise ConfigError(f"--model: expected logistic or mlp for a tabular run, got {self.model!r}")
+        if any(size < 1 for size in self.hidden):
+            raise ConfigError(f"--hidden: layer sizes must be positive, got {','.join(map(str, self.hidden))}")
+        check_dropout(self.dropout)
 
 
 def load_table(config: TabularConfig, csv_path: str | Path | None = None) -> Table:
@@ -108,22 +132,6 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(outputs.squeeze(1), targets)
 
 
-class EpochLines(ProgressCallback):
-    """The progress line of every ``every``-th epoch and the last: tabular runs have many short epochs."""
-
-    def __init__(self, stream: TextIO | None, every: int) -> None:
-        super().__init__(stream)
-        self.every_epoch = every
-
-    def after_epoch(self) -> None:
-        epoch = self.learner.metrics["epoch"]
-        if epoch % self.every_epoch == 0 or epoch == self.learner.n_epochs:
-            super().after_epoch()
-        elif self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's raw outputs for ``x`` in eval mode."""
@@ -148,22 +156,15 @@ def score_outputs(outputs: torch.Tensor, splits: TabularSplits) -> dict[str, Any
             "test_roc_auc": roc_auc_ovr(probs, targets), **result}
 
 
-def train(recipe: str = "tabular", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Train a tabular recipe (or ``tabular`` with ``--csv``/``--target``) into a new run directory.
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train the tabular run ``start`` describes; returns the summary (also written to ``summary.json``).
 
-    Returns the summary (also written to ``summary.json``). ``dry_run`` trains one epoch on a
-    few batches: a smoke test of the whole path.
+    ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    stream = stream if stream is not None else sys.stderr
-    config = apply_overrides(get_recipe(recipe).config, overrides or {})
-    device = resolve_device(config.device)
+    config, device = start.config, start.device
     table = load_table(config)
     generator = torch.Generator().manual_seed(config.seed)
     splits = prepare(table, config, generator)
-    run_dir = new_run_dir(config.recipe, out)
-    save_config(config, run_dir / "config.json")
-
     classify = config.task == "classify"
     args = model_args(config, splits.x["train"].shape[1], len(splits.pre.classes) if classify else 1)
     with torch.random.fork_rng(devices=[]):
@@ -174,41 +175,21 @@ def train(recipe: str = "tabular", out: str | Path | None = None, overrides: dic
                                    shuffle=True, generator=generator, device=device)
     valid_batches = (FeatureBatches(splits.x["valid"], splits.y["valid"], 1024, device=device)
                      if len(splits.x["valid"]) else None)
-    optimizer = create_optimizer("adamw", model, config.lr, config.weight_decay)
     epochs = 1 if dry_run else config.epochs
-    scheduler = create_scheduler(config.schedule, optimizer, config.lr, epochs * len(train_batches))
-
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_name": config.model,
-                "model_args": args, "config": dataclasses.asdict(config), "kind": "tabular",
-                "classes": list(splits.pre.classes), "preprocessing": splits.pre.to_dict()}
-
-    # The validation loss picks the best epoch: on a few dozen rows, accuracy ties too often.
-    callbacks = [EpochLines(stream, max(1, epochs // 10)), MetricsLog(run_dir / "metrics.jsonl"),
-                 CheckpointCallback(run_dir, state, monitor="valid_loss", mode="min")]
-    learner = Learner(model, train_batches, valid_batches, loss_fn=torch.nn.CrossEntropyLoss() if classify else mse_loss,
-                      optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, device=device,
-                      precision="fp32", metric=count_correct if classify else None)
-    start = time.perf_counter()
-    history = learner.fit(epochs)
-    train_seconds = time.perf_counter() - start
-
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
+    # The validation loss picks the best epoch (the config's monitor): on a few dozen rows, accuracy ties too often.
+    spec = Spec(model, train_batches, valid_batches, torch.nn.CrossEntropyLoss() if classify else mse_loss,
+                saved={"model_name": config.model, "model_args": args, "classes": list(splits.pre.classes),
+                       "preprocessing": splits.pre.to_dict()},
+                metric=count_correct if classify else None, generator=generator, epochs=epochs, dry_run=dry_run,
+                progress=EpochLines(stream, max(1, epochs // 10)))
+    trained = train_model(start, spec, stream)
     result = score_outputs(model_outputs(model, splits.x["test"].to(device)), splits)
-    plot_curves(history, run_dir / "curves.png")
     if classify:
-        plot_confusion(torch.tensor(result["confusion"]), splits.pre.classes, run_dir / "confusion.png")
-    summary = {
-        "recipe": config.recipe, "run_dir": str(run_dir), "dataset": table.source, "task": config.task,
-        "model": config.model, "hidden": list(args.get("hidden", ())), **result,
-        "rows": {k: len(v) for k, v in splits.rows.items()}, "n_features": len(splits.pre.feature_names),
-        "train_seconds": round(train_seconds, 3), "epochs": len(history), "best_epoch": best["best"]["epoch"],
-        "best_valid_loss": best["best"]["score"], "classes": list(splits.pre.classes), "device": str(device),
-        "dry_run": dry_run, **environment(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
+        plot_confusion(torch.tensor(result["confusion"]), splits.pre.classes, start.run_dir / "confusion.png")
+    return summarize(start, trained, {
+        "dataset": table.source, "task": config.task, "model": config.model, "hidden": list(args.get("hidden", ())),
+        **result, "rows": {k: len(v) for k, v in splits.rows.items()}, "n_features": len(splits.pre.feature_names),
+        "classes": list(splits.pre.classes)}, dry_run)
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[TabularConfig, torch.nn.Module, Preprocessor]:
@@ -232,9 +213,9 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
         raise DataError(f"{table.source}: the target's classes {classes} are not the run's {pre.classes}")
     splits = to_tensors(table, pre, rows)
     result = score_outputs(model_outputs(model, splits.x["test"].to(device)), splits)
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file() and "test_accuracy" in result:
-        result["summary_test_accuracy"] = json.loads(summary_path.read_text(encoding="utf-8")).get("test_accuracy")
+    summary = read_summary(run_dir)
+    if summary is not None and "test_accuracy" in result:
+        result["summary_test_accuracy"] = summary.get("test_accuracy")
     return {"run_dir": str(run_dir), "recipe": config.recipe, "task": config.task,
             "classes": list(pre.classes), **result}
 

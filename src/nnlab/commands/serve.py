@@ -46,9 +46,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nnlab.data.batches import TensorBatches
 from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
-from nnlab.config import load_config
+from nnlab.engine.metrics import ranked
 from nnlab.errors import CheckpointError, ConfigError, DataError, NnlabError
-from nnlab.runs import load_best, load_run, ranked
+from nnlab.kinds import require
+from nnlab.kit.rundir import load_best
 
 MAX_UPLOAD_BYTES = 8 * 2**20
 # A 4096x4096 image decodes to 50 MB as RGB; a small PNG can claim far more (a decompression bomb).
@@ -60,7 +61,6 @@ INFERENCE_TIMEOUT_S = 30.0
 MAX_QUEUE = 1024             # requests waiting per model before the server answers 503
 ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
 # Runs whose inputs are strings (surnames, texts): POST /predict/{model} takes {"inputs": [...]} as JSON.
-TEXT_KINDS = {"names": "nnlab.tasks.names", "textcls": "nnlab.tasks.textcls"}
 MAX_TEXTS = 256              # inputs per text request
 MAX_TEXT_CHARS = 10_000      # characters per input
 # The page's own inline script and style, requests to this server only, previews from blob: URLs.
@@ -125,17 +125,6 @@ class Loaded:
     checkpoint_mtime: float
 
 
-def served_kind(run_dir: Path) -> str:
-    """The kind of the run in ``run_dir`` if ``serve`` can serve it (image, names, textcls)."""
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
-    kind = load_config(run_dir / "config.json").kind
-    if kind != "image" and kind not in TEXT_KINDS:
-        raise ConfigError(f"{run_dir}: serve supports image, names and text-classification runs, this is a "
-                          f"{kind!r} run")
-    return kind
-
-
 class ServedModel:
     """A run's model, reloadable in place: a reload swaps in a new ``Loaded`` only if it loads cleanly.
 
@@ -147,16 +136,18 @@ class ServedModel:
         self.run_dir = run_dir
         self.name = run_dir.resolve().name
         self.device = device
-        self.kind = served_kind(run_dir)
+        kind = require(run_dir, "serve", "serve")  # the table of kinds says who can be served
+        self.kind = kind.name
+        self.runner = kind.runner()
+        self.takes_text = hasattr(self.runner, "encode_inputs")  # strings; otherwise images
         self.reloads = 0
         self.current = self._load()
 
     def _load(self) -> Loaded:
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
-        if self.kind in TEXT_KINDS:
-            config, model, state = load_best(self.run_dir, self.kind, self.device)
-        else:
-            config, model, state = load_run(self.run_dir, self.device)
+        config, model, state = load_best(self.run_dir, self.kind, self.device)
+        if getattr(config, "channels_last", False):
+            model.to(memory_format=torch.channels_last)
         return Loaded(config, model, state, time.time(), mtime)
 
     def reload(self) -> None:
@@ -171,7 +162,7 @@ class ServedModel:
                   "model": loaded.state["model_name"], "classes": list(loaded.state["classes"]),
                   "device": str(self.device), "loaded_at": loaded.loaded_at,
                   "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads}
-        if self.kind in TEXT_KINDS:
+        if self.takes_text:
             return {**common, "input": 'application/json {"inputs": ["...", ...]}'}
         return {**common, "dataset": loaded.config.dataset, "input_shape": list(loaded.state["input_shape"]),
                 "tta_flip": bool(loaded.config.tta)}
@@ -187,10 +178,9 @@ class ServedModel:
 
     def classify(self, inputs: list[str], top_k: int) -> list[dict[str, Any]]:
         """The ``top_k`` classes with probabilities of each string, as ``nnlab predict`` gives them."""
-        import importlib
-        from nnlab.tasks.sequence_classify import top_classes
+        from nnlab.kinds.sequence import top_classes
         loaded = self.current
-        ids = importlib.import_module(TEXT_KINDS[self.kind]).encode_inputs(loaded.state, inputs)
+        ids = self.runner.encode_inputs(loaded.state, inputs)
         results = top_classes(loaded.model, ids.to(self.device), inputs, loaded.state["classes"], top_k)
         return [{"input": r["file"], "top": r["top"]} for r in results]
 
@@ -266,7 +256,7 @@ def _decode(data: bytes, filename: str, shape: list[int], invert: str, scratch: 
 
 
 def _page() -> str:
-    return resources.files("nnlab.tasks").joinpath("static/index.html").read_text(encoding="utf-8")
+    return resources.files("nnlab.commands").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
 def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int = MAX_UPLOAD_BYTES,
@@ -315,7 +305,7 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         app.state.scratch = Path(tempfile.mkdtemp(prefix="nnlab-serve-"))  # uploads, for load_image's path API
         tasks = []
         for name, served in models.items():
-            if served.kind == "image":
+            if not served.takes_text:
                 batchers[name] = MicroBatcher(served.probabilities, max_batch, batch_wait)
                 tasks.append(asyncio.create_task(batchers[name].serve_forever()))
         hup = reload_on_sighup and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread()
@@ -400,7 +390,7 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         """Top-k classes with probabilities: for an image run, of the image in multipart field
         ``file``; for a names or text-classification run, of each string in the JSON ``inputs``."""
         served = lookup(model)
-        if served.kind in TEXT_KINDS:
+        if served.takes_text:
             return await predict_texts(served, request, top_k)
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):

@@ -18,27 +18,63 @@ split's gain moves by a point or more.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, ClassVar, Sequence, TextIO
 
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import TransferConfig, load_config, save_config
+from nnlab.config import RunConfig, load_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
-from nnlab.engine.callbacks import FineTune, LayerGroupLog
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from nnlab.engine.learner import Learner, predict_probs, resolve_device
-from nnlab.engine.optim import create_optimizer
-from nnlab.engine.schedules import create_scheduler
+from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.kinds.image import load_run
+from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
+from nnlab.kit.run import RunStart, Spec, train_model
 from nnlab.models import create_model
-from nnlab.recipes import get_recipe
-from nnlab.runs import environment, load_run, new_run_dir, runner_config, write_json, write_jsonl
-from nnlab.runs import train as train_image
+
+@dataclass
+class TransferConfig(RunConfig):
+    """Transfer learning, measured: a conv net pretrained on Fashion-MNIST (or ``--from RUN_DIR``)
+    fine-tuned on scikit-learn's 8x8 digits upscaled to 28x28, against the same net from scratch."""
+
+    kind: str = "transfer"
+    source_recipe: str = "fashion-cnn"  # the image recipe pretrained first (unless from_run)
+    from_run: str | None = None         # --from RUN_DIR: an image run on 28x28 grey images to start from
+    pretrain_epochs: int = 2            # epochs of source_recipe (its schedule squeezed into them)
+    percents: tuple[int, ...] = (10, 25, 100)  # shares of the digits' training split, each trained twice
+    epochs: int = 10                    # per digits run, transfer and scratch alike
+    freeze_epochs: int = 2              # transfer: head-only epochs (fine-tune schedule)
+    batch_size: int = 32
+    lr: float = 3e-3                    # transfer's peak learning rate (the head's)
+    scratch_lr: float = 1e-2            # scratch's: the best of 3e-3 and 1e-2 measured from scratch
+    lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next
+    augment: tuple[str, ...] = ()       # batched augmentations of the digits, both runs alike
+    repeats: int = 1                    # splits (seed, seed + 1, ...) each share is compared on; accuracies averaged
+    weight_decay: float = 5e-4
+    device: str = "cpu"                 # 1,797 small images: the CPU is quick enough
+    precision: str = "auto"
+
+    # Each digits run has its own fixed schedule (fine-tune or one-cycle) and no validation split.
+    unused: ClassVar[frozenset[str]] = frozenset((
+        "schedule", "pct_start", "cycles", "cycle_mult", "step_every", "gamma", "patience", "monitor", "time_budget",
+        "valid_fraction", "stop_after_epochs", "eval_batch_size", "label_smoothing", "clip"))
+
+    def check(self) -> None:
+        """Reject settings no transfer run could use, naming the setting."""
+        super().check()
+        if not self.percents or any(not 0 < p <= 100 for p in self.percents):
+            raise ConfigError(f"percents must be in (0, 100], got {self.percents}")
+        if not 0 <= self.freeze_epochs < self.epochs:
+            raise ConfigError(f"freeze_epochs must be in [0, epochs), got {self.freeze_epochs}")
+        if self.pretrain_epochs < 1:
+            raise ConfigError(f"pretrain_epochs must be at least 1, got {self.pretrain_epochs}")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
+
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 INITS = ("scratch", "transfer")
@@ -70,14 +106,15 @@ def source_model(config: TransferConfig, run_dir: Path, stream: TextIO, dry_run:
         if kind != "image":
             raise CheckpointError(f"--from {source}: not an image run (its kind: {kind})")
     else:
-        if get_recipe(config.source_recipe).kind != "image":
+        from nnlab import recipes  # this kind trains another recipe first
+        if recipes.get_recipe(config.source_recipe).kind != "image":
             raise ConfigError(f"source_recipe {config.source_recipe!r}: not an image recipe")
         source = run_dir / "pretrain"
         overrides = {"epochs": config.pretrain_epochs, "seed": config.seed, "device": config.device,
                      "threads": config.threads, **({"data": config.data} if config.data else {})}
         print(f"pretraining {config.source_recipe} for {config.pretrain_epochs} epochs into {source}",
               file=stream, flush=True)
-        train_image(config.source_recipe, out=source, overrides=overrides, stream=stream, dry_run=dry_run)
+        recipes.train(config.source_recipe, out=source, overrides=overrides, stream=stream, dry_run=dry_run)
     _, _, state = load_run(source)
     if list(state["input_shape"]) != [1, 28, 28]:
         raise CheckpointError(f"{source}: its model takes {'x'.join(map(str, state['input_shape']))} images; "
@@ -99,9 +136,9 @@ def digits_model(state: dict, init: str, seed: int) -> torch.nn.Module:
 
 def fit_digits(config: TransferConfig, state: dict, init: str, images: torch.Tensor, labels: torch.Tensor,
                device: torch.device, epochs: int, freeze_epochs: int) -> tuple[torch.nn.Module, list[dict]]:
-    """Train one digits model on ``images``; ``transfer`` fine-tunes (head, then all groups at
-    ``lr * lr_mult**k``), ``scratch`` trains every layer at ``scratch_lr`` with one-cycle: same
-    batches, same epochs."""
+    """Train one digits model on ``images`` through the run kit, in memory; ``transfer`` fine-tunes
+    (head, then all groups at ``lr * lr_mult**k``), ``scratch`` trains every layer at ``scratch_lr``
+    with one-cycle: same batches, same epochs."""
     model = digits_model(state, init, config.seed)
     transfer = init == "transfer"
     generator = torch.Generator().manual_seed(config.seed)
@@ -109,16 +146,14 @@ def fit_digits(config: TransferConfig, state: dict, init: str, images: torch.Ten
     batches = TensorBatches(images, labels, min(config.batch_size, len(labels)), shuffle=True, drop_last=True,
                             generator=generator, mean=state["mean"], std=state["std"], device=device,
                             augment=make_augment(config.augment))
-    optimizer = create_optimizer("adamw", model, config.lr if transfer else config.scratch_lr, config.weight_decay,
-                                 lr_mult=config.lr_mult if transfer else 1.0, split=True)
-    steps = epochs * len(batches)
-    scheduler = create_scheduler("fine-tune" if transfer else "one-cycle", optimizer,
-                                 [group["lr"] for group in optimizer.param_groups], steps,
-                                 freeze_steps=freeze_epochs * len(batches) if transfer else 0)
-    callbacks = [LayerGroupLog(), *([FineTune(freeze_epochs)] if transfer else [])]
-    learner = Learner(model, batches, None, loss_fn=torch.nn.CrossEntropyLoss(), optimizer=optimizer,
-                      scheduler=scheduler, callbacks=callbacks, device=device)
-    return learner.raw_model, learner.fit(epochs)
+    run = dataclasses.replace(config, epochs=epochs, freeze_epochs=freeze_epochs,
+                              lr=config.lr if transfer else config.scratch_lr,
+                              lr_mult=config.lr_mult if transfer else 1.0,
+                              schedule="fine-tune" if transfer else "one-cycle",
+                              stop_after_epochs=None, time_budget=None, patience=None)
+    trained = train_model(RunStart(run, device, None), Spec(model, batches, None, torch.nn.CrossEntropyLoss(),
+                                                            generator=generator))
+    return trained.model, trained.history
 
 
 def held_out_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, state: dict,
@@ -170,18 +205,11 @@ def compare(config: TransferConfig, state: dict, run_dir: Path, percent: int, de
             "transfer_per_seed": accuracy["transfer"]}
 
 
-def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
-          overrides: dict[str, Any] | None = None, stream: TextIO | None = None, dry_run: bool = False,
-          resume: str | Path | None = None) -> dict[str, Any]:
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
     """Pretrain (or take ``from_run``), then compare transfer and scratch on shares of the digits;
     returns the summary. ``dry_run``: a few pretraining batches, one share, two epochs. With
     ``repeats`` above 1 each share is compared on that many splits and the accuracies averaged."""
-    stream = stream if stream is not None else sys.stderr
-    if recipe is None:
-        raise ConfigError("train: give a recipe name (see `nnlab recipes`)")
-    config, device = runner_config(recipe, overrides, resume, "digits-transfer runs")
-    run_dir = new_run_dir(recipe, out)
-    save_config(config, run_dir / "config.json")
+    config, device, run_dir, recipe = start.config, start.device, start.open(), start.config.recipe
     start = time.perf_counter()
     source, state = source_model(config, run_dir, stream, dry_run)
     pretrain_seconds = time.perf_counter() - start
@@ -193,7 +221,7 @@ def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
                for percent in percents]
     write_jsonl(run_dir / "metrics.jsonl", rows)
     summary = {
-        "recipe": recipe, "run_dir": str(run_dir), "source_run": str(source), "source_model": state["model_name"],
+        "recipe": recipe, "kind": config.kind, "run_dir": str(run_dir), "source_run": str(source), "source_model": state["model_name"],
         "source_test_accuracy": _summary_value(source, "test_accuracy"),
         "digits_train_images": len(train_idx), "digits_test_images": len(test_idx), "epochs": epochs,
         "freeze_epochs": freeze_epochs, "lr": config.lr, "lr_mult": config.lr_mult, "repeats": config.repeats,
@@ -207,8 +235,7 @@ def train(recipe: str | None = "digits-transfer", out: str | Path | None = None,
 
 
 def _summary_value(run_dir: Path, key: str) -> Any:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text(encoding="utf-8")).get(key) if path.is_file() else None
+    return (read_summary(run_dir) or {}).get(key)
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:

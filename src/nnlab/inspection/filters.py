@@ -71,7 +71,7 @@ def _grey(path: Path) -> torch.Tensor:
         raise DataError(f"{path}: not a readable image ({error})") from None
 
 
-def _save_grid(panels: list[tuple[np.ndarray, str]], path: Path, columns: int, title: str = "") -> Path:
+def save_grid(panels: list[tuple[np.ndarray, str]], path: Path, columns: int, title: str = "") -> Path:
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="tight")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
@@ -93,54 +93,13 @@ def convolve(image: str | Path, kernel: str, pool: str | None = None, size: int 
     weights = read_kernel(kernel)
     result = apply_kernel(grey, weights, pool, size)
     target = Path(out) if out else path.with_name(f"{path.stem}.{Path(kernel).stem}.png")
-    _save_grid([(grey.numpy(), "input"), (result.abs().numpy(), f"{kernel}" + (f" + {pool}-pool {size}" if pool else ""))],
+    save_grid([(grey.numpy(), "input"), (result.abs().numpy(), f"{kernel}" + (f" + {pool}-pool {size}" if pool else ""))],
                target, columns=2)
     return {"image": str(path), "kernel": weights.tolist(), "output": str(target),
             "input_shape": list(grey.shape), "output_shape": list(result.shape),
             "min": float(result.min()), "max": float(result.max())}
 
 
-def _scaled(array: torch.Tensor) -> np.ndarray:
+def scaled(array: torch.Tensor) -> np.ndarray:
     low, high = float(array.min()), float(array.max())
     return ((array - low) / (high - low if high > low else 1.0)).numpy()
-
-
-def layer_filters(run_dir: str | Path, layer: str | None = None, image: str | Path | None = None,
-                  out: str | Path | None = None, invert: str = "auto") -> dict[str, Any]:
-    """Draw a trained image run's conv ``layer`` (default: the first) filters, and its feature maps for ``image``.
-
-    Filters with three input channels are drawn in colour, others as the mean over their
-    inputs. Writes ``filters.png`` (and ``featuremaps.png``) into ``out`` (default: the run).
-    """
-    from nnlab.data.images import load_image
-    from nnlab.runs import load_run
-    _, model, state = load_run(run_dir)
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    if not convs:
-        raise ConfigError(f"{run_dir}: the model has no conv layers")
-    name = layer or next(iter(convs))
-    if name not in convs:
-        raise ConfigError(f"--layer {name!r}: not a conv layer; conv layers: {', '.join(convs)}")
-    weight = convs[name].weight.detach().float()  # [K, C, kh, kw]
-    panels = [(_scaled(w.permute(1, 2, 0)) if w.shape[0] == 3 else _scaled(w.mean(0)), str(k))
-              for k, w in enumerate(weight[:64])]
-    directory = Path(out) if out else Path(run_dir)
-    result = {"layer": name, "filters": len(weight), "filter_shape": list(weight.shape[1:]),
-              "filters_png": str(_save_grid(panels, directory / "filters.png", 8, f"{name}: {len(weight)} filters"))}
-    if image is not None:
-        channels, height, width = state["input_shape"]
-        pixels = load_image(image, (height, width), channels, invert=invert)
-        mean, std = torch.tensor(state["mean"]).view(-1, 1, 1), torch.tensor(state["std"]).view(-1, 1, 1)
-        caught: dict[str, torch.Tensor] = {}
-        handle = convs[name].register_forward_hook(lambda m, i, o: caught.__setitem__("maps", o.detach()))
-        try:
-            with torch.no_grad():
-                model(((pixels.float() / 255 - mean) / std)[None].contiguous())
-        finally:
-            handle.remove()
-        maps = caught["maps"][0]  # [K, h, w]
-        grid = [(_scaled(m), str(k)) for k, m in enumerate(maps[:64])]
-        result["featuremaps_png"] = str(_save_grid(grid, directory / "featuremaps.png", 8,
-                                                   f"{name} on {Path(image).name}"))
-        result["featuremap_shape"] = list(maps.shape)
-    return result

@@ -1,0 +1,207 @@
+"""Image classification runs: a registered model on an in-memory image dataset (Fashion-MNIST,
+MNIST, CIFAR-10, an image folder), batched and augmented as whole tensors.
+
+``train`` holds out a stratified validation split of the training images (it picks
+``best.pt``), trains through the run kit and scores the best epoch on the dataset's test
+split: ``config.json``, ``metrics.jsonl``, ``best.pt``/``last.pt``, ``curves.png``, ``lr.png``,
+``confusion.png`` and ``summary.json``. ``evaluate`` and ``predict`` rebuild the model from the
+best checkpoint (weights only, never pickled code); ``lr_find`` sweeps the learning rate.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import torch
+
+from nnlab.config import RunConfig
+from nnlab.data.batches import TensorBatches, make_augment, stratified_split
+from nnlab.data.images import load_image
+from nnlab.data.vision import ImageDataset, load_image_dataset
+from nnlab.engine.checkpoint import load_checkpoint
+from nnlab.engine.distributed import init_from_env, is_main, local_device, rank, shutdown, world_size
+from nnlab.engine.learner import predict_probs, resolve_device, resolve_precision
+from nnlab.engine.metrics import check_predict_args, ranked, score
+from nnlab.engine.optim import freeze
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.inspection.plots import plot_confusion
+from nnlab.kit.rundir import load_best, read_summary, rebuild_args
+from nnlab.kit.run import RunStart, Spec, find_lr, stopped_summary, summarize, train_model
+from nnlab.models import create_model
+
+
+@dataclass
+class ImageConfig(RunConfig):
+    """Everything that defines an image-classification run; ``config.json`` in the run directory holds it."""
+
+    kind: str = "image"
+    dataset: str = "fashion-mnist"
+    model: str = "cnn"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 256
+    eval_batch_size: int = 1000
+    weight_decay: float = 5e-4
+    monitor: str = "valid_acc"
+    precision: str = "auto"
+    freeze: tuple[str, ...] = ()        # layer groups not trained: stem, body (everything but the head), head
+    augment: tuple[str, ...] = ()       # batched augmentations, see nnlab.data.batches.make_augment
+    tta: bool = False                   # average predictions with the mirrored image at test time
+    channels_last: bool = True
+
+
+def test_batches(config: ImageConfig, data: ImageDataset, device: torch.device) -> TensorBatches:
+    """The test split in fixed order, batched as every evaluation of the run batches it."""
+    return TensorBatches(data.test_images, data.test_labels, config.eval_batch_size, mean=data.mean,
+                         std=data.std, device=device, channels_last=config.channels_last)
+
+
+@dataclass
+class ImageData:
+    """A run's data as training draws it: the dataset, the seeded split's batches and the generator."""
+
+    data: ImageDataset
+    train: TensorBatches
+    valid: TensorBatches | None
+    generator: torch.Generator
+    device: torch.device
+
+
+def prepare(config: ImageConfig, dry_run: bool = False) -> ImageData:
+    """Load the dataset and batch the seeded split, the same way for a new run, a resumed one and an
+    LR sweep, so that a resumed run draws exactly the numbers the uninterrupted run would have drawn."""
+    device = local_device(resolve_device(config.device))
+    world = world_size()
+    if config.batch_size % world:
+        raise ConfigError(f"batch_size {config.batch_size} must divide evenly over {world} processes")
+    data = load_image_dataset(config.dataset, config.data)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # model initialization and dropout
+    train_idx, valid_idx = stratified_split(data.train_labels, config.valid_fraction, generator)
+    if dry_run:
+        train_idx, valid_idx = train_idx[: 4 * config.batch_size], valid_idx[: config.eval_batch_size]
+    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": config.channels_last}
+    train = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx], config.batch_size // world,
+                          shuffle=True, drop_last=True, generator=generator, augment=make_augment(config.augment),
+                          rank=rank(), world_size=world, **common)
+    valid = (TensorBatches(data.train_images[valid_idx], data.train_labels[valid_idx], config.eval_batch_size,
+                           **common) if len(valid_idx) else None)
+    return ImageData(data, train, valid, generator, device)
+
+
+def build_model(config: ImageConfig, n_classes: int) -> tuple[torch.nn.Module, list[str]]:
+    """The recipe's model with ``n_classes`` outputs, and the layer groups ``freeze`` stopped training."""
+    model = create_model(config.model, n_classes=n_classes, **config.model_args)
+    return model, freeze(model, config.freeze)
+
+
+def saved(config: ImageConfig, data: ImageDataset) -> dict[str, Any]:
+    """What an image checkpoint holds besides the training state: what rebuilds the model and its input."""
+    return {"model_name": config.model, "model_args": rebuild_args(config.model_args), "classes": list(data.classes),
+            "mean": list(data.mean), "std": list(data.std), "input_shape": list(data.train_images.shape[1:])}
+
+
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    """Train the image run ``start`` describes; returns the summary (rank 0 of a torchrun job) or
+    ``{"rank": R}`` (the other ranks)."""
+    config = start.config
+    try:
+        init_from_env(resolve_device(config.device))
+        prepared = prepare(config, dry_run)
+        start = dataclasses.replace(start, device=prepared.device)
+        model, frozen = build_model(config, len(prepared.data.classes))
+        spec = Spec(model, prepared.train, prepared.valid,
+                    torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                    saved=saved(config, prepared.data), generator=prepared.generator,
+                    epochs=1 if dry_run else config.epochs, dry_run=dry_run, channels_last=config.channels_last)
+        trained = train_model(start, spec, stream)
+        if not is_main():
+            return {"recipe": config.recipe, "rank": rank(), "epochs": len(trained.history)}
+        if trained.stopped:
+            return stopped_summary(start, trained)
+        data = prepared.data
+        probs, targets = trained.learner.predict(test_batches(config, data, prepared.device), tta_flip=config.tta)
+        result = score(probs, targets, data.classes)
+        plot_confusion(torch.tensor(result["confusion"]), data.classes, start.run_dir / "confusion.png")
+        images_seen = len(prepared.train) * config.batch_size * len(trained.history)
+        return summarize(start, trained, {
+            "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,
+            "images_per_s": round(images_seen / trained.train_seconds, 1) if trained.train_seconds else None,
+            "schedule": config.schedule, "frozen": frozen,
+            **({"freeze_epochs": trained.freeze_epochs, "lr_mult": config.lr_mult}
+               if config.schedule == "fine-tune" else {}),
+            "classes": list(data.classes), "tta": config.tta}, dry_run)
+    finally:
+        shutdown()
+
+
+def lr_find(config: ImageConfig, out: Path, steps: int = 200, start_lr: float = 1e-7,
+            end_lr: float = 10.0) -> dict[str, Any]:
+    """Sweep the learning rate on the run ``config`` describes (its model and training batches);
+    writes ``out/lr_find.png`` and ``out/lr_find.json``, returns the suggestions."""
+    prepared = prepare(config)
+    model, _ = build_model(config, len(prepared.data.classes))
+    spec = Spec(model, prepared.train, None, torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                channels_last=config.channels_last)
+    return find_lr(config, spec, prepared.device, out, {"recipe": config.recipe}, steps, start_lr, end_lr)
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[ImageConfig, torch.nn.Module, dict]:
+    """Rebuild an image run's model from ``config.json`` and ``best.pt`` (weights only) in eval mode."""
+    config, model, state = load_best(run_dir, "image", device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return config, model, state
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,
+             ensemble: str | None = None) -> dict[str, Any]:
+    """Reload the best checkpoint and score it on the test split, exactly as ``train`` did.
+
+    ``ensemble="snapshots"`` scores the average of the class probabilities of every SGDR
+    snapshot (``snapshots/cycle-K.pt``) instead, and reports each snapshot's own accuracy.
+    """
+    run_dir = Path(run_dir)
+    from nnlab.config import load_config
+    probe = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+    device = resolve_device(device_name or (probe.device if probe else "auto"))
+    config, model, state = load_run(run_dir, device)
+    data = load_image_dataset(config.dataset, data_path or config.data)
+    precision = resolve_precision(config.precision, device)
+    batches = test_batches(config, data, device)
+    members: dict[str, float] = {}
+    if ensemble == "snapshots":
+        paths = sorted((run_dir / "snapshots").glob("cycle-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        if not paths:
+            raise CheckpointError(f"{run_dir / 'snapshots'}: no snapshots (train with --schedule sgdr to get them)")
+        probs = None
+        for path in paths:
+            model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+            member, targets = predict_probs(model, batches, device, precision, config.tta)
+            members[path.stem] = (member.argmax(1) == targets).sum().item() / len(targets)
+            probs = member if probs is None else probs + member
+        probs = probs / len(paths)
+    elif ensemble is not None:
+        raise ConfigError(f"--ensemble {ensemble!r}: expected snapshots")
+    else:
+        probs, targets = predict_probs(model, batches, device, precision, config.tta)
+    result = score(probs, targets, data.classes)
+    if members:
+        result["snapshot_accuracy"] = members
+    summary = read_summary(run_dir)
+    if summary is not None:
+        result["summary_test_accuracy"] = summary.get("test_accuracy")
+    return {"run_dir": str(run_dir), "recipe": config.recipe, "classes": list(data.classes), **result}
+
+
+def predict(run_dir: str | Path, files: Sequence[str | Path], top_k: int = 3, invert: str = "auto") -> list[dict]:
+    """Top-k classes with probabilities for each image file, converted to the model's input."""
+    check_predict_args(files, top_k, "image file")
+    config, model, state = load_run(run_dir, "cpu")
+    channels, height, width = state["input_shape"]
+    images = torch.stack([load_image(f, (height, width), channels, invert=invert) for f in files])
+    batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), config.eval_batch_size,
+                            mean=state["mean"], std=state["std"], channels_last=config.channels_last)
+    probs, _ = predict_probs(model, batches, torch.device("cpu"), "fp32", config.tta)
+    return ranked(probs, state["classes"], files, top_k)

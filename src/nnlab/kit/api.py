@@ -1,0 +1,231 @@
+"""The run kit for your own model: ``nnlab.fit``, ``nnlab.lr_find`` and ``nnlab.interpret``.
+
+``fit`` takes any ``nn.Module`` and training data (a ``torch.utils.data.Dataset``, a
+``DataLoader`` or any iterable of ``(x, y)`` batches) and trains it exactly as a recipe trains
+its model, through the same ``train_model``: the run directory (``config.json``,
+``metrics.jsonl``, ``best.pt``/``last.pt``, ``curves.png``, ``lr.png``, ``summary.json``),
+validation, best-epoch selection, schedules, early stopping, clipping, mixed precision, a time
+budget, and exact resume (``fit(model, data, resume=RUN_DIR)``). It returns a ``Run`` with the
+history, the model at its best epoch, ``evaluate(data)`` and ``predict(x)``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nnlab.config import RunConfig, apply_overrides, load_config
+from nnlab.engine.learner import autocast, count_correct, resolve_device, resolve_precision
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.inspection.report import explain
+from nnlab.kit.run import RunStart, Spec, find_lr, start_run, stopped_summary, summarize, train_model
+
+
+@dataclass
+class CustomConfig(RunConfig):
+    """A run of your own model through ``nnlab.fit``: the shared settings, and the model's class name."""
+
+    kind: str = "custom"
+    model: str = ""                     # the model's class name (a record: the model itself comes from you)
+
+
+class DeviceBatches:
+    """``(x, y)`` batches of ``source`` moved to ``device`` (non-blocking where the memory is pinned).
+
+    ``generator`` is the ``DataLoader``'s shuffling generator where there is one, so a run's
+    checkpoints save and restore the data order.
+    """
+
+    def __init__(self, source: Iterable, device: torch.device) -> None:
+        self.source = source
+        self.device = device
+        self.generator = getattr(source, "generator", None)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.source:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def batches_of(data: Any, batch_size: int, device: torch.device, shuffle: bool, seed: int) -> DeviceBatches:
+    """``data`` as sized batches on ``device``: a ``Dataset`` goes into a ``DataLoader`` (shuffled by a
+    generator seeded with ``seed`` when ``shuffle``); a ``DataLoader`` or a list of batches is used as is."""
+    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        data = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    if not hasattr(data, "__len__"):
+        raise ConfigError("fit: the data must be a Dataset, a DataLoader or a sized iterable of (x, y) batches "
+                          f"(got {type(data).__name__} without a length)")
+    return DeviceBatches(data, device)
+
+
+@dataclass
+class Run:
+    """A trained run of your own model: its directory, config, history, summary, and the model at
+    its best epoch (in eval mode), with ``evaluate`` and ``predict`` on new data."""
+
+    run_dir: Path | None
+    config: CustomConfig
+    model: nn.Module
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    device: torch.device
+
+    @property
+    def precision(self) -> str:
+        return resolve_precision(self.config.precision, self.device)
+
+    @torch.no_grad()
+    def outputs(self, data: Any, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's outputs and the targets over ``data`` (as ``fit`` takes it), on the CPU, in order."""
+        self.model.eval()
+        outs, targets = [], []
+        for x, y in batches_of(data, batch_size or self.config.eval_batch_size, self.device, False, 0):
+            with autocast(self.device, self.precision):
+                outs.append(self.model(x).float().cpu())
+            targets.append(y.cpu())
+        return torch.cat(outs), torch.cat(targets)
+
+    def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, Any]:
+        """Mean loss over ``data`` and, for a classifier (2-D outputs, integer targets), its accuracy."""
+        outputs, targets = self.outputs(data, batch_size)
+        result: dict[str, Any] = {"loss": float(self.loss(outputs, targets)), "n": len(targets)}
+        if outputs.ndim == 2 and not targets.is_floating_point():
+            result["accuracy"] = (outputs.argmax(1) == targets).float().mean().item()
+        return result
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor | Any, batch_size: int | None = None) -> torch.Tensor:
+        """The model's outputs for a tensor of inputs ``x`` (or for the inputs of ``x``'s batches)."""
+        if not isinstance(x, torch.Tensor):
+            return self.outputs(x, batch_size)[0]
+        self.model.eval()
+        size = batch_size or self.config.eval_batch_size
+        outs = []
+        for chunk in x.split(size):
+            with autocast(self.device, self.precision):
+                outs.append(self.model(chunk.to(self.device)).float().cpu())
+        return torch.cat(outs)
+
+
+def _run_dir(model: nn.Module, out: str | Path | None, suffix: str = "") -> Path:
+    return Path(out) if out else Path("runs") / f"{type(model).__name__.lower()}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def fit(model: nn.Module, train: Any, valid: Any = None, *, loss: Callable | None = None,
+        metric: Callable | None = count_correct, epochs: int | None = None, lr: float | None = None,
+        schedule: str | None = None, batch_size: int | None = None, out: str | Path | None = None,
+        resume: str | Path | None = None, callbacks: Sequence[Any] = (), stream: TextIO | None = None,
+        **settings: Any) -> Run:
+    """Train your ``model`` on ``train`` (validated on ``valid``) as a recipe is trained; returns the ``Run``.
+
+    ``train``/``valid``: a ``Dataset`` (batched by ``batch_size``, the training data shuffled by
+    a generator seeded with ``seed``), a ``DataLoader``, or a sized iterable of ``(x, y)``
+    batches. ``loss`` defaults to cross-entropy; ``metric`` counts correct predictions for the
+    ``acc`` columns (``None`` for regression). ``settings`` are any of the run config's fields
+    (``nnlab.config.RunConfig``: ``weight_decay``, ``optimizer``, ``clip``, ``patience``,
+    ``monitor``, ``precision``, ``device``, ``seed``, ``time_budget``, ``stop_after_epochs``,
+    ``lr_mult``, ``freeze_epochs``, ...). The run directory is ``out`` (default
+    ``runs/<model class>-<timestamp>``); ``resume=RUN_DIR`` continues an interrupted run of the
+    same model and data (settings given here override its saved ones) and ends exactly as the
+    uninterrupted run would have. ``callbacks`` are extra ``nnlab.Callback``s.
+    """
+    overrides = {key: value for key, value in {"epochs": epochs, "lr": lr, "schedule": schedule,
+                                               "batch_size": batch_size, **settings}.items() if value is not None}
+    if resume is not None:
+        path = Path(resume) / "config.json"
+        if path.is_file() and load_config(path).kind != "custom":
+            raise CheckpointError(f"resume={resume}: a recipe's run; continue it with nnlab train --resume {resume}")
+        start = start_run(None, overrides=overrides, resume=resume)
+    else:
+        config = apply_overrides(CustomConfig(model=type(model).__name__), overrides)
+        start = start_run(config, _run_dir(model, out))
+    config = start.config
+    train_batches = batches_of(train, config.batch_size, start.device, True, config.seed)
+    valid_batches = batches_of(valid, config.eval_batch_size, start.device, False, 0) if valid is not None else None
+    loss = loss if loss is not None else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    spec = Spec(model, train_batches, valid_batches, loss, metric=metric, generator=train_batches.generator,
+                saved={"model_class": f"{type(model).__module__}.{type(model).__qualname__}"},
+                callbacks=list(callbacks))
+    trained = train_model(start, spec, stream if stream is not None else sys.stderr)
+    if trained.stopped:
+        summary = stopped_summary(start, trained)
+    else:
+        best_row = trained.history[trained.best["best"]["epoch"] - 1] if trained.best else trained.history[-1]
+        summary = summarize(start, trained, {
+            "model": config.model, "parameters": sum(p.numel() for p in model.parameters()),
+            **{key: best_row.get(key) for key in ("valid_loss", "valid_acc", "train_loss", "train_acc")}})
+    return Run(start.run_dir, config, model.eval(), trained.history, summary, loss, start.device)
+
+
+def lr_find(model: nn.Module, train: Any, *, loss: Callable | None = None, out: str | Path | None = None,
+            steps: int = 200, start_lr: float = 1e-7, end_lr: float = 10.0, batch_size: int | None = None,
+            **settings: Any) -> dict[str, Any]:
+    """Sweep the learning rate of your ``model`` on ``train`` (Smith's LR range test, fastai's
+    ``lr_find``); the model's weights are put back afterwards. Writes ``lr_find.png`` and
+    ``lr_find.json`` to ``out`` (default ``runs/<model class>-lrfind-<timestamp>``); returns the
+    suggestions (``suggested_lr``: the loss minimum's LR over 10)."""
+    overrides = {key: value for key, value in {"batch_size": batch_size, **settings}.items() if value is not None}
+    config = apply_overrides(CustomConfig(model=type(model).__name__), overrides)
+    device = resolve_device(config.device)
+    spec = Spec(model, batches_of(train, config.batch_size, device, True, config.seed), None,
+                loss if loss is not None else nn.CrossEntropyLoss())
+    return find_lr(config, spec, device, _run_dir(model, out, "-lrfind"), {"model": config.model}, steps,
+                   start_lr, end_lr)
+
+
+def interpret(run: Run, data: Any, classes: Sequence[str] | None = None, top: int = 16,
+              out: str | Path | None = None) -> dict[str, Any]:
+    """Confusion matrix, most-confused pairs, per-class precision/recall/F1 and the ``top``
+    highest-loss examples of a classifier ``run`` on ``data``; writes ``confusion.png`` (and, for
+    image inputs, ``top_losses.png``) to ``out`` (default ``RUN/interpret``)."""
+    logits, targets = run.outputs(data)
+    if logits.ndim != 2 or targets.is_floating_point():
+        raise ConfigError("interpret: explains classifiers (outputs [N, classes], integer targets)")
+    names = list(classes) if classes is not None else [str(i) for i in range(logits.shape[1])]
+    if len(names) != logits.shape[1]:
+        raise ConfigError(f"interpret: {len(names)} class names for a model of {logits.shape[1]} outputs")
+    images = _images(data, len(targets))
+    folder = Path(out) if out else (run.run_dir or Path(".")) / "interpret"
+    return explain(logits.softmax(1), targets, names, top, folder, images)
+
+
+def _images(data: Any, n: int) -> torch.Tensor | None:
+    """The inputs of ``data`` as uint8 images [N, C, H, W] (each stretched to 0..255) when they are
+    images of one or three channels, else ``None``."""
+    xs = [x for x, _ in batches_of(data, 1024, torch.device("cpu"), False, 0)]
+    x = torch.cat(xs) if xs else None
+    if x is None or x.ndim != 4 or x.shape[1] not in (1, 3) or len(x) != n:
+        return None
+    low = x.amin(dim=(1, 2, 3), keepdim=True)
+    high = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x - low) / (high - low).clamp_min(1e-12) * 255).round().to(torch.uint8)
+
+
+# The kind's runner for the CLI: the model of a custom run is the user's code, which nnlab cannot rebuild.
+def _from_python(run_dir: Any) -> ConfigError:
+    return ConfigError(f"{run_dir} is a run of your own model (nnlab.fit): nnlab cannot rebuild that model; "
+                       "use the Run that nnlab.fit returned (run.evaluate, run.predict), or continue it with "
+                       f"nnlab.fit(model, data, resume={str(run_dir)!r})")
+
+
+def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+    raise _from_python(start.run_dir)
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+    raise _from_python(run_dir)
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
+    raise _from_python(run_dir)
+

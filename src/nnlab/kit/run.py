@@ -1,0 +1,308 @@
+"""Start, train and finish a run: the one place a ``Learner`` is built.
+
+``start_run`` turns a config (or an interrupted run's directory) into a ``RunStart``: the
+config, device, run directory and the checkpoint to continue from. A kind then builds its
+data and model and hands them over as a ``Spec``; ``train_model`` builds the optimizer, the
+schedule and the standard callbacks (progress, metrics log, LR log, best/last checkpoints with
+the resume state, SGDR snapshots, fine-tuning, early stopping, time budget, stop-after-N),
+restores an interrupted run exactly, fits, and reloads the best epoch. ``summarize`` writes
+``summary.json`` with what every run reports (timing, best epoch, device, environment).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TextIO
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from nnlab.config import RunConfig, apply_overrides, load_config, save_config
+from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, FineTune, LayerGroupLog, LRLog, MetricsLog,
+                                    ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget, monitor_mode)
+from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
+from nnlab.engine.distributed import is_main, world_size
+from nnlab.engine.learner import Callback, Learner, count_correct, resolve_device
+from nnlab.engine.optim import create_optimizer
+from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.inspection.plots import plot_curves, plot_lr_csv
+from nnlab.kit.rundir import environment, new_run_dir, read_rows, write_jsonl
+
+# What a checkpoint needs to continue a run exactly.
+RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "step", "best")
+
+
+@dataclass
+class RunStart:
+    """Where a run starts: its config, device and directory (``None``: kept in memory), and the
+    checkpoint it continues from (``None`` for a new run)."""
+
+    config: RunConfig
+    device: torch.device
+    run_dir: Path | None
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return self.checkpoint["epoch"] if self.checkpoint is not None else 0
+
+    def open(self) -> Path | None:
+        """Create the run directory and write ``config.json`` (rank 0 of a torchrun job), once the
+        kind has read its data: a run that fails on bad input leaves nothing behind."""
+        if self.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.json")
+        return self.run_dir
+
+
+def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None) -> tuple[RunConfig, dict[str, Any]]:
+    """The config (``overrides`` applied, ``stop_after_epochs`` cleared) and ``last.pt`` of the
+    interrupted run in ``run_dir``; a finished run, a kind that cannot resume, or a run that never
+    finished an epoch is refused, naming the directory."""
+    from nnlab.kinds import get_kind
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"--resume {run_dir}: not an interrupted run (no usable config.json)")
+    base = load_config(run_dir / "config.json")
+    kind = get_kind(base.kind)
+    if not kind.supports("resume"):
+        raise ConfigError(f"--resume {run_dir}: a {kind.what} trains in seconds and cannot be resumed; "
+                          "start a new run")
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(f"--resume {run_dir}: this run already finished (summary.json exists)")
+    if not (run_dir / "last.pt").is_file():
+        raise CheckpointError(f"--resume {run_dir}: no last.pt (stopped before its first epoch ended); "
+                              "start a new run")
+    config = apply_overrides(dataclasses.replace(base, stop_after_epochs=None), overrides or {})
+    return config, load_checkpoint(run_dir / "last.pt")
+
+
+def start_run(config: RunConfig | None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+              resume: str | Path | None = None) -> RunStart:
+    """A new run of ``config`` in ``out`` (default ``runs/RECIPE-<timestamp>``), or the interrupted
+    run ``resume`` (``overrides`` applied to its config); torch's threads are set from the config.
+    The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls."""
+    checkpoint = None
+    main = int(os.environ.get("RANK", "0")) == 0
+    if resume is not None:
+        config, checkpoint = interrupted_run(resume, overrides)
+        run_dir = Path(resume)
+    else:
+        if config is None:
+            raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
+        run_dir = new_run_dir(config.recipe or config.kind, out, create=False) if main else Path(out or ".")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return RunStart(config, resolve_device(config.device), run_dir, checkpoint)
+
+
+@dataclass
+class Spec:
+    """What a kind hands the kit to train: the model and its data, the loss, and what the
+    checkpoints must hold besides the training state (``saved``: the kind's model name and
+    arguments, classes, vocabulary... as plain data, so a weights-only load rebuilds the model).
+
+    ``module`` is what the Learner runs when it is not ``model`` itself (a wrapper such as
+    ``TruncatedBPTT``; checkpoints hold ``model``'s weights). ``generator`` draws the training
+    data's order (saved and restored with a run). ``dropout_seed``: train under a forked RNG
+    seeded so (the caller's global RNG untouched); ``None`` uses the global one.
+    """
+
+    model: nn.Module
+    train: Iterable
+    valid: Iterable | None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    saved: dict[str, Any] = field(default_factory=dict)
+    metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = count_correct
+    module: nn.Module | None = None
+    generator: torch.Generator | None = None
+    epochs: int | None = None               # default: the config's
+    dry_run: bool = False
+    progress: Callback | None = None        # replaces the standard progress display
+    callbacks: list[Callback] = field(default_factory=list)
+    dropout_seed: int | None = None
+    channels_last: bool = False
+
+
+@dataclass
+class Trained:
+    """A finished (or stopped) fit: the model at its best epoch, the learner, the history, the best
+    checkpoint (``None`` for a run kept in memory), the training time and whether
+    ``stop_after_epochs`` cut it short (resumable, not scored)."""
+
+    model: nn.Module
+    learner: Learner
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    train_seconds: float
+    stopped: bool
+    epochs: int
+    freeze_epochs: int = 0
+
+    def timing(self) -> dict[str, Any]:
+        """What every summary says of the training: seconds, epochs, the best epoch and its score."""
+        out: dict[str, Any] = {"train_seconds": round(self.train_seconds, 3), "epochs": len(self.history),
+                               "steps": self.learner.step}
+        if self.best is not None:
+            best = self.best["best"]
+            out.update(best_epoch=best["epoch"], monitor=best["monitor"], **{f"best_{best['monitor']}": best["score"]})
+        return out
+
+
+def restore(start: RunStart, checkpoint: dict[str, Any], spec: Spec, learner: Learner, generator: torch.Generator,
+            saver: CheckpointCallback | None) -> None:
+    """Put ``spec.model``, ``learner`` (optimizer, schedule, step, finished epochs' rows) and the random
+    states (``generator``'s data order, torch's dropout) back where ``checkpoint`` left them."""
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"--resume {start.run_dir}: last.pt lacks {', '.join(missing)} (written by an "
+                              "nnlab that could not resume this kind of run); start a new run")
+    spec.model.load_state_dict(checkpoint["model"])
+    learner.optimizer.load_state_dict(checkpoint["optimizer"])
+    if learner.scheduler is not None and checkpoint["scheduler"] is not None:
+        learner.scheduler.load_state_dict(checkpoint["scheduler"])
+    learner.step = checkpoint["step"]
+    restore_rng(checkpoint["rng"], generator)
+    learner.history = read_rows(start.run_dir / "metrics.jsonl", start.start_epoch)
+    if is_main():  # a torn line or rows written after the checkpoint go
+        write_jsonl(start.run_dir / "metrics.jsonl", learner.history)
+    if saver is not None:
+        saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
+
+
+def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Trained:
+    """Fit ``spec.model`` as ``start.config`` says, into ``start.run_dir``; the model ends at its best epoch.
+
+    Only rank 0 of a torchrun job prints and writes files; with several processes the model is
+    wrapped in ``DistributedDataParallel`` (gradients averaged during backward).
+    """
+    config, run_dir, checkpoint = start.config, start.open(), start.checkpoint
+    stream = stream if stream is not None else sys.stderr
+    writes = run_dir is not None and is_main()
+    epochs = spec.epochs or config.epochs
+    fine_tune = config.schedule == "fine-tune"
+    if fine_tune and world_size() > 1:  # DDP reduces a fixed set of gradients; fine-tune changes it
+        raise ConfigError("--schedule fine-tune trains in one process; drop --nproc")
+    budget = None
+    train_batches = spec.train
+    if config.time_budget is not None and not spec.dry_run:
+        budget = TimeBudget(config.time_budget, spent=(checkpoint or {}).get("budget_spent") or 0.0)
+        train_batches = budget.wrap(train_batches)
+        epochs = 100_000  # the budget ends the run
+    optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum,
+                                 config.lr_mult, split=fine_tune)
+    # fine-tune: epochs that train the head alone (a dry run's single epoch is one of them)
+    freeze_epochs = (min(config.freeze_epochs, epochs) if spec.dry_run else config.freeze_epochs) if fine_tune else 0
+    steps_per_epoch = len(spec.train)
+    total_steps = epochs * steps_per_epoch
+    scheduler = create_scheduler(config.schedule, optimizer, [group["lr"] for group in optimizer.param_groups],
+                                 total_steps, config.pct_start, cycles=config.cycles, cycle_mult=config.cycle_mult,
+                                 steps_per_epoch=steps_per_epoch, step_every=config.step_every, gamma=config.gamma,
+                                 freeze_steps=freeze_epochs * steps_per_epoch,
+                                 clock=budget.progress if budget is not None else None)
+    generator = spec.generator if spec.generator is not None else torch.Generator()
+
+    def state() -> dict[str, Any]:
+        return {"model": spec.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(generator),
+                "budget_spent": budget.elapsed() if budget is not None else None,
+                "config": dataclasses.asdict(config), "kind": config.kind, **spec.saved}
+
+    mode = monitor_mode(config.monitor)
+    callbacks: list[Callback] = [LayerGroupLog(), *spec.callbacks]
+    saver = None
+    if writes:
+        saver = CheckpointCallback(run_dir, state, monitor=config.monitor, mode=mode)
+        callbacks += [spec.progress or ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
+                      LRLog(run_dir / "lr.csv", checkpoint["step"] if checkpoint else 0)]
+        if config.schedule == "sgdr":
+            callbacks.append(SnapshotCallback(run_dir, state, sgdr_boundaries(total_steps, config.cycles,
+                                                                              config.cycle_mult)))
+    if fine_tune:
+        callbacks.append(FineTune(freeze_epochs))
+    stopper = EarlyStopping(config.patience, monitor=config.monitor, mode=mode) if config.patience else None
+    interrupt = StopAfterEpochs(config.stop_after_epochs)
+    callbacks += [cb for cb in (stopper, budget, interrupt) if cb is not None]
+    learner = build_learner(config, spec, start.device, optimizer, scheduler, callbacks, train_batches)
+    forked = torch.random.fork_rng(devices=[]) if spec.dropout_seed is not None else contextlib.nullcontext()
+    with forked:
+        if spec.dropout_seed is not None:
+            torch.manual_seed(spec.dropout_seed)  # dropout masks, without touching the caller's global RNG
+        if checkpoint is not None:  # a resumed run: exactly where it stopped
+            restore(start, checkpoint, spec, learner, generator, saver)
+            if stopper is not None:
+                stopper.replay(learner.history)
+        if budget is not None and budget.check():  # the interrupted run had used its whole budget
+            epochs = start.start_epoch
+        history = learner.fit(epochs, start_epoch=start.start_epoch)
+    train_seconds = sum(row["seconds"] for row in history)
+    stopped = interrupt.cut_short(history, epochs)
+    best = None
+    if writes and not stopped:
+        best = load_checkpoint(run_dir / "best.pt", map_location=start.device)
+        spec.model.load_state_dict(best["model"])  # early stopping and last epochs: the best weights win
+        plot_curves(history, run_dir / "curves.png")
+        plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
+    return Trained(spec.model, learner, history, best, train_seconds, stopped, epochs, freeze_epochs)
+
+
+def build_learner(config: RunConfig, spec: Spec, device: torch.device, optimizer: torch.optim.Optimizer,
+                  scheduler: Any = None, callbacks: Iterable[Callback] = (), train: Iterable | None = None) -> Learner:
+    """The ``Learner`` of ``spec`` (on ``train`` instead of ``spec.train`` where given), wrapped in
+    ``DistributedDataParallel`` under torchrun: the only place nnlab builds one."""
+    compile_model = getattr(config, "compile", False)
+    learner = Learner(spec.module or spec.model, spec.train if train is None else train, spec.valid,
+                      loss_fn=spec.loss, optimizer=optimizer, scheduler=scheduler, callbacks=list(callbacks),
+                      device=device, precision=config.precision, clip=config.clip,
+                      channels_last=spec.channels_last, metric=spec.metric, compile=compile_model)
+    if world_size() > 1:  # gradients averaged over ranks during backward
+        device_ids = [device.index] if device.type == "cuda" else None
+        ddp = DistributedDataParallel(learner.raw_model, device_ids=device_ids)
+        learner.model = torch.compile(ddp) if compile_model else ddp
+    return learner
+
+
+def find_lr(config: RunConfig, spec: Spec, device: torch.device, out: Path, about: dict[str, Any],
+            steps: int = 200, start_lr: float = 1e-7, end_lr: float = 10.0) -> dict[str, Any]:
+    """Sweep the learning rate of ``spec``'s model exponentially (model and optimizer put back after),
+    draw ``out/lr_find.png``, write ``out/lr_find.json``; returns ``about`` with the suggestions."""
+    from nnlab.engine.lr_finder import lr_find as sweep
+    from nnlab.inspection.plots import plot_lr_find
+    from nnlab.kit.rundir import write_json
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum)
+    learner = build_learner(config, dataclasses.replace(spec, valid=None), device, optimizer)
+    result = sweep(learner, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    marks = {"steepest": result.steepest_lr, "min/10": result.min_over_10_lr}
+    plot_lr_find(result.lrs, result.smoothed, marks, out / "lr_find.png")
+    found = {**about, "suggested_lr": result.suggested_lr, "steepest_lr": result.steepest_lr,
+             "min_over_10_lr": result.min_over_10_lr, "steps": len(result.lrs), "run_dir": str(out),
+             "plot": str(out / "lr_find.png")}
+    write_json(out / "lr_find.json", {**found, "lrs": result.lrs, "losses": result.losses,
+                                       "smoothed": result.smoothed})
+    return found
+
+
+def stopped_summary(start: RunStart, trained: Trained) -> dict[str, Any]:
+    """What a run ended by ``stop_after_epochs`` returns instead of scores."""
+    return {"recipe": start.config.recipe, "run_dir": str(start.run_dir), "stopped_after_epochs": len(trained.history),
+            "resume": f"nnlab train --resume {start.run_dir}"}
+
+
+def summarize(start: RunStart, trained: Trained, result: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    """Write ``summary.json``: the kind's ``result`` (scores, data description) with what every run
+    reports (recipe, kind, timing, best epoch, device, precision, environment); returns it."""
+    from nnlab.kit.rundir import write_json
+    config = start.config
+    summary = {"recipe": config.recipe, "kind": config.kind, "run_dir": str(start.run_dir), **result,
+               **trained.timing(), "device": str(start.device), "precision": trained.learner.precision,
+               "dry_run": dry_run, **environment()}
+    if start.run_dir is not None:
+        write_json(start.run_dir / "summary.json", summary)
+    return summary

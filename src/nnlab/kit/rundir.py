@@ -1,0 +1,124 @@
+"""A run is a directory: ``config.json``, ``metrics.jsonl``, ``best.pt``/``last.pt``, plots, ``summary.json``.
+
+This module reads and writes those files: JSON written atomically, the environment recorded
+in every summary, a fresh run directory, the metrics rows of finished epochs, and a run's best
+model rebuilt from ``best.pt`` (weights only, never pickled code) by its registered name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from nnlab import __version__
+from nnlab.config import load_config
+from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.models import create_model
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically."""
+    data = (json.dumps(obj, indent=2) + "\n").encode("utf-8")
+    return atomic_write_bytes(path, lambda handle: handle.write(data))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines atomically."""
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    return atomic_write_bytes(path, lambda handle: handle.write(data))
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or ``None`` where the run has none (yet)."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_rows(path: Path, keep: int) -> list[dict[str, Any]]:
+    """The first ``keep`` complete JSON rows of ``path`` (a torn last line from a kill is dropped)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines()[:keep]:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and hardware, recorded in every summary so numbers can be compared."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "versions": {"nnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "numpy": np.__version__},
+        "hardware": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+    }
+
+
+def new_run_dir(recipe: str, out: str | Path | None, create: bool = True) -> Path:
+    """``out``, or ``runs/RECIPE-<timestamp>`` (created unless ``create`` is false); refuses a
+    directory that already holds a run."""
+    run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
+        raise ConfigError(f"--out {run_dir}: already holds a run; choose another directory")
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def rebuild_args(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` that rebuild a trained model: without ``pretrained``, since the checkpoint holds
+    every weight (loading ImageNet weights again would be wasted work, or fail where the file is gone)."""
+    return {key: value for key, value in model_args.items() if key != "pretrained"}
+
+
+def model_from_state(state: dict[str, Any], path: Path) -> torch.nn.Module:
+    """The registered model a checkpoint names (``model_name``, ``model_args``) with its weights.
+
+    Image checkpoints keep the class count in ``classes`` rather than ``model_args``; weights
+    that do not fit are a ``CheckpointError`` naming the file.
+    """
+    args = rebuild_args(state["model_args"])
+    if "n_classes" not in args and "classes" in state:
+        args["n_classes"] = len(state["classes"])
+    model = create_model(state["model_name"], **args)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit model {state['model_name']!r}: "
+                              f"{str(error).splitlines()[0]}") from None
+    return model
+
+
+def load_best(run_dir: str | Path, kind: str, device: torch.device | str = "cpu") -> tuple[Any, torch.nn.Module, dict]:
+    """A run's config, its model rebuilt from ``best.pt`` (weights only) in eval mode, and the checkpoint.
+
+    A run or checkpoint of another kind (checkpoints written before they recorded their kind
+    are image runs) is a ``CheckpointError`` naming the file.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
+    config = load_config(run_dir / "config.json")
+    path = run_dir / "best.pt"
+    state = load_checkpoint(path, map_location=device)
+    if state.get("kind", "image") != kind or config.kind != kind:
+        raise CheckpointError(f"{path}: not a checkpoint of a {kind} run (its kind: {state.get('kind', 'image')!r})")
+    state["model_args"] = rebuild_args(state["model_args"])  # runs saved before pretrained was left out
+    return config, model_from_state(state, path).to(device).eval(), state
