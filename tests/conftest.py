@@ -70,6 +70,32 @@ def write_square_fashion(root, n_train=600, n_test=200, seed=0):
 
 
 @pytest.fixture(scope="session")
+def squares(tmp_path_factory):
+    """The small square 'fashion-mnist' (400 training, 100 test images), for tests that train on it;
+    a test file may define its own ``squares`` of another size."""
+    return write_square_fashion(tmp_path_factory.mktemp("squares") / "fashion-mnist", n_train=400, n_test=100)
+
+
+def stem_maker(seed: int, length: int):
+    """``stems(n)``: ``n`` random capitalized consonant stems of ``length`` letters (one seeded stream
+    across calls), from which tests build names of made-up languages told apart by their endings."""
+    gen = torch.Generator().manual_seed(seed)
+    letters = "bcdfghklmnprstvz"
+
+    def stems(n: int) -> list[str]:
+        idx = torch.randint(len(letters), (n, length), generator=gen).tolist()
+        return ["".join(letters[i] for i in row).capitalize() for row in idx]
+    return stems
+
+
+def tiny_image(squares, **extra):
+    """Overrides that make an image recipe a second-long run on ``squares``: a tiny conv net, one thread."""
+    return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 1,
+            "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "threads": 1, "valid_fraction": 0.2,
+            **extra}
+
+
+@pytest.fixture(scope="session")
 def image_run(tmp_path_factory):
     """A trained image run (small conv net, 2 epochs on the square data, ~2 s), shared by the tests that only read it.
 

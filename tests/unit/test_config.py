@@ -29,8 +29,8 @@ def test_unknown_key_lists_valid_keys():
 @pytest.mark.parametrize("item,message", [
     ("epochs=abc", "epochs: expected int"),
     ("epochs=0", "epochs must be at least 1"),
-    ("optimizer=adam", "optimizer: expected one of adamw, sgd"),
-    ("lr=-1", "lr must be positive"),
+    ("optimizer=lamb", "optimizer: expected one of adamw, sgd, momentum"),
+    ("lr=-1", "lr must be a finite positive number"),
     ("tta=maybe", "tta: expected bool"),
 ])
 def test_bad_values_name_the_key(item, message):

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from conftest import write_square_fashion
 from nnlab.cli import main
 from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.engine.optim import create_optimizer
@@ -14,11 +13,6 @@ from nnlab.engine.schedules import create_scheduler, fine_tune_factor, one_cycle
 from nnlab.errors import ConfigError
 from nnlab.models import create_model
 from nnlab.recipes import train
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory):
-    return write_square_fashion(tmp_path_factory.mktemp("squares") / "fashion-mnist", n_train=400, n_test=100)
 
 
 def fine_tune(squares, **extra):

@@ -230,7 +230,6 @@ def names_run(tmp_path_factory):
              for row in torch.randint(15, (400, 4), generator=gen).tolist()]
     (root / "Ovian.txt").write_text("\n".join(s + "ov" for s in stems[:200]), encoding="utf-8")
     (root / "Inian.txt").write_text("\n".join(s + "ini" for s in stems[200:]), encoding="utf-8")
-    from nnlab.kinds import names as names_task
     run = tmp_path_factory.mktemp("names-run") / "names"
     train_recipe("names-rnn", out=run, stream=io.StringIO(),
                      overrides={"data": str(root), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 32,
@@ -256,13 +255,14 @@ def test_text_runs_are_served_as_json_beside_image_runs(image_run, names_run, sa
                 ({"json": {"inputs": []}}, 422, "non-empty list of strings"),
                 ({"json": {"texts": ["Petrov"]}}, 422, "non-empty list of strings"),
                 ({"json": {"inputs": ["Petrov"] * 300}}, 413, "at most 256 inputs"),
-                ({"json": {"inputs": ["123"]}}, 422, "no letters the model knows in '123'")]:
+                ({"json": {"inputs": ["123"]}}, 422, "no letters the model knows in '123'"),
+                ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}},
+                 422, "nested too deeply")]:
             response = client.post("/predict/names", **request_args)
             assert response.status_code == status and detail in response.json()["detail"], response.text
 
 
 def test_runs_serve_cannot_take_are_refused_at_start(tmp_path):
-    from nnlab.kinds import series as series_task
     train_recipe("sine-rnn", out=tmp_path / "sine", stream=io.StringIO(),
                       overrides={"length": 300, "epochs": 1, "hidden_size": 4})
     with pytest.raises(ConfigError, match="is a series run; serve takes: image run, names run, text-classification run"):
@@ -358,3 +358,47 @@ def test_cli_serve_on_loopback_reloads_on_sighup_and_stops_cleanly(image_run, sa
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught, as servers conventionally do.
     assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
     assert "reloaded squares" in err
+
+
+def _huge_png_header(width: int, height: int) -> bytes:
+    """A PNG claiming ``width`` x ``height`` pixels in its header, with (almost) no image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_a_header_pillow_itself_refuses_as_a_bomb_is_a_413(client):
+    response = client.post("/predict/squares", files={"file": ("huge.png", _huge_png_header(30000, 30000), "image/png")})
+    assert response.status_code == 413 and "huge.png" in response.json()["detail"]
+
+
+@pytest.mark.slow
+def test_a_client_that_never_finishes_its_headers_is_disconnected(image_run, tmp_path):
+    import socket as sockets
+    from nnlab.commands.serve import HEADER_TIMEOUT_S
+    exe = Path(sys.executable).with_name("nnlab")
+    proc = subprocess.Popen([str(exe), "serve", str(image_run), "--port", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = json.loads(proc.stdout.readline())["url"].rstrip("/")
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        for _ in range(200):  # the socket is bound before uvicorn listens on it
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        slow = [sockets.create_connection((host, int(port)), timeout=HEADER_TIMEOUT_S + 10) for _ in range(20)]
+        for conn in slow:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        began = time.monotonic()
+        assert all(conn.recv(1024) == b"" for conn in slow)  # closed by the server
+        assert time.monotonic() - began < HEADER_TIMEOUT_S + 5
+        assert httpx.get(f"{base}/health").status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

@@ -47,7 +47,7 @@ from nnlab.data.batches import TensorBatches
 from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.engine.metrics import ranked
-from nnlab.errors import CheckpointError, ConfigError, DataError, NnlabError
+from nnlab.errors import ConfigError, DataError, NnlabError
 from nnlab.kinds import require
 from nnlab.kit.rundir import load_best
 
@@ -239,6 +239,8 @@ def _decode(data: bytes, filename: str, shape: list[int], invert: str, scratch: 
     except UnidentifiedImageError:
         raise UploadRejected(415, f"{filename}: not an image in a format Pillow reads (PNG, JPEG, GIF, BMP, "
                                   "TIFF, WebP, ...)") from None
+    except Image.DecompressionBombError as error:  # Pillow's own refusal of a huge header, before ours
+        raise UploadRejected(413, f"{filename}: too many pixels to decode safely ({error})") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise UploadRejected(400, f"{filename}: corrupt image header ({error})") from None
     if width * height > MAX_PIXELS:
@@ -371,6 +373,8 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
             body = json.loads(await request.body())
         except ValueError as error:
             raise UploadRejected(400, f"malformed JSON body: {error}") from None
+        except RecursionError:
+            raise UploadRejected(422, "JSON body nested too deeply; expected {\"inputs\": [\"...\", ...]}") from None
         inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
             raise UploadRejected(422, 'expected {"inputs": ["...", ...]}: a non-empty list of strings')
@@ -424,6 +428,31 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
     return app
 
 
+HEADER_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 256
+
+
+def header_timeout_protocol() -> type:
+    """uvicorn's h11 protocol, closing a connection whose first request's headers are not complete
+    ``HEADER_TIMEOUT_S`` after it opened (slow-header clients; uvicorn only times out idle keep-alives)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self.close_if_no_request)
+
+        def close_if_no_request(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.header_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
+
+
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           batch_wait_ms: float = BATCH_WAIT_S * 1000, max_batch: int = MAX_BATCH,
           max_bytes: int = MAX_UPLOAD_BYTES, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -449,6 +478,9 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
     port = sock.getsockname()[1]
     if on_ready is not None:
         on_ready({"url": f"http://{host}:{port}/", "models": [Path(r).resolve().name for r in run_dirs]})
-    # Keep-alive connections idle for 5 s are closed, so idle clients cannot pin the server's sockets.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+    # Keep-alive connections idle for 5 s are closed and so are connections whose request headers have
+    # not arrived within HEADER_TIMEOUT_S, so idle or slow clients cannot pin the server's sockets;
+    # past MAX_CONNECTIONS uvicorn answers 503 at once.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
+                            http=header_timeout_protocol(), limit_concurrency=MAX_CONNECTIONS)
     uvicorn.Server(config).run(sockets=[sock])

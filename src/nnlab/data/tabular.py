@@ -117,7 +117,11 @@ def numeric_column(table: Table, name: str, hint: str = "") -> np.ndarray:
 
 
 def class_names(table: Table, target: str) -> list[str]:
-    """The distinct values of ``target`` in class-index order (numeric order if all are numbers)."""
+    """The distinct values of ``target`` in class-index order (numeric order if all are numbers); a
+    row without a label is a ``DataError`` naming its line."""
+    for value, line in zip(table.column(target), table.lines):
+        if not value.strip():
+            raise DataError(f"{table.source}: line {line}: empty {target!r} (every row needs a label)")
     values = sorted(set(table.column(target)))
     try:
         values.sort(key=float)

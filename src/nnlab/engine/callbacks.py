@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-from nnlab.engine.checkpoint import save_checkpoint
+from nnlab.engine.checkpoint import atomic_write_bytes, save_checkpoint
 from nnlab.engine.learner import Callback, CancelFitException
 from nnlab.engine.optim import trainable_groups
 
@@ -20,8 +20,17 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel, where ``tqdm.auto`` draws a widget instead of a text bar."""
+    shell = sys.modules.get("IPython")
+    ipython = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return ipython is not None and "IPKernelApp" in getattr(ipython, "config", {})
+
+
 class ProgressCallback(Callback):
-    """A tqdm bar per epoch (loss, accuracy, images/s) on a terminal; one plain line per epoch otherwise.
+    """A tqdm bar per epoch (loss, accuracy, images/s) on a terminal or in Jupyter (``tqdm.auto``
+    picks the notebook widget); one plain line per epoch otherwise, so a log file gets one line
+    an epoch, not a bar's redraws.
 
     The bar refreshes every ``every`` batches, because reading the loss is a host-device sync.
     """
@@ -37,7 +46,7 @@ class ProgressCallback(Callback):
         self.start = time.perf_counter()
         self.seen = 0
         self.correct = 0
-        if self.stream.isatty():
+        if self.stream.isatty() or in_notebook():
             total = len(self.learner.train_batches) if hasattr(self.learner.train_batches, "__len__") else None
             self.bar = tqdm(total=total, desc=f"epoch {self.learner.epoch + 1}/{self.learner.n_epochs}",
                             file=self.stream, leave=False, dynamic_ncols=True)
@@ -100,7 +109,9 @@ class CheckpointCallback(Callback):
 
     ``state_fn`` returns the dict to save (model, optimizer, config, ...); this callback adds
     the epoch, step and best score. Writes are atomic, so an interruption never corrupts a
-    previous checkpoint.
+    previous checkpoint, and ``best.pt`` is written before ``last.pt``: the pair is consistent
+    wherever a kill lands (``last.pt`` never names a best epoch that ``best.pt`` does not hold;
+    a ``best.pt`` newer than ``last.pt`` is written again, identically, by the resumed epoch).
     """
 
     order = 70
@@ -128,9 +139,9 @@ class CheckpointCallback(Callback):
         state = self.state_fn()
         state.update(epoch=self.learner.metrics["epoch"], step=self.learner.step,
                      best={"monitor": self.monitor, "score": self.best, "epoch": self.best_epoch})
-        save_checkpoint(self.run_dir / "last.pt", state)
         if improved:
             save_checkpoint(self.run_dir / "best.pt", state)
+        save_checkpoint(self.run_dir / "last.pt", state)
 
 
 class EarlyStopping(Callback):
@@ -211,8 +222,8 @@ class LRLog(Callback):
         lines = self.path.read_text(encoding="utf-8").splitlines() if start_step and self.path.is_file() else []
         self.header: str | None = lines[0] if lines else None
         kept = [line for line in lines[1:] if line.split(",")[0].isdigit() and int(line.split(",")[0]) < start_step]
-        text = "".join(line + "\n" for line in ([self.header] if self.header else []) + kept)
-        self.path.write_text(text, encoding="utf-8")
+        text = "".join(line + "\n" for line in ([self.header] if self.header else []) + kept).encode("utf-8")
+        atomic_write_bytes(self.path, lambda handle: handle.write(text))
 
     def before_batch(self) -> None:
         lrs = ",".join(f"{group['lr']:.8g}" for group in self.learner.optimizer.param_groups)

@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
         raise CheckpointError(f"{path}: refused to load: the file holds more than weights and plain data "
                               f"(loading it could run code): {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint: {error}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an nnlab checkpoint (expected a dict with a 'model' entry)")

@@ -12,7 +12,6 @@ default layer is the output of ``forward_features`` (the last conv map of every 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F

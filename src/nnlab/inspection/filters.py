@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
-from torch import nn
 
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import ConfigError, DataError

@@ -8,7 +8,6 @@ other layers (norms, activations, pooling) count none, as most published numbers
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch

@@ -29,7 +29,7 @@ from nnlab.data.tabular import class_names, encode_classes, numeric_column, read
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.models import create_model
-from nnlab.kit.rundir import environment, write_json
+from nnlab.kit.rundir import check_output, environment, write_json
 from nnlab.kit.run import RunStart
 
 GATES: dict[str, tuple[list[list[float]], list[int]]] = {
@@ -58,7 +58,7 @@ class PerceptronConfig(RunConfig):
         "data", "batch_size", "eval_batch_size", "optimizer", "momentum", "weight_decay", "schedule", "pct_start",
         "cycles", "cycle_mult", "step_every", "gamma", "lr_mult", "freeze_epochs", "clip", "label_smoothing",
         "patience", "monitor", "time_budget", "valid_fraction", "device", "precision", "compile", "threads",
-        "stop_after_epochs"))
+        "stop_after_epochs", "optimizer_args", "tensorboard"))
 
     def check(self) -> None:
         """Reject settings no perceptron run could use, naming the setting."""
@@ -320,7 +320,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
     for row, label in zip(table.rows, labels.tolist()):
         writer.writerow([*row, summary["classes"][label]])
     data = buffer.getvalue().encode("utf-8")
-    out = Path(output) if output else Path(sources[0]).with_suffix(".predictions.csv")
+    out = check_output(output or Path(sources[0]).with_suffix(".predictions.csv"), sources[0])
     atomic_write_bytes(out, lambda handle: handle.write(data))
     counts = np.bincount(labels, minlength=2).tolist()
     return {"run_dir": str(run_dir), "csv": str(sources[0]), "out": str(out), "rows": len(table.rows),

@@ -18,7 +18,7 @@ from typing import Any, Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import RunConfig, check_choice, check_dropout, load_config
+from nnlab.config import RunConfig, check_dropout, load_config
 from nnlab.data.batches import stratified_split
 from nnlab.data.tabular import (SKLEARN_DATASETS, FeatureBatches, Preprocessor, Table, class_names,
                                 encode_classes, fit_preprocessor, load_sklearn_table, read_csv)
@@ -29,7 +29,7 @@ from nnlab.engine.metrics import score
 from nnlab.engine.scores import regression_report, roc_auc_ovr
 from nnlab.errors import ConfigError, DataError
 from nnlab.inspection.plots import plot_confusion
-from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.rundir import check_output, load_best, read_summary
 from nnlab.kit.run import RunStart, Spec, summarize, train_model
 from nnlab.models import create_model
 
@@ -259,7 +259,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
     _, model, pre = load_run(run_dir, "cpu")
     table = read_csv(csv_in)
     outputs = model_outputs(model, pre.transform(table))
-    out = Path(output) if output else csv_in.with_suffix(".predictions.csv")
+    out = check_output(output or csv_in.with_suffix(".predictions.csv"), csv_in)
     data = predictions_csv(table, pre, outputs)
     atomic_write_bytes(out, lambda handle: handle.write(data))
     result: dict[str, Any] = {"run_dir": str(run_dir), "csv": str(csv_in), "out": str(out), "rows": len(table.rows),

@@ -156,14 +156,15 @@ def fit(model: nn.Module, train: Any, valid: Any = None, *, loss: Callable | Non
     spec = Spec(model, train_batches, valid_batches, loss, metric=metric, generator=train_batches.generator,
                 saved={"model_class": f"{type(model).__module__}.{type(model).__qualname__}"},
                 callbacks=list(callbacks))
-    trained = train_model(start, spec, stream if stream is not None else sys.stderr)
-    if trained.stopped:
-        summary = stopped_summary(start, trained)
-    else:
-        best_row = trained.history[trained.best["best"]["epoch"] - 1] if trained.best else trained.history[-1]
-        summary = summarize(start, trained, {
-            "model": config.model, "parameters": sum(p.numel() for p in model.parameters()),
-            **{key: best_row.get(key) for key in ("valid_loss", "valid_acc", "train_loss", "train_acc")}})
+    with start:  # the run directory is locked while it trains
+        trained = train_model(start, spec, stream if stream is not None else sys.stderr)
+        if trained.stopped:
+            summary = stopped_summary(start, trained)
+        else:
+            best_row = trained.history[trained.best["best"]["epoch"] - 1] if trained.best else trained.history[-1]
+            summary = summarize(start, trained, {
+                "model": config.model, "parameters": sum(p.numel() for p in model.parameters()),
+                **{key: best_row.get(key) for key in ("valid_loss", "valid_acc", "train_loss", "train_acc")}})
     return Run(start.run_dir, config, model.eval(), trained.history, summary, loss, start.device)
 
 

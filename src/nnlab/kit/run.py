@@ -32,7 +32,7 @@ from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.inspection.plots import plot_curves, plot_lr_csv
-from nnlab.kit.rundir import environment, new_run_dir, read_rows, write_jsonl
+from nnlab.kit.rundir import RunLock, environment, new_run_dir, read_rows, remove_orphans, write_jsonl
 
 # What a checkpoint needs to continue a run exactly.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "step", "best")
@@ -47,18 +47,38 @@ class RunStart:
     device: torch.device
     run_dir: Path | None
     checkpoint: dict[str, Any] | None = None
+    lock: RunLock | None = None
 
     @property
     def start_epoch(self) -> int:
         return self.checkpoint["epoch"] if self.checkpoint is not None else 0
 
     def open(self) -> Path | None:
-        """Create the run directory and write ``config.json`` (rank 0 of a torchrun job), once the
-        kind has read its data: a run that fails on bad input leaves nothing behind."""
-        if self.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.json")
+        """Create the run directory, lock it (one writer at a time), clear what a killed start left
+        (temp files; a new run's leftover rows) and write ``config.json``: rank 0 of a torchrun
+        job, once the kind has read its data, so a run that fails on bad input leaves nothing."""
+        if self.run_dir is None or int(os.environ.get("RANK", "0")) != 0 or self.lock is not None:
+            return self.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir)
+        remove_orphans(self.run_dir)
+        if self.checkpoint is None:  # a start that died before its first checkpoint: its rows go
+            for name in ("metrics.jsonl", "lr.csv"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        save_config(self.config, self.run_dir / "config.json")
         return self.run_dir
+
+    def close(self) -> None:
+        """Release the run directory's lock."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> "RunStart":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None) -> tuple[RunConfig, dict[str, Any]]:
@@ -163,8 +183,13 @@ def restore(start: RunStart, checkpoint: dict[str, Any], spec: Spec, learner: Le
     if missing:
         raise CheckpointError(f"--resume {start.run_dir}: last.pt lacks {', '.join(missing)} (written by an "
                               "nnlab that could not resume this kind of run); start a new run")
-    spec.model.load_state_dict(checkpoint["model"])
-    learner.optimizer.load_state_dict(checkpoint["optimizer"])
+    check_pair(start.run_dir, checkpoint)
+    try:
+        spec.model.load_state_dict(checkpoint["model"])
+        learner.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{start.run_dir / 'last.pt'}: does not fit this run's model or optimizer: "
+                              f"{str(error).splitlines()[0]}") from None
     if learner.scheduler is not None and checkpoint["scheduler"] is not None:
         learner.scheduler.load_state_dict(checkpoint["scheduler"])
     learner.step = checkpoint["step"]
@@ -176,13 +201,30 @@ def restore(start: RunStart, checkpoint: dict[str, Any], spec: Spec, learner: Le
         saver.best, saver.best_epoch = checkpoint["best"]["score"], checkpoint["best"]["epoch"]
 
 
+def check_pair(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    """A ``CheckpointError`` unless ``best.pt`` holds the best epoch ``last.pt`` records (or a later
+    one, written just before a kill, which the resumed epoch writes again identically)."""
+    best_epoch = checkpoint["best"]["epoch"]
+    if best_epoch is None:
+        return
+    path = run_dir / "best.pt"
+    held = load_checkpoint(path).get("epoch") if path.is_file() else None
+    if held is None or held < best_epoch:
+        raise CheckpointError(f"{path}: holds epoch {held}, but last.pt records epoch {best_epoch} as the best; "
+                              "the pair is inconsistent (start a new run)")
+
+
 def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Trained:
     """Fit ``spec.model`` as ``start.config`` says, into ``start.run_dir``; the model ends at its best epoch.
 
     Only rank 0 of a torchrun job prints and writes files; with several processes the model is
     wrapped in ``DistributedDataParallel`` (gradients averaged during backward).
     """
-    config, run_dir, checkpoint = start.config, start.open(), start.checkpoint
+    config, checkpoint = start.config, start.checkpoint
+    if len(spec.train) == 0:  # batches that drop an incomplete last batch: none at all
+        raise ConfigError(f"--batch-size {config.batch_size}: larger than the training split, so an epoch "
+                          "has no step; lower it")
+    run_dir = start.open()
     stream = stream if stream is not None else sys.stderr
     writes = run_dir is not None and is_main()
     epochs = spec.epochs or config.epochs
@@ -196,7 +238,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
         train_batches = budget.wrap(train_batches)
         epochs = 100_000  # the budget ends the run
     optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum,
-                                 config.lr_mult, split=fine_tune)
+                                 config.lr_mult, split=fine_tune, args=config.optimizer_args)
     # fine-tune: epochs that train the head alone (a dry run's single epoch is one of them)
     freeze_epochs = (min(config.freeze_epochs, epochs) if spec.dry_run else config.freeze_epochs) if fine_tune else 0
     steps_per_epoch = len(spec.train)
@@ -221,6 +263,9 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
         saver = CheckpointCallback(run_dir, state, monitor=config.monitor, mode=mode)
         callbacks += [spec.progress or ProgressCallback(stream), MetricsLog(run_dir / "metrics.jsonl"), saver,
                       LRLog(run_dir / "lr.csv", checkpoint["step"] if checkpoint else 0)]
+        if config.tensorboard:  # event files beside metrics.jsonl: `tensorboard --logdir runs`
+            from nnlab.engine.tensorboard import TensorBoardLog
+            callbacks.append(TensorBoardLog(run_dir, dataclasses.asdict(config)))
         if config.schedule == "sgdr":
             callbacks.append(SnapshotCallback(run_dir, state, sgdr_boundaries(total_steps, config.cycles,
                                                                               config.cycle_mult)))
@@ -276,7 +321,8 @@ def find_lr(config: RunConfig, spec: Spec, device: torch.device, out: Path, abou
     from nnlab.inspection.plots import plot_lr_find
     from nnlab.kit.rundir import write_json
     out.mkdir(parents=True, exist_ok=True)
-    optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum)
+    optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum,
+                                 args=config.optimizer_args)
     learner = build_learner(config, dataclasses.replace(spec, valid=None), device, optimizer)
     result = sweep(learner, start_lr=start_lr, end_lr=end_lr, steps=steps)
     marks = {"steepest": result.steepest_lr, "min/10": result.min_over_10_lr}

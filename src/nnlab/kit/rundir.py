@@ -72,14 +72,64 @@ def environment() -> dict[str, Any]:
 
 
 def new_run_dir(recipe: str, out: str | Path | None, create: bool = True) -> Path:
-    """``out``, or ``runs/RECIPE-<timestamp>`` (created unless ``create`` is false); refuses a
-    directory that already holds a run."""
+    """``out``, or ``runs/RECIPE-<timestamp>`` (created unless ``create`` is false); refuses a path
+    that is a file, a directory that already holds a run, and a non-empty directory that is not
+    a run of ours (its files would be overwritten). A run that failed before its first epoch
+    (``config.json`` and no checkpoint) may be started again there."""
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: is a file, not a directory")
     if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
         raise ConfigError(f"--out {run_dir}: already holds a run; choose another directory")
+    foreign = run_dir.is_dir() and any(not p.name.startswith(".") for p in run_dir.iterdir())
+    if foreign and not (run_dir / "config.json").is_file():
+        raise ConfigError(f"--out {run_dir}: holds files that are not an nnlab run; choose an empty or new directory")
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``RUN/.lock``, holding the owner's PID): one writer at a
+    time. The OS releases it when the process dies, so a killed run never stays locked."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+        self.path = run_dir / ".lock"
+        self.handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            owner = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise ConfigError(f"{run_dir}: in use by PID {owner} (a training or resume writing this run); "
+                              "wait for it to end or choose another --out") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+
+    def release(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Delete the temp files that killed atomic writes left (``.NAME.*.tmp``); returns them."""
+    orphans = [*run_dir.glob(".*.tmp"), *run_dir.glob("snapshots/.*.tmp")]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
+def check_output(out: str | Path, *inputs: str | Path) -> Path:
+    """``out`` as a path, unless it is one of ``inputs`` (a ``ConfigError``: outputs never overwrite inputs)."""
+    out = Path(out)
+    for given in inputs:
+        if Path(given).resolve() == out.resolve():
+            raise ConfigError(f"-o {out}: is the input file; choose another output")
+    return out
 
 
 def rebuild_args(model_args: dict[str, Any]) -> dict[str, Any]:
@@ -91,16 +141,23 @@ def rebuild_args(model_args: dict[str, Any]) -> dict[str, Any]:
 def model_from_state(state: dict[str, Any], path: Path) -> torch.nn.Module:
     """The registered model a checkpoint names (``model_name``, ``model_args``) with its weights.
 
-    Image checkpoints keep the class count in ``classes`` rather than ``model_args``; weights
-    that do not fit are a ``CheckpointError`` naming the file.
+    Image checkpoints keep the class count in ``classes`` rather than ``model_args``; a missing
+    or malformed entry, or weights that do not fit, are a ``CheckpointError`` naming the file.
     """
+    problems = [f"{key} is not {kind.__name__}" for key, kind in
+                (("model_name", str), ("model_args", dict), ("model", dict)) if not isinstance(state.get(key), kind)]
+    if "classes" in state and not (isinstance(state["classes"], list)
+                                   and all(isinstance(c, str) for c in state["classes"])):
+        problems.append("classes is not a list of names")
+    if problems:
+        raise CheckpointError(f"{path}: not a usable nnlab checkpoint: {'; '.join(problems)}")
     args = rebuild_args(state["model_args"])
     if "n_classes" not in args and "classes" in state:
         args["n_classes"] = len(state["classes"])
-    model = create_model(state["model_name"], **args)
     try:
+        model = create_model(state["model_name"], **args)
         model.load_state_dict(state["model"])
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: weights do not fit model {state['model_name']!r}: "
                               f"{str(error).splitlines()[0]}") from None
     return model
@@ -120,5 +177,6 @@ def load_best(run_dir: str | Path, kind: str, device: torch.device | str = "cpu"
     state = load_checkpoint(path, map_location=device)
     if state.get("kind", "image") != kind or config.kind != kind:
         raise CheckpointError(f"{path}: not a checkpoint of a {kind} run (its kind: {state.get('kind', 'image')!r})")
+    model = model_from_state(state, path)
     state["model_args"] = rebuild_args(state["model_args"])  # runs saved before pretrained was left out
-    return config, model_from_state(state, path).to(device).eval(), state
+    return config, model.to(device).eval(), state

@@ -1,0 +1,153 @@
+"""Nothing lost, nothing mixed: the run kit's checkpoint pair, its lock, its start, and the settings it refuses."""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+
+import nnlab
+from nnlab.errors import CheckpointError, ConfigError
+from nnlab.kit.rundir import RunLock
+from conftest import assert_same_run, run_cli
+from test_kit import Blobs, TwoLayer, fresh_model
+
+SETTINGS = {"epochs": 4, "lr": 1e-2, "batch_size": 32}
+
+
+def fit(out, **extra):
+    return nnlab.fit(extra.pop("model", None) or fresh_model(), Blobs(300, 0), Blobs(100, 1), out=out,
+                     stream=io.StringIO(), **{**SETTINGS, **extra})
+
+
+def test_a_kill_between_the_best_and_last_checkpoints_resumes_to_the_same_result(tmp_path, monkeypatch):
+    fit(tmp_path / "whole")
+    import nnlab.engine.callbacks as callbacks
+    real = callbacks.save_checkpoint
+    written = []
+
+    def killed_after_best(path, state):
+        written.append((path.name, state["epoch"]))
+        if path.name == "last.pt" and state["epoch"] == 2:
+            raise KeyboardInterrupt  # the process dies after best.pt of epoch 2, before its last.pt
+        return real(path, state)
+
+    monkeypatch.setattr(callbacks, "save_checkpoint", killed_after_best)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "cut")
+    monkeypatch.setattr(callbacks, "save_checkpoint", real)
+    assert ("best.pt", 2) in written  # the kill did land between the two writes
+    nnlab.fit(TwoLayer(), Blobs(300, 0), Blobs(100, 1), resume=tmp_path / "cut", stream=io.StringIO())
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")
+    assert_same_run(tmp_path / "cut", tmp_path / "whole", checkpoint="best.pt")
+
+
+def test_a_last_checkpoint_naming_a_best_epoch_the_best_file_lacks_is_refused(tmp_path):
+    fit(tmp_path / "cut", stop_after_epochs=2)
+    best = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)
+    best["epoch"] = 0  # as if best.pt still held an older epoch than last.pt records
+    torch.save(best, tmp_path / "cut" / "best.pt")
+    with pytest.raises(CheckpointError, match="the pair is inconsistent"):
+        fit(tmp_path / "cut", resume=tmp_path / "cut", model=TwoLayer())
+
+
+def test_a_run_directory_has_one_writer_at_a_time(tmp_path):
+    fit(tmp_path / "cut", stop_after_epochs=1)
+    holder = RunLock(tmp_path / "cut")  # another process training or resuming this run
+    try:
+        with pytest.raises(ConfigError, match=f"in use by PID {os.getpid()}"):
+            nnlab.fit(TwoLayer(), Blobs(300, 0), resume=tmp_path / "cut", stream=io.StringIO())
+    finally:
+        holder.release()
+    run = nnlab.fit(TwoLayer(), Blobs(300, 0), Blobs(100, 1), resume=tmp_path / "cut", stream=io.StringIO())
+    assert run.summary["epochs"] == 4  # free again once the other writer is gone
+
+
+def test_a_start_cleans_what_a_killed_run_left_and_never_duplicates_rows(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 9.0}\n')
+    (run_dir / ".best.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    fit(run_dir, epochs=2)
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and '"train_loss": 9.0' not in rows[0]
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_out_must_be_a_new_or_empty_directory_or_an_unfinished_start(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"mine too")
+    for out, message in ((tmp_path / "file", "is a file, not a directory"),
+                         (tmp_path / "photos", "holds files that are not an nnlab run")):
+        code, _, err = run_cli(capsys, "train", "iris-mlp", "--out", str(out))
+        assert code == 2 and message in err
+    assert (tmp_path / "file").read_text() == "mine" and (tmp_path / "photos" / "cat.jpg").read_bytes() == b"mine too"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "nan"], "lr must be a finite positive number"),
+    (["--lr", "inf"], "lr must be a finite positive number"),
+    (["--clip", "-1"], "--clip must be a positive gradient norm"),
+    (["--patience", "-1"], "--patience must be at least 1"),
+    (["--threads", "-1"], "--threads must be at least 1"),
+    (["--seed", str(10**70)], "--seed must be in [0, 2**63)"),
+    (["--nproc", "0"], "--nproc must be at least 1"),
+])
+def test_settings_no_run_can_use_are_one_line_errors(flags, message, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "iris-mlp", "--out", str(tmp_path / "r"), *flags)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda state: state.pop("model_args"), "model_args is not dict"),
+    (lambda state: state.__setitem__("classes", "T-shirt"), "classes is not a list of names"),
+    (lambda state: state["model"].__setitem__(next(iter(state["model"])), torch.zeros(3, 3, 3)),
+     "weights do not fit model"),
+])
+def test_malformed_checkpoints_are_refused_by_every_loader(damage, message, image_run, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(image_run, broken)
+    state = torch.load(broken / "best.pt", weights_only=True)
+    damage(state)
+    torch.save(state, broken / "best.pt")
+    for argv in (["eval", str(broken)], ["export", str(broken), "--format", "onnx"],
+                 ["summary", str(broken)], ["predict", str(broken), str(broken / "confusion.png")]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and message in err and "best.pt" in err, argv
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_file(image_run, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / "cut"
+    shutil.copytree(image_run, broken)
+    data = (broken / "best.pt").read_bytes()
+    for size in (0, 100, len(data) // 2, len(data) - 10):
+        (broken / "best.pt").write_bytes(data[:size])
+        code, _, err = run_cli(capsys, "eval", str(broken))
+        assert code == 2 and "best.pt" in err and len(err.strip().splitlines()) == 1, size
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_not_trained_for_zero_steps(squares, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "fashion-cnn", "--data", str(squares), "--batch-size", "100000",
+                           "--out", str(tmp_path / "r"))
+    assert code == 2 and "larger than the training split" in err and not (tmp_path / "r").exists()
+
+
+def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(tmp_path, capsys):
+    from conftest import write_csv
+    rows = [[i, "yes" if i % 2 else "no"] for i in range(40)]
+    bad = write_csv(tmp_path / "bad.csv", ["a", "y"], rows[:10] + [[10, ""]] + rows[11:])
+    code, _, err = run_cli(capsys, "train", "tabular", "--csv", str(bad), "--target", "y", "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{bad}: line 12: empty 'y'" in err
+    good = write_csv(tmp_path / "good.csv", ["a", "y"], rows)
+    code, _, err = run_cli(capsys, "train", "tabular", "--csv", str(good), "--target", "y", "--epochs", "2",
+                           "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    before = good.read_bytes()
+    code, _, err = run_cli(capsys, "predict", str(tmp_path / "run"), "--csv", str(good), "-o", str(good))
+    assert code == 2 and "is the input file" in err and good.read_bytes() == before
