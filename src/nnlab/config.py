@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ class RunConfig:
     batch_size: int = 64
     eval_batch_size: int = 1024
     lr: float = 3e-3
-    optimizer: str = "adamw"            # adamw | sgd
-    momentum: float = 0.9               # SGD momentum (nesterov); AdamW's beta1 is cycled by one-cycle
+    optimizer: str = "adamw"            # CHOICES["optimizer"]: sgd (plain) | momentum | nesterov | adam | adamw | ...
+    momentum: float = 0.9               # momentum/nesterov SGD; one-cycle cycles it (and Adam's beta1)
+    optimizer_args: dict[str, Any] = field(default_factory=dict)  # torch's own: betas, eps, alpha, rho, ...
     weight_decay: float = 0.0           # not applied to biases and norm parameters
     schedule: str = "one-cycle"         # see nnlab.engine.schedules.SCHEDULES
     pct_start: float = 0.25             # one-cycle warm-up fraction
@@ -55,6 +57,7 @@ class RunConfig:
     compile: bool = False               # torch.compile the model
     threads: int | None = None          # torch intra-op threads (None: torch's default)
     stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
+    tensorboard: bool = True            # also write TensorBoard event files into the run directory
 
     # Shared settings a kind has no use for: `--set` refuses them for that kind, as unknown keys.
     unused: ClassVar[frozenset[str]] = frozenset()
@@ -64,8 +67,14 @@ class RunConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"lr must be a finite positive number, got {self.lr}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigError(f"--clip must be a positive gradient norm, got {self.clip}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2**63), got {self.seed}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if not 0.0 < self.test_fraction < 1.0:
@@ -78,6 +87,8 @@ class RunConfig:
             raise ConfigError(f"--patience must be at least 1, got {self.patience}")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
             raise ConfigError(f"stop_after_epochs must be at least 1, got {self.stop_after_epochs}")
+        from nnlab.engine.optim import check_optimizer  # torch says which arguments its optimizers take
+        check_optimizer(self.optimizer, self.momentum, self.optimizer_args)
 
 
 def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -100,7 +111,7 @@ def check_dropout(value: float) -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("adamw", "sgd"),
+    "optimizer": ("adamw", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "adadelta"),
     "schedule": ("one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune"),
     "monitor": ("valid_acc", "valid_loss", "train_acc", "train_loss"),
     "device": ("auto", "cpu", "cuda", "mps"),
@@ -168,9 +179,13 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
              if key != "kind" and key not in type(config).unused and typing.get_origin(hint) is not ClassVar}
     changes: dict[str, Any] = {}
     model_args = dict(getattr(config, "model_args", {}))
+    optimizer_args = dict(getattr(config, "optimizer_args", {}))
     for key, raw in overrides.items():
         if key.startswith("model_args."):
             model_args[key.split(".", 1)[1]] = raw
+            continue
+        if key.startswith("optimizer_args.") and "optimizer_args" in hints:
+            optimizer_args[key.split(".", 1)[1]] = raw
             continue
         if key not in hints:
             raise ConfigError(f"unknown setting {key!r}; valid keys: {', '.join(sorted(hints))} (or model_args.NAME)")
@@ -182,6 +197,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
         changes["model_args"] = changes.get("model_args", model_args) if "model_args" in changes else model_args
     elif len(model_args):
         raise ConfigError(f"model_args.NAME settings do not apply to {type(config).__name__}")
+    if "optimizer_args" not in changes and optimizer_args != getattr(config, "optimizer_args", {}):
+        changes["optimizer_args"] = optimizer_args
     new = dataclasses.replace(config, **changes)
     validate(new)
     return new

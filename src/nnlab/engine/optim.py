@@ -3,7 +3,8 @@ optional discriminative learning rates over a model's layer groups, and frozen g
 """
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -90,14 +91,54 @@ def trainable_groups(model: nn.Module) -> list[str]:
             if any(p.requires_grad for p in module.parameters())]
 
 
+# The optimizers ``--optimizer`` names (config.CHOICES["optimizer"] lists the same): torch's own,
+# with the SGD family told apart by its momentum. Adam, RMSprop, Adagrad and Adadelta take
+# ``weight_decay`` as an L2 term in the gradient; AdamW decays the weights apart from it.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+}
+
+
+def optimizer_kwargs(name: str, momentum: float = 0.9, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of optimizer ``name`` beyond its parameters, LR and weight decay:
+    ``momentum`` for ``momentum``/``nesterov`` (plain ``sgd`` has none), then ``args`` (betas, eps,
+    alpha, rho, ... as ``--set optimizer_args.NAME=VALUE``), each checked against torch's signature."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    kwargs: dict[str, Any] = {"momentum": momentum} if name in ("momentum", "nesterov") else {}
+    if name == "nesterov":
+        kwargs["nesterov"] = True
+    accepted = [key for key in inspect.signature(OPTIMIZERS[name]).parameters
+                if key not in ("params", "lr", "weight_decay")]
+    for key, value in (args or {}).items():
+        if key not in accepted:
+            raise ConfigError(f"optimizer_args.{key}: {name} takes {', '.join(accepted)} "
+                              "(lr and weight_decay are settings of their own)")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return kwargs
+
+
+def check_optimizer(name: str, momentum: float = 0.9, args: dict[str, Any] | None = None) -> None:
+    """A ``ConfigError`` naming the problem unless torch builds optimizer ``name`` with these arguments."""
+    kwargs = optimizer_kwargs(name, momentum, args)
+    try:
+        OPTIMIZERS[name]([torch.zeros(1, requires_grad=True)], lr=1e-3, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer {name} with {kwargs}: {error}") from None
+
+
 def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
-                     momentum: float = 0.9, lr_mult: float = 1.0, split: bool = False) -> torch.optim.Optimizer:
-    """``adamw`` (decoupled weight decay) or ``sgd`` (Nesterov momentum) over ``parameter_groups``."""
+                     momentum: float = 0.9, lr_mult: float = 1.0, split: bool = False,
+                     args: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+    """Optimizer ``name`` (one of ``OPTIMIZERS``) over ``parameter_groups``: ``sgd`` is plain SGD,
+    ``momentum`` and ``nesterov`` add ``momentum``; ``args`` are the optimizer's own arguments."""
+    kwargs = optimizer_kwargs(name, momentum, args)
     groups = parameter_groups(model, weight_decay, lr, lr_mult, split)
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (see --freeze)")
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    raise ConfigError(f"unknown optimizer {name!r}; expected adamw or sgd")
+    try:
+        return OPTIMIZERS[name](groups, lr=lr, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer {name} with {kwargs}: {error}") from None

@@ -121,8 +121,10 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
         # OneCycleLR needs at least two steps in each phase; a shorter run (e.g. --dry-run)
         # simply stops early in a schedule of that minimum length.
         shortest = math.ceil(2 / min(pct_start, 1 - pct_start)) + 1
+        # momentum is cycled where the optimizer has one (SGD with momentum, Adam's beta1, RMSprop's)
+        cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0.0) > 0
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, shortest),
-                                                   pct_start=pct_start)
+                                                   pct_start=pct_start, cycle_momentum=cycle)
     if name == "sgdr":
         boundaries = sgdr_boundaries(total_steps, cycles, cycle_mult)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: sgdr_factor(step, boundaries))

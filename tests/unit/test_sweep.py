@@ -1,0 +1,241 @@
+"""``nnlab sweep``: grids, random search and TPE over seeds on one Optuna study; workers that share it
+(none duplicated, none lost), a sweep killed midway and started again, and bad input as one line."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from conftest import run_cli, write_square_fashion
+from nnlab.commands.sweep import Axis, make_plan, parse_grid, settings_table, split_values
+from nnlab.commands.sweep_workers import Worker, open_storage, open_study
+from nnlab.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    return write_square_fashion(tmp_path_factory.mktemp("squares") / "fashion-mnist", n_train=300, n_test=100)
+
+
+def tiny(squares):
+    """Flags that make each fashion-cnn trial a second-long run on the square data."""
+    sets = {"data": squares, "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "valid_fraction": 0.2,
+            "model_args.widths": "(8,16,16)", "model_args.head_hidden": 32, "threads": 1, "tensorboard": False}
+    return ["--epochs", "1"] + [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+
+
+def overrides(squares):
+    return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "valid_fraction": 0.2,
+            "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "threads": 1, "tensorboard": False,
+            "epochs": 1}
+
+
+def trials_of(out, state=optuna.trial.TrialState.COMPLETE):
+    study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'sweep.db'}")
+    return [t for t in study.get_trials(states=(state,))]
+
+
+def jobs(trials):
+    return sorted((tuple(sorted(t.params.items())), t.user_attrs["seed"]) for t in trials)
+
+
+def test_values_split_at_commas_outside_brackets():
+    assert split_values("1e-3, (8,16),[1, 2],adamw") == ["1e-3", "(8,16)", "[1, 2]", "adamw"]
+    lr, widths, span = parse_grid(["lr=1e-3,3e-3", "model_args.widths=(8,16),(4,8)", "weight_decay=1e-5..1e-2:log"])
+    assert lr.values == [1e-3, 3e-3] and widths.values == [(8, 16), (4, 8)]
+    assert (span.low, span.high, span.log, span.is_range) == (1e-5, 1e-2, True, True)
+    assert parse_grid(["epochs=1..4"])[0].integer
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--grid", "lrr=1,2"], "--grid lrr=1: unknown setting 'lrr'"),
+    (["--grid", "epochs=1,abc"], "--grid epochs=abc: --set epochs: expected int, got 'abc'"),
+    (["--grid", "optimizer=adamw,lamb"], "--grid optimizer=lamb: --set optimizer: expected one of"),
+    (["--grid", "lr="], "--grid lr=: no values (an empty grid)"),
+    ([], "give at least one --grid"),
+    (["--grid", "lr"], "expected KEY=VALUE1,VALUE2"),
+    (["--grid", "seed=1,2"], "use --seeds N"),
+    (["--grid", "lr=1e-3..1e-2"], "sample it with --search random or tpe"),
+    (["--grid", "lr=1e-3,1e-2", "--metric", "test_accuracy"], "rank by a validation metric"),
+    (["--grid", "lr=1e-3", "--search", "tpe"], "--search tpe needs --trials N"),
+    (["--grid", "lr=1e-3", "--storage", "sqlite:////nonexistent-dir/x/sweep.db"],
+     "--storage sqlite:////nonexistent-dir/x/sweep.db: cannot open the study database"),
+    (["--grid", "lr=1e-3", "--storage", "postgresql://me:secret@127.0.0.1:9/nnlab"],
+     "--storage postgresql://me:***@127.0.0.1:9/nnlab: cannot open the study database"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, argv, message):
+    code, out, err = run_cli(capsys, "sweep", "fashion-cnn", "--out", str(tmp_path / "s"), *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("nnlab: error: ")
+    assert message in err, err
+    assert "secret" not in err
+
+
+def test_a_sweep_ranks_settings_over_seeds_and_running_it_again_repeats_nothing(squares, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "fashion-cnn", "--grid", "lr=3e-3,3e-2", "--seeds", "2", "--out", str(out), *tiny(squares)]
+    code, stdout, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["trials_done"] == summary["trials_planned"] == 4 and summary["complete"]
+    assert [s["n"] for s in summary["settings"]] == [2, 2]
+    means = [s["mean"] for s in summary["settings"]]
+    assert means == sorted(means, reverse=True)  # valid_acc: higher first
+    first = trials_of(out)
+    assert len(first) == 4 and len(set(jobs(first))) == 4
+    for trial in first:  # each trial is an ordinary run, trained with its own seed and setting
+        run = out / trial.user_attrs["run_dir"]
+        config = json.loads((run / "config.json").read_text())
+        assert config["seed"] == trial.user_attrs["seed"] and config["lr"] == float(trial.params["lr"])
+        assert json.loads((run / "summary.json").read_text())["test_accuracy"] == trial.user_attrs["test_value"]
+    best = summary["best"]
+    tests = [t.user_attrs["test_value"] for t in first if f"lr={t.params['lr']}" == best["setting"]]
+    assert best["test_metric"] == "test_accuracy" and best["test_mean"] == pytest.approx(sum(tests) / 2)
+    for name in ("results.csv", "trials.csv", "sweep.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    assert len((out / "results.csv").read_text().splitlines()) == 3
+    code, _, err = run_cli(capsys, "eval", str(out / first[0].user_attrs["run_dir"]), "--json")
+    assert code == 0, err
+    code, stdout, _ = run_cli(capsys, *argv)  # the same command again: nothing left to run
+    assert code == 0 and "4 of 4 trials" in stdout and "chosen: " in stdout
+    assert jobs(trials_of(out)) == jobs(first) and len(trials_of(out, optuna.trial.TrialState.FAIL)) == 0
+
+
+def test_a_trial_whose_worker_died_is_run_again_once(squares, tmp_path):
+    plan = make_plan("fashion-cnn", ["lr=3e-3,3e-2"], seeds=1, out=tmp_path / "s", overrides=overrides(squares))
+    plan.out.mkdir(parents=True)
+    storage = open_storage(plan.storage)
+    study = open_study(plan, storage)
+    worker = Worker(plan)
+    claimed = worker.claim()  # as if a worker of this host claimed it and was killed
+    storage.set_trial_user_attr(claimed, "worker", f"{socket.gethostname()}:{2**22 + 7}")
+    worker.run()
+    complete = trials_of(plan.out)
+    failed = trials_of(plan.out, optuna.trial.TrialState.FAIL)
+    assert len(complete) == 2 and len(set(jobs(complete))) == 2 and len(failed) == 1
+    assert [t.user_attrs.get("retry_of") for t in complete if "retry_of" in t.user_attrs] == [failed[0].number]
+    assert len(study.trials) == 3
+
+
+def test_another_sweep_in_the_same_study_is_refused(squares, tmp_path):
+    plan = make_plan("fashion-cnn", ["lr=3e-3"], out=tmp_path / "s", overrides=overrides(squares))
+    plan.out.mkdir(parents=True)
+    open_study(plan, open_storage(plan.storage))
+    other = make_plan("fashion-cnn", ["lr=1e-2"], out=tmp_path / "s", overrides=overrides(squares))
+    with pytest.raises(ConfigError, match="belongs to another sweep"):
+        open_study(other, open_storage(other.storage))
+
+
+@pytest.mark.parametrize("search,slots,seeds", [("random", 1, 2), ("tpe", 2, 1)])
+def test_random_search_and_tpe_draw_each_setting_once_and_run_it_with_every_seed(squares, tmp_path, capsys, search,
+                                                                                 slots, seeds):
+    out = tmp_path / search
+    code, stdout, err = run_cli(capsys, "sweep", "fashion-cnn", "--search", search, "--trials", str(slots),
+                                "--seeds", str(seeds),
+                                "--grid", "lr=1e-3..3e-2:log", "--grid", "optimizer=adamw,nesterov", "--out", str(out),
+                                *tiny(squares), "--json")
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    trials = trials_of(out)
+    assert summary["trials_planned"] == slots * seeds and len(trials) == slots * seeds
+    by_slot = {}
+    for trial in trials:
+        by_slot.setdefault(trial.user_attrs["slot"], []).append(trial)
+    assert sorted(by_slot) == list(range(slots))
+    for members in by_slot.values():  # one drawn setting per slot, run with both seeds
+        assert sorted(t.user_attrs["seed"] for t in members) == list(range(seeds))
+        assert all(m.params == members[0].params for m in members) and 1e-3 <= members[0].params["lr"] <= 3e-2
+
+
+def test_settings_are_ranked_by_mean_with_sample_std():
+    plan = make_plan("fashion-cnn", ["lr=1,2"])
+    rows = [{"setting": "a", "params": {}, "value": v, "seed": s, "seconds": 1.0} for s, v in enumerate((0.5, 0.7))]
+    rows += [{"setting": "b", "params": {}, "value": 0.8, "seed": 0, "seconds": 3.0}]
+    table = settings_table(plan, rows)
+    assert [r["setting"] for r in table] == ["b", "a"]
+    assert table[1]["mean"] == pytest.approx(0.6) and table[1]["std"] == pytest.approx(0.1414, abs=1e-4)
+    minimize = make_plan("fashion-cnn", ["lr=1,2"], metric="valid_loss")
+    assert [r["setting"] for r in settings_table(minimize, rows)] == ["a", "b"]
+    assert Axis("lr", ["1e-3"], [1e-3]).value("1e-3") == 1e-3
+
+
+@pytest.mark.slow
+def test_two_workers_finish_a_2x2_grid_with_2_seeds_in_exactly_8_trials(squares, tmp_path, capsys):
+    out = tmp_path / "two"
+    code, stdout, err = run_cli(capsys, "sweep", "fashion-cnn", "--grid", "lr=3e-3,3e-2", "--grid",
+                                "optimizer=adamw,sgd", "--seeds", "2", "--workers", "2", "--out", str(out),
+                                *tiny(squares), "--json")
+    assert code == 0, err
+    trials = optuna.load_study(study_name="two", storage=f"sqlite:///{out / 'sweep.db'}").trials
+    assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(set(jobs(trials))) == 8
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes did some
+    assert json.loads(stdout.strip().splitlines()[-1])["trials_done"] == 8
+    assert len([p for p in out.iterdir() if (p / "summary.json").is_file()]) == 8
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_midway_and_started_again_ends_with_the_same_8(squares, tmp_path, capsys):
+    out = tmp_path / "killed"
+    argv = ["sweep", "fashion-cnn", "--grid", "lr=3e-3,3e-2", "--grid", "optimizer=adamw,sgd", "--seeds", "2",
+            "--out", str(out), *tiny(squares)]
+    process = subprocess.Popen([sys.executable, "-m", "nnlab", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "sweep.db").exists() and len(_complete(out)) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = _complete(out)
+    assert 2 <= len(done_before) < 8
+    code, stdout, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    complete = trials_of(out)
+    assert len(complete) == 8 and len(set(jobs(complete))) == 8
+    assert set(jobs(done_before)) <= set(jobs(complete))  # nothing finished before was run again
+    assert json.loads(stdout.strip().splitlines()[-1])["trials_done"] == 8
+
+
+def _complete(out):
+    try:
+        return trials_of(out)
+    except (KeyError, optuna.exceptions.OptunaError, Exception):  # the study is being created
+        return []
+
+
+def test_ablate_lists_every_declared_trick_once_against_the_full_recipe(squares, tmp_path, capsys, monkeypatch):
+    from nnlab.recipes import RECIPES, Recipe, recipe_config
+    config = recipe_config("fashion-cnn", {**overrides(squares), "label_smoothing": 0.1, "augment": ("flip_lr",)})
+    config.recipe = "tiny-squares"
+    tricks = {"flip": {"augment": ()}, "label_smoothing": {"label_smoothing": 0.0}}
+    monkeypatch.setitem(RECIPES, "tiny-squares", Recipe("tiny-squares", "test", "-", config, tricks=tricks))
+    out = tmp_path / "ablate"
+    code, stdout, err = run_cli(capsys, "ablate", "tiny-squares", "--seeds", "2", "--out", str(out), "--json")
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    table = summary["ablation"]
+    assert sorted(r["trick"] for r in table["tricks"]) == ["flip", "label_smoothing"]
+    assert table["full"]["n"] == 2 and all(r["n"] == 2 for r in table["tricks"])
+    runs = {t.params["variant"]: t for t in trials_of(out) if t.user_attrs["seed"] == 0}
+    assert sorted(runs) == ["flip", "full", "label_smoothing"]
+    flip = json.loads((out / runs["flip"].user_attrs["run_dir"] / "config.json").read_text())
+    assert flip["augment"] == [] and flip["label_smoothing"] == 0.1  # only its own trick removed
+    seed0 = {name: t.value for name, t in runs.items()}
+    gain = next(r for r in table["tricks"] if r["trick"] == "flip")
+    seed1 = {t.params["variant"]: t.value for t in trials_of(out) if t.user_attrs["seed"] == 1}
+    assert gain["valid_gain"] == pytest.approx(((seed0["full"] - seed0["flip"]) + (seed1["full"] - seed1["flip"])) / 2)
+    assert (out / "ablation.png").stat().st_size > 0 and (out / "ablation.csv").is_file()
+    code, text, _ = run_cli(capsys, "ablate", "tiny-squares", "--seeds", "2", "--out", str(out))
+    assert code == 0 and "full recipe: valid_acc" in text and text.count("\nflip ") == 1
+
+
+def test_ablate_of_a_recipe_without_tricks_is_a_clear_error(capsys):
+    code, _, err = run_cli(capsys, "ablate", "iris-mlp")
+    assert code == 2 and "declares no tricks" in err
