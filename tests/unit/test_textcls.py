@@ -259,3 +259,51 @@ def test_resume_without_a_checkpoint_names_the_directory(trained, tmp_path):
     (cut / "config.json").write_text((trained[0] / "config.json").read_text())
     code, err = run_cli(["train", "--resume", str(cut)])
     assert code == 2 and f"--resume {cut}: no last.pt" in err
+
+
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_pooled_batch_gives_each_text_the_output_it_gets_alone(pooling):
+    torch.manual_seed(0)
+    model = create_model("text_rnn", n_classes=3, n_tokens=20, embed=6, hidden=8, pooling=pooling).eval()
+    texts = [[5, 6, 7, 8, 9, 10], [3, 4], [11, 12, 13, 1]]
+    batch = torch.zeros(3, 6, dtype=torch.long)
+    for row, ids in enumerate(texts):
+        batch[row, : len(ids)] = torch.tensor(ids)
+    alone = torch.cat([model(torch.tensor([ids])) for ids in texts])
+    assert torch.allclose(model(batch), alone, atol=1e-6)
+
+
+def test_attention_weights_sum_to_one_over_real_tokens_and_ignore_padding():
+    torch.manual_seed(0)
+    model = create_model("text_rnn", n_classes=2, n_tokens=20, embed=6, hidden=8, pooling="attention").eval()
+    batch = torch.tensor([[5, 6, 7, 0, 0], [3, 4, 8, 9, 2]])
+    weights = model.attention_weights(batch)
+    assert weights.shape == (2, 5) and torch.allclose(weights.sum(1), torch.ones(2))
+    assert weights[0, 3:].tolist() == [0.0, 0.0] and (weights[0, :3] > 0).all()
+    assert torch.allclose(weights[0, :3], model.attention_weights(batch[:1, :3])[0], atol=1e-6)
+
+
+def test_attention_pooling_run_explains_a_prediction_by_its_sentiment_word(reviews, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, summary = run_cli(["train", "text-classify", "--csv", str(reviews), "--text-column", "review",
+                             "--label-column", "sentiment", "--out", str(run), "--epochs", "10", "--batch-size",
+                             "32", "--lr", "1e-2", *TINY, "--set", "hidden_size=32", "--set", "pooling=attention",
+                             "--json"])
+    assert code == 0, summary
+    assert summary["pooling"] == "attention" and summary["test_accuracy"] > 0.9
+    strip = tmp_path / "words.png"
+    assert main(["predict", str(run), "The plot and the music were superb.", "A dull film.", "--explain",
+                 "-o", str(strip), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    first = results[0]["words"]
+    assert [w["word"] for w in first] == ["the", "plot", "and", "the", "music", "were", "superb", "."]
+    assert sum(w["weight"] for w in first) == pytest.approx(1.0, abs=1e-3)
+    assert max(first, key=lambda w: w["weight"])["word"] == "superb"   # the word that decides the label
+    assert max(results[1]["words"], key=lambda w: w["weight"])["word"] == "dull"
+    assert strip.stat().st_size > 1000
+
+
+def test_explain_needs_an_attention_pooling_run(trained, capsys):
+    run, _ = trained
+    assert main(["predict", str(run), "superb", "--explain"]) == 2
+    assert "--set pooling=attention" in capsys.readouterr().err

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.tabular import read_csv
@@ -49,6 +51,7 @@ class TextClassifyConfig(RunConfig):
     hidden_size: int = 128
     embed: int = 100
     dropout: float = 0.3
+    pooling: str = "last"               # last | max | attention (then `nnlab predict --explain` weighs each word)
     balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
     epochs: int = 6
     weight_decay: float = 1e-4
@@ -59,6 +62,7 @@ class TextClassifyConfig(RunConfig):
         """Reject settings no text-classification run could use, naming the setting."""
         super().check()
         check_choice("cell", self.cell, ("lstm", "gru"))
+        check_choice("pooling", self.pooling, ("last", "max", "attention"))
         check_positive(self, "layers", "hidden_size", "embed", "max_length", "min_freq")
         if self.max_vocab < 3:
             raise ConfigError(f"max_vocab must be at least 3 (<pad>, <unk> and one word), got {self.max_vocab}")
@@ -92,7 +96,7 @@ def model_args(config: TextClassifyConfig, vocab: Vocab, n_classes: int) -> dict
     """Arguments of the registry's ``text_rnn``."""
     return {"n_classes": n_classes, "n_tokens": len(vocab), "embed": config.embed, "hidden": config.hidden_size,
             "layers": config.layers, "cell": config.cell, "bidirectional": config.bidirectional,
-            "dropout": config.dropout}
+            "dropout": config.dropout, "pooling": config.pooling}
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
@@ -123,6 +127,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
     return summarize(start, trained, {
         "dataset": data.source, "model": "text_rnn", "cell": config.cell, "bidirectional": config.bidirectional,
+        "pooling": config.pooling,
         "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
         "test_macro_f1": result["macro"]["f1"], **result, "rows": {k: len(v) for k, v in rows.items()},
         "vocab_size": len(vocab), **timing(trained, len(train_rows), "texts_per_s"),
@@ -152,16 +157,67 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str
 
 
 def predict(run_dir: str | Path, inputs: Sequence[str] = (), top_k: int = 3, csv: str | Path | None = None,
-            output: str | Path | None = None) -> list[dict] | dict[str, Any]:
+            output: str | Path | None = None, explain: bool | None = None) -> list[dict] | dict[str, Any]:
     """The ``top_k`` most likely classes with probabilities for each text in ``inputs``; or, with
-    ``csv``, every row of that CSV's text column predicted into a CSV (``predict_csv``)."""
+    ``csv``, every row of that CSV's text column predicted into a CSV (``predict_csv``). With
+    ``explain`` (a run trained with ``pooling=attention``) each result also has every word's
+    attention weight, and ``output`` names a PNG heat strip of the words to draw."""
     if csv is not None:
-        if inputs:
-            raise ConfigError(f"predict: give texts or --csv {csv}, not both")
+        if inputs or explain:
+            raise ConfigError(f"predict: give texts (with --explain) or --csv {csv}, not both")
         return predict_csv(run_dir, csv, output)
     check_predict_args(inputs, top_k, "text")
     _, model, _, state = load_run(run_dir, "cpu")
-    return top_classes(model, encode_inputs(state, inputs), inputs, state["classes"], top_k)
+    ids = encode_inputs(state, inputs)
+    results = top_classes(model, ids, inputs, state["classes"], top_k)
+    if explain:
+        explain_words(run_dir, model, ids, [tokenize(text) for text in inputs], results, output)
+    elif output is not None:
+        raise ConfigError("predict: -o/--output is for --csv predictions or the --explain heat strip")
+    return results
+
+
+@torch.no_grad()
+def explain_words(run_dir: str | Path, model: torch.nn.Module, ids: torch.Tensor, documents: list[list[str]],
+                  results: list[dict], output: str | Path | None) -> None:
+    """Add each word's attention weight (``words``: the text's words as written, unknown ones too,
+    and their weights; padding left out) to ``results`` and, with ``output``, draw the words of
+    every text as a heat strip there (``explanation``)."""
+    if getattr(model, "attend", None) is None:
+        raise ConfigError(f"--explain: {run_dir} pools by {model.config.pooling!r}; train it with "
+                          "--set pooling=attention to weigh its words")
+    weights = model.attention_weights(ids)                           # [N, L], 0 at padding
+    for result, doc, weight in zip(results, documents, weights):
+        words = doc[: ids.shape[1]]  # the words encode_texts kept (the first max_length)
+        result["words"] = [{"word": w, "weight": round(float(a), 4)} for w, a in zip(words, weight[: len(words)])]
+    if output is not None:
+        path = plot_word_weights([[(w["word"], w["weight"]) for w in r["words"]] for r in results],
+                                 [r["top"][0]["class"] for r in results], output)
+        results[0]["explanation"] = str(path)
+
+
+def plot_word_weights(texts: Sequence[Sequence[tuple[str, float]]], labels: Sequence[str],
+                      path: str | Path) -> Path:
+    """Each text as a strip of words, each on a background as dark as its attention weight (scaled
+    to the largest weight drawn), after its predicted class; returns ``path``."""
+    width = max(sum(len(w) + 1 for w, _ in words) for words in texts)
+    # A monospace font: 10-point characters are 6 points (1/12 inch) wide, so columns are exact.
+    label_inches, strip_inches = 1.0, width / 12 + 0.2
+    fig = Figure(figsize=(label_inches + strip_inches, 0.4 + 0.4 * len(texts)))
+    total = label_inches + strip_inches
+    ax = fig.add_axes((label_inches / total, 0, strip_inches / total, 1))
+    ax.set_axis_off()
+    peak = max((a for words in texts for _, a in words), default=0.0) or 1.0
+    for row, (words, label) in enumerate(zip(texts, labels)):
+        y, column = 1 - (row + 0.5) / len(texts), 0
+        ax.text(-0.01, y, f"{label}:", ha="right", va="center", fontsize=10, transform=ax.transAxes)
+        for word, weight in words:
+            shade = weight / peak
+            ax.text(column / 12 / strip_inches, y, word, ha="left", va="center", fontsize=10,
+                    family="monospace", color="white" if shade > 0.6 else "black", transform=ax.transAxes,
+                    bbox={"facecolor": colormaps["Reds"](shade), "edgecolor": "none", "pad": 1.5})
+            column += len(word) + 1
+    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))
 
 
 def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
