@@ -61,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {"epochs": args.epochs} if args.epochs else {}
     config = get_recipe("names-rnn").config
-    data = load_names(config.data)
-    rows = names_task.split_names(data, config)
+    split = names_task.split_names(load_names(config.data), config)
+    data, rows = split.data, split.rows
     with tempfile.TemporaryDirectory() as tmp:
         batched = train_recipe("names-rnn", out=f"{tmp}/run", overrides=overrides, stream=io.StringIO())
     seconds = batched["train_seconds"]

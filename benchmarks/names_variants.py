@@ -205,8 +205,8 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_names()
-    rows = split_names(data, NamesConfig())  # the recipe's split (seed 0, 10% test, 10% of the rest valid)
+    split = split_names(load_names(), NamesConfig())  # the recipe's split (seed 0, grouped, 10% test)
+    data, rows = split.data, split.rows
     all_probs, results = [], []
     for spec in search_specs(args.search) if args.search else args.variant or ["gru", "cnn"]:
         row, probs = run_variant(spec, data, rows)

@@ -43,6 +43,12 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
+    if args.dataset == "eng-fra":  # the translation tutorial's pairs: no published checksum (see fetch_eng_fra)
+        from nnlab.data.translation import fetch_eng_fra
+        result = fetch_eng_fra(args.out)
+        _print_json({"dataset": args.dataset, **result}) if args.json else print(
+            f"{result['path']} ({result['pairs']} pairs; checked by {result['check']})")
+        return
     from nnlab.data.sources import fetch
     from nnlab.data.vision import dataset_info
     path = fetch(dataset_info(args.dataset).spec, args.out)
@@ -89,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
-    if args.nproc and "WORLD_SIZE" not in os.environ:
+    if args.nproc is not None and "WORLD_SIZE" not in os.environ:
         raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
     if args.resume and (args.recipe or args.out):
         raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
@@ -109,12 +115,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _headline(result: dict[str, Any]) -> str:
     """The scores a summary or evaluation has: accuracy (classifiers), R^2 and MAE (regression), speed."""
     parts = []
-    if result.get("test_accuracy") is not None:
+    if result.get("test_accuracy") is not None and result.get("test_bleu") is None:
         parts.append(f"test accuracy {result['test_accuracy']:.4f}")
     if result.get("test_r2") is not None:
         parts.append(f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}")
+    if result.get("test_bleu") is not None:  # translation runs
+        parts.append(f"BLEU {result['test_bleu']:.1f}  chrF {result['test_chrf']:.1f}  "
+                     f"exact {result['test_exact_match']:.4f}" + (f"  beam-{result['beam']} BLEU "
+                     f"{result['test_beam_bleu']:.1f}" if result.get("test_beam_bleu") is not None else ""))
     if result.get("valid_bpc") is not None:  # language models: nats and bits per character
         parts.append(f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)")
+    if result.get("novel_macro") is not None:  # name generators: judged by a names classifier, and novelty
+        judged = result.get("in_language_macro")
+        parts.append((f"in-language {judged:.1%}  " if judged is not None else "") +
+                     f"novel {result['novel_macro']:.1%} (macro over {len(result['per_language'])} languages)")
     if result.get("transfer_gain_points") is not None:
         parts.append(f"transfer - scratch: {result['transfer_gain_points']:+.1f} points at "
                      f"{result['gain_at_percent']}% of the digits")
@@ -144,7 +158,8 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from nnlab.kinds import kind_of_run, options_of
     kind = kind_of_run(args.run_dir)
-    options = options_of(kind, {"ensemble": args.ensemble}, kind.eval_options, args.run_dir)
+    given = {"ensemble": args.ensemble, "classifier": args.classifier, "temperature": args.temperature}
+    options = options_of(kind, given, kind.eval_options, args.run_dir)
     result = kind.runner().evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
     if args.json:
         _print_json(result)
@@ -163,7 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from nnlab.kinds import kind_of_run, options_of
     kind = kind_of_run(args.run_dir)
-    given = {"invert": args.invert, "csv": args.csv, "output": args.output}
+    given = {"invert": args.invert, "csv": args.csv, "output": args.output, "explain": args.explain or None}
     options = options_of(kind, given, kind.predict_options, args.run_dir)
     results = kind.runner().predict(args.run_dir, args.files, top_k=args.top_k, **options)
     if args.json:
@@ -173,15 +188,39 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{results['rows']} predictions written to {results['out']}")
         return
     for r in results:
+        if "translation" in r:  # translation runs
+            print(f"{r['source']}: {r['translation']}")
+            continue
         tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
         print(f"{r['file']}: {tops}")
+        if "words" in r:  # --explain: the words by attention weight
+            print("  " + " ".join(f"{w['word']}({w['weight']:.2f})" for w in r["words"]))
+    if results and "explanation" in results[0]:
+        print(f"heat strip: {results[0]['explanation']}", file=sys.stderr)
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from nnlab.kinds import require
+    translate = require(args.run_dir, "translate", "translate").runner().translate
+    results = translate(args.run_dir, args.sentences, beam=args.beam, attention=args.attention,
+                        device_name=args.device)
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(r["translation"] if len(results) == 1 else f"{r['source']} -> {r['translation']}")
+    if "attention" in results[0]:
+        print(f"attention: {results[0]['attention']}", file=sys.stderr)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from nnlab.kinds import require
-    sample = require(args.run_dir, "sample", "sample").runner().sample
-    result = sample(args.run_dir, prime=args.prime, length=args.length, temperature=args.temperature,
-                    top_k=args.top_k, seed=args.seed, device_name=args.device)
+    from nnlab.kinds import options_of, require
+    kind = require(args.run_dir, "sample", "sample")
+    runner = kind.runner()
+    given = {"category": args.category, "start": args.start, "count": args.count}
+    options = options_of(kind, given, getattr(runner, "SAMPLE_OPTIONS", ()), args.run_dir)
+    result = runner.sample(args.run_dir, prime=args.prime, length=args.length, temperature=args.temperature,
+                           top_k=args.top_k, seed=args.seed, device_name=args.device, **options)
     _print_json(result) if args.json else print(result["text"])
 
 
@@ -281,6 +320,65 @@ def cmd_stylize(args: argparse.Namespace) -> None:
           f"style {losses['style']:.4g}, tv {losses['tv']:.4g}), from {result['initial_losses']['total']:.4g}")
 
 
+def cmd_runs(args: argparse.Namespace) -> None:
+    from nnlab.commands.runs import format_runs, list_runs
+    rows = list_runs(args.dir)
+    if args.json:
+        _print_json({"root": args.dir, "runs": rows})
+        return
+    print(format_runs(rows) if rows else f"no runs under {args.dir}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from nnlab.commands.runs import compare, format_compare
+    result = compare(args.run_dirs, out=args.output)
+    _print_json(result) if args.json else print(format_compare(result))
+
+
+def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` items and the train flags of ``nnlab sweep``/``nnlab ablate`` as config overrides."""
+    from nnlab.config import parse_set_args
+    overrides = parse_set_args(args.set or [])
+    for flag in ("epochs", "data", "device"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    return overrides
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from nnlab.commands.sweep import format_report, sweep
+    summary = sweep(args.recipe, args.grid or [], seeds=1 if args.seeds is None else args.seeds,
+                    search=args.search, trials=args.trials, metric=args.metric, out=args.out, storage=args.storage,
+                    study=args.study, workers=args.workers, overrides=_experiment_overrides(args))
+    _print_json(summary) if args.json else print(format_report(summary))
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from nnlab.commands.ablate import ablate, format_ablation
+    summary = ablate(args.recipe, seeds=3 if args.seeds is None else args.seeds, metric=args.metric,
+                     out=args.out, storage=args.storage, study=args.study, workers=args.workers,
+                     overrides=_experiment_overrides(args))
+    _print_json(summary) if args.json else print(format_ablation(summary))
+
+
+def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    """The flags ``nnlab sweep`` and ``nnlab ablate`` share."""
+    p.add_argument("recipe", help="recipe name (see `nnlab recipes`)")
+    p.add_argument("--seeds", type=int, default=None, help="runs of each setting, seeds SEED..SEED+N-1 "
+                                                         "(default: 1 for sweep, 3 for ablate)")
+    p.add_argument("--metric", help="validation metric to rank by (default: the recipe's monitor, e.g. valid_acc)")
+    p.add_argument("--out", help="folder of the runs and the report (default runs/sweep-RECIPE-<hash of the "
+                                 "command>: the same command continues the same sweep)")
+    p.add_argument("--storage", metavar="URL", help="Optuna database URL shared by every worker, e.g. "
+                                                    "postgresql://user:pw@host/db (default sqlite:///OUT/sweep.db)")
+    p.add_argument("--study", help="study name in --storage (default: the --out folder's name)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--data", help="dataset directory")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field in every run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnlab", description="Train, evaluate and use deep-learning models on real data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -365,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--ensemble", choices=["snapshots"],
                    help="average the predictions of the SGDR snapshots (snapshots/cycle-K.pt) instead")
+    p.add_argument("--classifier", metavar="NAMES_RUN",
+                   help="name-generation runs: the names run that judges the language of the sampled names")
+    p.add_argument("--temperature", type=float,
+                   help="name-generation runs: sample the judged names at this temperature (default: the run's)")
 
     p = add("predict", cmd_predict, "predict with a trained run: image files, or a CSV of new rows (--csv)")
     p.add_argument("run_dir")
@@ -374,15 +476,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images: invert grey levels (default auto: when the background is light, as in photos)")
     p.add_argument("--csv", help="tabular, perceptron and text-classification runs: the CSV of rows to predict")
     p.add_argument("-o", "--output", help="with --csv: the predictions CSV to write "
-                                          "(default NEW.predictions.csv beside the input)")
+                                          "(default NEW.predictions.csv beside the input); with --explain: "
+                                          "the PNG heat strip of the words")
+    p.add_argument("--explain", action="store_true",
+                   help="text-classification runs trained with --set pooling=attention: each word's attention weight")
 
-    p = add("sample", cmd_sample, "generate text from a character-level language model run")
+    p = add("translate", cmd_translate, "translate sentences with a translation run (greedy or --beam K)")
+    p.add_argument("run_dir")
+    p.add_argument("sentences", nargs="+", metavar="SENTENCE")
+    p.add_argument("--beam", type=int, default=1, help="beam-search width (default 1: greedy)")
+    p.add_argument("--attention", metavar="OUT.png", help="draw the first sentence's attention matrix to this PNG")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+
+    p = add("sample", cmd_sample, "generate text from a character-level language model run, or names from a "
+                                  "name-generation run")
     p.add_argument("run_dir")
     p.add_argument("--prime", help="text to start from (default: a newline)")
     p.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
     p.add_argument("--temperature", type=float, default=0.8, help="below 1: safer, above 1: wilder (default 0.8)")
     p.add_argument("--top-k", type=int, dest="top_k", help="draw only from the K most likely characters")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--category", help="name-generation runs: the language to generate names in")
+    p.add_argument("--start", help="name-generation runs: start letters, one name per letter (e.g. RUS)")
+    p.add_argument("--count", type=int, help="name-generation runs: names to draw (default 20; per letter with --start)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
 
     p = add("export", cmd_export, "export an image run's model (TorchScript, ONNX, safetensors), checked against PyTorch")
@@ -468,6 +584,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=2.0, dest="batch_wait_ms",
                    help="how long a request waits for others to batch with (default 2 ms)")
     p.add_argument("--max-mb", type=float, default=8.0, dest="max_mb", help="request size limit in MiB (default 8)")
+    p = add("runs", cmd_runs, "list the run directories under DIR: recipe, kind, started, status (finished, "
+                              "interrupted and resumable, broken and why), epochs, metric, seconds")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where to look (default runs/)")
+    p = add("compare", cmd_compare, "compare runs: their config differences as a table, their curves overlaid")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", default="compare.png", help="PNG of the overlaid curves (default compare.png)")
+    p = add("sweep", cmd_sweep, "train every setting of a grid (or N from random search / TPE) with each seed on "
+                                "one Optuna study; rank by the mean validation metric")
+    _add_experiment_flags(p)
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                   help="a setting and its values (repeatable); KEY=LOW..HIGH[:log] for random/tpe")
+    p.add_argument("--search", default="grid", choices=["grid", "random", "tpe"])
+    p.add_argument("--trials", type=int, help="random/tpe: settings to draw")
+    p = add("ablate", cmd_ablate, "train a recipe in full and without each of its tricks, with each seed; "
+                                  "report each trick's gain in the validation and test metric")
+    _add_experiment_flags(p)
     return parser
 
 

@@ -15,16 +15,20 @@ MODEL_ARGS = {"mlp": {"in_features": 784}, "logistic": {"in_features": 784},
 INPUT_SIZE = {"densenet121": 32, "vgg16": 32}
 # Full-size ImageNet backbones take seconds each to build on a CPU: slow tests (resnet18 stays fast).
 HEAVY_MODELS = {"resnet34", "resnet50", "densenet121", "vgg16"}
-MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name for name in list_models()]
+# Models that are not classifiers of one input (the encoder-decoder: tests/unit/test_translate.py).
+NOT_CLASSIFIERS = {"seq2seq"}
+CLASSIFIERS = [name for name in list_models() if name not in NOT_CLASSIFIERS]
+MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name for name in CLASSIFIERS]
 # Their backward pass is the costliest of all; resnet18 takes the same wrapper's path through it.
-LIGHT_MODELS = [name for name in list_models() if name not in HEAVY_MODELS]
+LIGHT_MODELS = [name for name in CLASSIFIERS if name not in HEAVY_MODELS]
 # Sequence models take token ids [N, T] (0 is padding for name_rnn) instead of images.
-SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn"}
+SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen"}
 
 
 def sample_input(name, n):
     if name in SEQUENCE_MODELS:
-        return torch.randint(1, 5, (n, 1 if name == "char_rnn" else 5))  # char_rnn: one position per row
+        # char_rnn: one position per row; name_gen: a category and one character (one position) per row
+        return torch.randint(1, 5, (n, {"char_rnn": 1, "name_gen": 2}.get(name, 5)))
     size = INPUT_SIZE.get(name, 28)
     return torch.randn(n, 1, size, size)
 
@@ -78,3 +82,20 @@ def test_unknown_model_lists_known_ones():
 def test_bad_model_argument_is_a_config_error():
     with pytest.raises(ConfigError, match="'cnn'"):
         create_model("cnn", wings=3)
+
+
+def test_row_rnn_reads_the_rows_in_order_and_refuses_other_widths():
+    torch.manual_seed(0)
+    model = create_model("row_rnn", n_classes=3, hidden=8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(model(x), model(x.flip(2)), atol=1e-4)   # the row order matters
+    with pytest.raises(ValueError, match="rows of 28 values"):
+        model(torch.randn(1, 3, 28, 28))
+
+
+def test_name_generator_gives_logits_at_real_positions_only():
+    model = create_model("name_gen", n_classes=10, n_categories=3, hidden=8, embed=4, category_embed=4).eval()
+    x = torch.tensor([[2, 1, 5, 6, 0], [0, 1, 7, 0, 0]])     # category, begin mark, letters, padding
+    assert model(x).shape == (5, 10)
+    full, _ = model.forward_sequence(x[:1])
+    assert torch.allclose(model(x)[:3], full[0, :3], atol=1e-6)

@@ -5,9 +5,10 @@ import os
 import pytest
 import torch
 
-from conftest import assert_same_run, metric_rows
+from conftest import assert_same_run, metric_rows, stem_maker
 from nnlab.cli import main
-from nnlab.data.names import NameBatches, encode_names, fold_ascii, load_names
+from nnlab.data.names import (NameBatches, ceiling, deduplicate, encode_names, fold_ascii, grouped_split,
+                              load_names, random_split)
 from nnlab.errors import DataError
 from nnlab.models import create_model
 from nnlab.kinds import names as names_task
@@ -24,12 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def names_dir(tmp_path_factory):
     """Three 'languages' whose names a model can tell apart by their endings; one is rare (imbalance)."""
     root = tmp_path_factory.mktemp("names")
-    gen = torch.Generator().manual_seed(0)
-    letters = "bcdfghklmnprstvz"
-
-    def stems(n):
-        idx = torch.randint(len(letters), (n, 4), generator=gen).tolist()
-        return ["".join(letters[i] for i in row).capitalize() for row in idx]
+    stems = stem_maker(0, 4)
 
     (root / "Alpha.txt").write_text("\n".join(s + "ov" for s in stems(300)) + "\n", encoding="utf-8")
     (root / "Beta.txt").write_text("\n".join(s + "ini" for s in stems(300)) + "\n\n", encoding="utf-8")
@@ -97,7 +93,10 @@ def test_training_writes_the_run_and_learns_the_endings(trained):
     run, summary = trained
     assert summary["test_accuracy"] > 0.9
     assert 0 < summary["test_macro_f1"] <= 1 and set(summary["per_class"]) == {"Alpha", "Beta", "Gamma"}
-    assert summary["names"]["test"] == 66 and summary["balance"] == "weighted-loss"
+    assert 60 <= summary["names"]["test"] <= 70 and summary["balance"] == "weighted-loss"
+    assert summary["protocol"] == "grouped" and summary["test_pairs_in_train"] == 0.0
+    assert summary["ceiling"] == 1.0 and 0.4 < summary["majority_baseline"] < 0.6
+    assert set(summary["test_recall"]) == {"Alpha", "Beta", "Gamma"}
     for name in ("config.json", "metrics.jsonl", "best.pt", "curves.png", "confusion.png", "summary.json"):
         assert (run / name).is_file()
     state = torch.load(run / "best.pt", weights_only=True)
@@ -176,3 +175,70 @@ def test_character_cnn_ignores_padding_and_trains_through_the_cli(names_dir, tmp
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["top"][0]["class"] in {"Alpha", "Beta", "Gamma"}
     assert main(["train", "names-cnn", "--data", str(names_dir), "--set", "model=tcn"]) == 2
     assert "model: expected rnn or cnn" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def repeated_dir(tmp_path_factory):
+    """Names repeated within a language (as the tutorial's Arabic.txt) and names in two languages."""
+    root = tmp_path_factory.mktemp("repeated")
+    stems = stem_maker(1, 5)
+
+    alpha = [s + "ov" for s in stems(150)]
+    beta = [s + "ini" for s in stems(150)]
+    shared = ["Smith", "Brown", "Lee", "Kim"]                      # in both languages
+    (root / "Alpha.txt").write_text("\n".join(alpha * 3 + shared) + "\n", encoding="utf-8")   # each name 3 times
+    (root / "Beta.txt").write_text("\n".join(beta + shared + shared) + "\n", encoding="utf-8")
+    return root
+
+
+def test_deduplication_keeps_each_pair_once_and_counts_the_rest(repeated_dir):
+    data = load_names(repeated_dir)
+    unique, removed = deduplicate(data)
+    assert len(data.names) == 450 + 4 + 150 + 8
+    assert removed == 300 + 4 and len(unique.names) == 150 + 4 + 150 + 4
+    assert len(set(zip(unique.names, unique.labels.tolist()))) == len(unique.names)
+    assert ceiling(unique.names, unique.labels) == pytest.approx((308 - 4) / 308)
+
+
+def test_grouped_split_puts_no_name_string_in_two_splits(repeated_dir):
+    unique, _ = deduplicate(load_names(repeated_dir))
+    rows = grouped_split(unique.names, unique.labels, 0.1, 0.2, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(list(rows.values())).tolist()) == list(range(len(unique.names)))
+    strings = {k: {unique.names[i] for i in v.tolist()} for k, v in rows.items()}
+    assert not strings["train"] & strings["test"] and not strings["train"] & strings["valid"]
+    assert not strings["valid"] & strings["test"]
+    test_labels = torch.bincount(unique.labels[rows["test"]], minlength=2).tolist()
+    assert all(25 <= n <= 36 for n in test_labels)                 # stratified: ~20% of each language
+    again = grouped_split(unique.names, unique.labels, 0.1, 0.2, torch.Generator().manual_seed(0))
+    assert all(torch.equal(rows[k], again[k]) for k in rows)
+
+
+def test_tutorial_split_is_random_over_every_line_and_leaks(repeated_dir):
+    data = load_names(repeated_dir)
+    rows = random_split(len(data.names), 0.1, 0.15, torch.Generator().manual_seed(0))
+    assert len(rows["test"]) == round(0.15 * len(data.names))
+    config = names_task.NamesConfig(protocol="tutorial")
+    split = names_task.split_names(data, config)
+    assert split.about["duplicates_removed"] == 0 and "leaks" in split.about["split"]
+    assert split.about["test_pairs_in_train"] > 0.3               # a name seen 3 times is mostly also in train
+    grouped = names_task.split_names(data, names_task.NamesConfig())
+    assert grouped.about["duplicates_removed"] == 304
+    assert grouped.about["test_pairs_in_train"] == grouped.about["test_names_in_train"] == 0.0
+
+
+def test_protocol_is_set_from_the_cli_and_reported(repeated_dir, tmp_path, capsys):
+    assert main(["train", "names-cnn", "--data", str(repeated_dir), "--out", str(tmp_path / "t"), "--dry-run",
+                 "--set", "protocol=tutorial", "--set", "filters=8", "--set", "embed=8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["protocol"] == "tutorial" and summary["names"]["test"] == round(0.15 * 612)
+    assert main(["train", "names-cnn", "--data", str(repeated_dir), "--set", "protocol=leaky"]) == 2
+    assert "protocol: expected grouped or tutorial" in capsys.readouterr().err
+
+
+def test_a_folder_of_one_repeated_name_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "Alpha.txt").write_text("Smith\n" * 50)
+    (tmp_path / "Beta.txt").write_text("Smith\n" * 50)
+    assert main(["train", "names-cnn", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "1 distinct names (after removing 98 duplicate lines) are too few" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -127,3 +127,134 @@ class NameBatches:
             rows = order[start: start + self.batch_size]
             width = int(self.lengths[rows].max())
             yield self.ids[rows, :width].to(self.device), self.labels[rows].to(self.device)
+
+
+def deduplicate(data: NamesDataset) -> tuple[NamesDataset, int]:
+    """``data`` with each (name, class) pair kept once (its first line), and how many lines went.
+
+    The tutorial's files repeat names (Arabic: 2,000 lines, 108 distinct names); a repeated
+    pair in both the training and the test rows scores memory, not generalization.
+    """
+    seen: set[tuple[str, int]] = set()
+    keep: list[int] = []
+    for row, pair in enumerate(zip(data.names, data.labels.tolist())):
+        if pair not in seen:
+            seen.add(pair)
+            keep.append(row)
+    rows = torch.tensor(keep, dtype=torch.long)
+    return NamesDataset([data.names[i] for i in keep], data.labels[rows], data.classes, data.source), \
+        len(data.names) - len(keep)
+
+
+def grouped_split(names: Sequence[str], labels: torch.Tensor, valid_fraction: float, test_fraction: float,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Indices of train / valid / test rows such that no name string is in two of them.
+
+    The rows of one name string form a group. Each group is stratified by the rarest class
+    among its rows (a name both English and Vietnamese counts as Vietnamese, so small
+    classes keep their share); per class, ``round(test_fraction * groups)`` groups go to test,
+    then ``round(valid_fraction * rest)`` to valid. Indices come back sorted: the split is a
+    pure function of the rows and the generator's seed.
+    """
+    counts = torch.bincount(labels).tolist()
+    rows_of: dict[str, list[int]] = {}
+    for row, name in enumerate(names):
+        rows_of.setdefault(name, []).append(row)
+    by_class: dict[int, list[str]] = {}
+    for name, rows in rows_of.items():  # dict order is first appearance: deterministic
+        rarest = min((int(labels[r]) for r in rows), key=lambda c: (counts[c], c))
+        by_class.setdefault(rarest, []).append(name)
+    parts: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    for cls in sorted(by_class):
+        groups = by_class[cls]
+        order = torch.randperm(len(groups), generator=generator).tolist()
+        n_test = round(test_fraction * len(groups))
+        n_valid = round(valid_fraction * (len(groups) - n_test))
+        for position, g in enumerate(order):
+            split = "test" if position < n_test else "valid" if position < n_test + n_valid else "train"
+            parts[split].extend(rows_of[groups[g]])
+    return {split: torch.tensor(sorted(rows), dtype=torch.long) for split, rows in parts.items()}
+
+
+def random_split(n: int, valid_fraction: float, test_fraction: float,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The PyTorch tutorial's split: ``test_fraction`` of all ``n`` rows at random (repeated names
+    included, so a test name is often also a training name), then ``valid_fraction`` of the rest."""
+    order = torch.randperm(n, generator=generator)
+    n_test = round(test_fraction * n)
+    n_valid = round(valid_fraction * (n - n_test))
+    return {"test": order[:n_test].sort().values, "valid": order[n_test: n_test + n_valid].sort().values,
+            "train": order[n_test + n_valid:].sort().values}
+
+
+def overlap(names: Sequence[str], labels: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Shares of the test rows whose (name, class) pair, or whose name string, is also a training row."""
+    train_pairs = {(names[i], int(labels[i])) for i in rows["train"].tolist()}
+    train_names = {name for name, _ in train_pairs}
+    test = rows["test"].tolist()
+    pairs = sum((names[i], int(labels[i])) in train_pairs for i in test)
+    strings = sum(names[i] in train_names for i in test)
+    return {"test_pairs_in_train": round(pairs / max(len(test), 1), 4),
+            "test_names_in_train": round(strings / max(len(test), 1), 4)}
+
+
+def ceiling(names: Sequence[str], labels: torch.Tensor) -> float:
+    """The best accuracy any model can reach on these rows: a name with several classes can be
+    right for only its most frequent one."""
+    per_name: dict[str, dict[int, int]] = {}
+    for name, label in zip(names, labels.tolist()):
+        per_name.setdefault(name, {}).setdefault(label, 0)
+        per_name[name][label] += 1
+    return sum(max(c.values()) for c in per_name.values()) / max(len(names), 1)
+
+
+BOUNDARY = 1  # generation's begin/end-of-name mark; letters are 2.. (0 is padding)
+
+
+def generation_ids(categories: torch.Tensor, names: Sequence[str], alphabet: str = ALPHABET
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of a name generator, teacher-forced.
+
+    ``x [N, 2+L]``: the category, the begin mark, the name's letters (ids ``2..``), 0 after.
+    ``y [M]``: for each real input position, row by row, the next letter or the end mark::
+
+        x: cat  ^  R  o  s  s  0      (^ and $ are both BOUNDARY)
+        y:         R  o  s  s  $
+    """
+    index = {c: i + 2 for i, c in enumerate(alphabet)}
+    width = max((len(n) for n in names), default=0) + 1
+    x = torch.zeros(len(names), 1 + width, dtype=torch.long)  # [N, 1+L+1]
+    targets = []
+    for row, name in enumerate(names):
+        ids = [index[c] for c in name]
+        x[row, 0] = categories[row]
+        x[row, 1: 2 + len(ids)] = torch.tensor([BOUNDARY, *ids], dtype=torch.long)
+        targets.extend([*ids, BOUNDARY])
+    return x, torch.tensor(targets, dtype=torch.long)
+
+
+class GenerationBatches:
+    """Batches ``(x [B, 1+T], y [M])`` of (category, name) pairs for a name generator
+    (``generation_ids``); ``shuffle`` draws a new order each pass from ``generator``."""
+
+    def __init__(self, names: Sequence[str], categories: torch.Tensor, batch_size: int, *,
+                 alphabet: str = ALPHABET, shuffle: bool = False, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.names = list(names)
+        self.categories = categories
+        self.alphabet = alphabet
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return -(-len(self.names) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.names)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            rows = order[start: start + self.batch_size].tolist()
+            x, y = generation_ids(self.categories[rows], [self.names[i] for i in rows], self.alphabet)
+            yield x.to(self.device), y.to(self.device)

@@ -19,7 +19,7 @@ from typing import Any
 from nnlab.errors import CheckpointError, ConfigError
 
 # What a kind can offer beyond train/evaluate/predict; commands refuse a run whose kind lacks theirs.
-FEATURES = ("resume", "serve", "export", "interpret", "cam", "sample", "lr-find")
+FEATURES = ("resume", "serve", "export", "interpret", "cam", "sample", "lr-find", "translate")
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,13 @@ register(Kind("perceptron", "nnlab.kinds.perceptron", "PerceptronConfig", "perce
               predict_options=("csv", "output")))
 register(Kind("text", "nnlab.kinds.charlm", "CharLMConfig", "char-RNN run", _features("resume", "sample")))
 register(Kind("names", "nnlab.kinds.names", "NamesConfig", "names run", _features("resume", "serve")))
+register(Kind("namegen", "nnlab.kinds.namegen", "NameGenConfig", "name-generation run", _features("resume", "sample"),
+              eval_options=("classifier", "temperature")))
 register(Kind("series", "nnlab.kinds.series", "SeriesConfig", "series run", _features("resume")))
 register(Kind("textcls", "nnlab.kinds.textcls", "TextClassifyConfig", "text-classification run",
-              _features("resume", "serve"), predict_options=("csv", "output")))
+              _features("resume", "serve"), predict_options=("csv", "output", "explain")))
 register(Kind("transfer", "nnlab.kinds.transfer", "TransferConfig", "digits-transfer run"))
+register(Kind("translate", "nnlab.kinds.translate", "TranslateConfig", "translation run", _features("resume", "translate")))
 register(Kind("custom", "nnlab.kit.api", "CustomConfig", "run of your own model (nnlab.fit)", _features("resume")))
 
 

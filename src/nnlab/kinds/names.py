@@ -1,7 +1,11 @@
 """Surname -> language runs: a bidirectional GRU over padded, packed names; predictions for new names.
 
-``train`` folds the names to ASCII, holds out a stratified ``test_fraction`` (its accuracy is
-``test_accuracy``) and a validation part of the rest (it picks the best epoch), trains in
+``train`` folds the names to ASCII and splits them by ``protocol``: ``grouped`` (the default)
+keeps each (name, language) pair once and puts every name string in one split only (train,
+valid or test, stratified by language), so ``test_accuracy`` measures names the model never
+saw; ``tutorial`` is the PyTorch tutorial's random 85/15 split of all lines, repeats
+included, for comparison with published numbers (it leaks: the summary says how much). The
+validation part picks the best epoch. The run trains in
 batches of padded sequences that the model packs, and writes a run directory like an image
 run: ``config.json``, ``metrics.jsonl``, ``best.pt``/``last.pt`` (with the alphabet and the
 classes as plain data), ``curves.png``, ``confusion.png`` and ``summary.json`` (accuracy,
@@ -18,15 +22,20 @@ from typing import Any, Sequence, TextIO
 import torch
 
 from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
-from nnlab.data.names import ALPHABET, NameBatches, NamesDataset, encode_names, fold_ascii, load_names
+from nnlab.data.names import (ALPHABET, NameBatches, NamesDataset, ceiling, deduplicate, encode_names, fold_ascii,
+                              grouped_split, load_names, overlap, random_split)
 from nnlab.engine.learner import resolve_device
 from nnlab.engine.metrics import check_predict_args
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.inspection.plots import plot_confusion
-from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
+from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kit.rundir import load_best
 from nnlab.kit.run import RunStart, stopped_summary, summarize
+
+
+PROTOCOLS = ("grouped", "tutorial")
+TUTORIAL_TEST_FRACTION = 0.15  # the tutorial's random_split(..., [.85, .15])
 
 
 @dataclass
@@ -43,6 +52,7 @@ class NamesConfig(RunConfig):
     embed: int = 32
     dropout: float = 0.1
     balance: str = "none"               # none | weighted-loss | sampler: counter class imbalance
+    protocol: str = "grouped"           # grouped: deduplicated, no name in two splits | tutorial: random 85/15
     epochs: int = 12
     lr: float = 5e-3
     weight_decay: float = 1e-4
@@ -55,15 +65,54 @@ class NamesConfig(RunConfig):
         super().check()
         check_choice("model", self.model, ("rnn", "cnn"))
         check_choice("cell", self.cell, ("lstm", "gru"))
+        check_choice("protocol", self.protocol, PROTOCOLS)
         if not self.widths or any(w < 1 for w in self.widths):
             raise ConfigError(f"widths must be at least 1, got {self.widths}")
         check_positive(self, "filters", "layers", "hidden_size", "embed")
         check_dropout(self.dropout)
 
 
-def split_names(data: NamesDataset, config: NamesConfig) -> dict[str, torch.Tensor]:
-    """Indices of the test names (stratified), then of validation out of the rest; a pure function of the seed."""
-    return split_stratified(data.labels, config, data.source, "names")
+@dataclass
+class NamesSplit:
+    """The names a run uses (deduplicated under ``grouped``), its split's row indices, and what
+    the summary says of the split (protocol, duplicates removed, overlap, ceiling, baseline)."""
+
+    data: NamesDataset
+    rows: dict[str, torch.Tensor]
+    about: dict[str, Any]
+
+
+def split_names(data: NamesDataset, config: NamesConfig) -> NamesSplit:
+    """The run's split of ``data`` by ``config.protocol``; a pure function of the data and the seed.
+
+    Too few distinct names for a training and a test split (say, a folder of one name
+    repeated) is a ``DataError`` naming the folder.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    removed = 0
+    if config.protocol == "tutorial":
+        rows = random_split(len(data.names), config.valid_fraction, TUTORIAL_TEST_FRACTION, generator)
+        how = ("tutorial: a random 85/15 split of all lines, repeated names included; it leaks "
+               "(test names also seen in training), so compare it only with published tutorial numbers")
+    else:
+        data, removed = deduplicate(data)
+        rows = grouped_split(data.names, data.labels, config.valid_fraction, config.test_fraction, generator)
+        how = (f"grouped: (name, language) pairs deduplicated, then each name string in one split only "
+               f"(test {config.test_fraction:g}, valid {config.valid_fraction:g} of the rest), "
+               "stratified by its rarest language")
+    if len(rows["test"]) == 0 or len(rows["train"]) == 0:
+        distinct = len(set(data.names))
+        raise DataError(f"{data.source}: {distinct} distinct names (after removing {removed} duplicate lines) "
+                        "are too few for a training and a test split")
+    test_names = [data.names[i] for i in rows["test"].tolist()]
+    test_labels = data.labels[rows["test"]]
+    majority = int(torch.bincount(data.labels[rows["train"]]).argmax())
+    about = {"protocol": config.protocol, "split": how, "duplicates_removed": removed,
+             **overlap(data.names, data.labels, rows),
+             "ceiling": round(ceiling(test_names, test_labels), 4),
+             "majority_baseline": round((test_labels == majority).float().mean().item(), 4),
+             "majority_class": data.classes[majority]}
+    return NamesSplit(data, rows, about)
 
 
 def batches(data: NamesDataset, rows: torch.Tensor, batch_size: int, device: torch.device,
@@ -86,8 +135,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
     config, device, run_dir = start.config, start.device, start.run_dir
-    data = load_names(config.data)
-    rows = split_names(data, config)
+    split = split_names(load_names(config.data), config)
+    data, rows = split.data, split.rows
     n_classes = len(data.classes)
     train_rows = rows["train"][: 4 * config.batch_size] if dry_run else rows["train"]
     train_labels = data.labels[train_rows]
@@ -107,7 +156,9 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     return summarize(start, trained, {
         "dataset": data.source, "model": model_name, "cell": config.cell if config.model == "rnn" else None,
         "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),
-        "test_macro_f1": result["macro"]["f1"], **result, "names": {k: len(v) for k, v in rows.items()},
+        "test_macro_f1": result["macro"]["f1"], **split.about,
+        "test_recall": {name: row["recall"] for name, row in result["per_class"].items()},
+        **result, "names": {k: len(v) for k, v in rows.items()},
         **timing(trained, len(train_rows), "names_per_s"), "classes": list(data.classes)}, dry_run)
 
 
@@ -120,13 +171,15 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[N
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
-    """Reload ``best.pt``, split the names exactly as ``train`` did and score the test names again."""
+    """Reload ``best.pt``, split the names exactly as ``train`` did (same protocol and seed) and
+    score the test names again."""
     run_dir = Path(run_dir)
     device = resolve_device(device_name or "cpu")
     config, model, state = load_run(run_dir, device)
     data = load_names(data_path or config.data, state["alphabet"])
     check_classes(data.source, data.classes, state)
-    rows = split_names(data, config)
+    split = split_names(data, config)
+    data, rows = split.data, split.rows
     test = NameBatches([data.names[i] for i in rows["test"].tolist()], data.labels[rows["test"]],
                        config.eval_batch_size, alphabet=state["alphabet"], device=device)
     return rescore(run_dir, config.recipe, model, test, data.classes, device)

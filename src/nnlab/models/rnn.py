@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnlab.models.registry import Classifier, register
 
@@ -154,13 +154,39 @@ class SequenceRNNConfig:
     bidirectional: bool
     dropout: float
     drop_embeddings: bool
+    pooling: str = "last"   # last | max | attention: how the states of a sequence become one vector
+
+
+POOLINGS = ("last", "max", "attention")
+
+
+class AttentionPooling(nn.Module):
+    """Additive attention over a sequence's states: ``a = softmax(v . tanh(W h_t))`` over its real
+    tokens (padding gets weight 0), pooled as ``sum_t a_t h_t`` (Bahdanau's score with a learnt
+    query, as in hierarchical attention networks)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(size, size)
+        self.v = nn.Linear(size, 1, bias=False)
+
+    def weights(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Weights ``[N, L]`` of states ``[N, L, F]``; ``mask [N, L]`` is True at real tokens."""
+        scores = self.v(torch.tanh(self.project(states))).squeeze(-1)          # [N, L]
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (self.weights(states, mask).unsqueeze(-1) * states).sum(1)      # [N, F]
 
 
 class SequenceRNN(Classifier):
-    """Embedding -> LSTM/GRU (bidirectional or not) over packed sequences -> linear on the final states.
+    """Embedding -> LSTM/GRU (bidirectional or not) over packed sequences -> pooling -> linear.
 
-    Padding is packed away, so a sequence's output does not depend on how long its batch's
-    longest sequence is. ``name_rnn`` and ``text_rnn`` are two sizes of it.
+    ``pooling`` turns the states into one vector: ``last``, the final state of each direction;
+    ``max``, the largest value of each feature over the real tokens; ``attention``, an
+    ``AttentionPooling`` of the states, whose weights (``attention_weights``) say which tokens
+    the prediction rests on. Padding is packed away and masked, so a sequence's output does not
+    depend on how long its batch's longest sequence is. ``name_rnn`` and ``text_rnn`` are two sizes of it.
     """
 
     def __init__(self, config: SequenceRNNConfig) -> None:
@@ -172,40 +198,68 @@ class SequenceRNN(Classifier):
                                       bidirectional=config.bidirectional,
                                       dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
+        self.attend = AttentionPooling(self.directions * config.hidden) if config.pooling == "attention" else None
         self.head = nn.Linear(self.directions * config.hidden, config.n_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The top layer's final state of each direction, ``[N, D*H]``, for padded ids ``x [N, L]``."""
+    def _states(self, x: torch.Tensor, unpack: bool = True) -> tuple[torch.Tensor | None, Hidden, torch.Tensor]:
+        """Top-layer states ``[N, L, D*H]`` (zero at padding; ``None`` unless ``unpack``), the final
+        hidden state, and the mask of real tokens ``[N, L]``."""
         embedded = self.embed(x)
         if self.config.drop_embeddings:
             embedded = self.drop(embedded)
         lengths = (x != 0).sum(1).clamp(min=1).cpu()  # pack needs lengths on the CPU
         packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        _, hidden = self.rnn(packed)
-        h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
-        return torch.cat(list(h[-self.directions:]), dim=1)    # forward (, backward): [N, D*H]
+        outputs, hidden = self.rnn(packed)
+        states = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])[0] if unpack else None
+        mask = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)   # [N, L]
+        return states, hidden, mask.to(x.device)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled states ``[N, D*H]`` of padded ids ``x [N, L]`` (see ``pooling``)."""
+        last = self.config.pooling == "last"
+        states, hidden, mask = self._states(x, unpack=not last)  # the final states need no unpacking
+        if last:
+            h = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
+            return torch.cat(list(h[-self.directions:]), dim=1)    # forward (, backward): [N, D*H]
+        if self.config.pooling == "max":
+            return states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+        return self.attend(states, mask)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Each token's attention weight ``[N, L]`` for padded ids ``x [N, L]`` (0 at padding, each
+        row sums to 1 over its real tokens); only with ``pooling="attention"``."""
+        if self.attend is None:
+            raise ValueError(f"attention_weights needs pooling='attention'; this model pools by "
+                             f"{self.config.pooling!r}")
+        states, _, mask = self._states(x)
+        return self.attend.weights(states, mask)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.embed, self.rnn, self.head]
+        body = self.rnn if self.attend is None else nn.ModuleList([self.rnn, self.attend])
+        return [self.embed, body, self.head]
 
 
 @register("name_rnn")
 def name_rnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 32, hidden: int = 128, layers: int = 1,
-             cell: str = "gru", dropout: float = 0.1) -> SequenceRNN:
+             cell: str = "gru", dropout: float = 0.1, pooling: str = "last") -> SequenceRNN:
     """Bidirectional GRU (or ``cell="lstm"``) classifier of short character sequences such as names."""
     return SequenceRNN(SequenceRNNConfig(n_tokens, n_classes, embed, hidden, layers, cell, bidirectional=True,
-                                         dropout=dropout, drop_embeddings=False))
+                                         dropout=dropout, drop_embeddings=False, pooling=pooling))
 
 
 @register("text_rnn")
 def text_rnn(n_classes: int = 2, n_tokens: int = 20000, embed: int = 100, hidden: int = 128, layers: int = 1,
-             cell: str = "lstm", bidirectional: bool = True, dropout: float = 0.3) -> SequenceRNN:
-    """Word-level LSTM (or ``cell="gru"``, ``bidirectional=False``) classifier of padded, packed token ids."""
+             cell: str = "lstm", bidirectional: bool = True, dropout: float = 0.3,
+             pooling: str = "last") -> SequenceRNN:
+    """Word-level LSTM (or ``cell="gru"``, ``bidirectional=False``) classifier of padded, packed token ids;
+    ``pooling`` is ``last``, ``max`` or ``attention`` (see ``SequenceRNN``)."""
     return SequenceRNN(SequenceRNNConfig(n_tokens, n_classes, embed, hidden, layers, cell, bidirectional,
-                                         dropout, drop_embeddings=True))
+                                         dropout, drop_embeddings=True, pooling=pooling))
 
 
 @dataclass
@@ -280,3 +334,119 @@ def name_cnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 64, filters: 
              widths: tuple[int, ...] = (2, 3, 4, 5), dropout: float = 0.5) -> SequenceCNN:
     """Character CNN classifier of short sequences such as names: ``filters`` per kernel width."""
     return SequenceCNN(n_tokens, n_classes, embed, filters, tuple(widths), dropout)
+
+
+@dataclass
+class RowRNNConfig:
+    """Sizes of an image classifier that reads an image row by row: ``row_size`` values a step
+    (channels times width: 28 for Fashion-MNIST), ``hidden`` units, from the last step's state."""
+
+    n_classes: int = 10
+    row_size: int = 28
+    hidden: int = 128
+    layers: int = 1
+    cell: str = "lstm"
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+
+class RowRNN(Classifier):
+    """An LSTM/GRU that reads an image ``[N, C, H, W]`` as ``H`` steps of ``C*W`` pixels (the
+    "pure RNN for image classification" question) -> linear on the top layer's final state
+    (both directions' when bidirectional). The image kind trains it like any classifier."""
+
+    def __init__(self, config: RowRNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.directions = 2 if config.bidirectional else 1
+        self.rnn = _cell(config.cell)(config.row_size, config.hidden, config.layers, batch_first=True,
+                                      bidirectional=config.bidirectional,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(self.directions * config.hidden, config.n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final state of the top layer (each direction), ``[N, D*H]``, after reading every row."""
+        n, c, h, w = x.shape
+        if c * w != self.config.row_size:
+            raise ValueError(f"row_rnn reads rows of {self.config.row_size} values; got images of {c}x{h}x{w}")
+        rows = x.permute(0, 2, 1, 3).reshape(n, h, c * w).contiguous()  # [N, C, H, W] -> [N, H, C*W]
+        _, hidden = self.rnn(rows)
+        last = hidden[0] if isinstance(hidden, tuple) else hidden  # [layers*D, N, H]
+        return torch.cat(list(last[-self.directions:]), dim=1)      # [N, D*H]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [self.rnn, self.head]
+
+
+@register("row_rnn")
+def row_rnn(n_classes: int = 10, **kwargs: object) -> RowRNN:
+    """LSTM (or ``cell="gru"``) image classifier reading one row of pixels a step (28 steps of 28 for Fashion-MNIST)."""
+    return RowRNN(RowRNNConfig(n_classes=n_classes, **kwargs))
+
+
+@dataclass
+class NameGenConfig:
+    """Sizes of a character language model of names conditioned on a category (a language):
+    ``vocab_size`` tokens (0 padding, 1 the begin/end-of-name mark, then the letters)."""
+
+    vocab_size: int = 59
+    n_categories: int = 18
+    embed: int = 32
+    category_embed: int = 32
+    hidden: int = 256
+    layers: int = 1
+    cell: str = "lstm"
+    dropout: float = 0.2
+
+
+class NameGenerator(Classifier):
+    """Category embedding fed at every step beside the character embedding -> LSTM/GRU -> linear
+    over the characters (the PyTorch "generating names" tutorial's conditioning, as a batched model).
+
+    Its input ``x [B, 1+T]`` holds the category in column 0 and the characters read so far
+    (begin mark, letters, 0 after the end) in the rest. ``forward`` returns logits only at the
+    real positions, ``[M, V]`` with ``M`` the number of non-padding inputs, in row order, so that
+    ``CrossEntropyLoss`` against the targets at those positions (``[M]``) needs no masking.
+    """
+
+    def __init__(self, config: NameGenConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.category = nn.Embedding(config.n_categories, config.category_embed)
+        self.embed = nn.Embedding(config.vocab_size, config.embed, padding_idx=0)
+        self.rnn = _cell(config.cell)(config.embed + config.category_embed, config.hidden, config.layers,
+                                      batch_first=True, dropout=config.dropout if config.layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def read(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """The top layer's output ``[B, T, H]`` at every input position of ``x [B, 1+T]``, and the new state."""
+        chars = self.embed(x[:, 1:])                                       # [B, T, E]
+        category = self.category(x[:, 0])[:, None, :].expand(-1, chars.shape[1], -1)  # [B, T, C]
+        return self.rnn(torch.cat([chars, category], 2), hidden)
+
+    def forward_sequence(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """Logits ``[B, T, V]`` at every input position of ``x [B, 1+T]`` from ``hidden``, and the new state."""
+        out, hidden = self.read(x, hidden)
+        return self.head(self.drop(out)), hidden
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The top layer's output at each real (non-padding) position, ``[M, H]``."""
+        out, _ = self.read(x)
+        return out[x[:, 1:] != 0]                                          # [B, T, H] -> [M, H]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(features))
+
+    def layer_groups(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.category, self.embed]), self.rnn, self.head]
+
+
+@register("name_gen")
+def name_gen(n_classes: int = 59, **kwargs: object) -> NameGenerator:
+    """Category-conditioned character LSTM (or ``cell="gru"``) generating names; ``n_classes`` is the vocabulary."""
+    return NameGenerator(NameGenConfig(vocab_size=n_classes, **kwargs))
