@@ -177,6 +177,22 @@ def test_character_cnn_ignores_padding_and_trains_through_the_cli(names_dir, tmp
     assert "model: expected rnn or cnn" in capsys.readouterr().err
 
 
+def test_attention_pooling_trains_and_weighs_only_the_real_letters(names_dir, tmp_path, capsys):
+    run = tmp_path / "att"
+    assert main(["train", "names-rnn", "--data", str(names_dir), "--out", str(run), "--epochs", "6",
+                 "--batch-size", "32", "--set", "hidden_size=16", "--set", "embed=8", "--set", "pooling=attention",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["test_accuracy"] > 0.8
+    _, model, _ = names_task.load_run(run)
+    ids = encode_names(["Petrov", "Li"])                      # [2, 6]: "Li" padded with 4 zeros
+    weights = model.attention_weights(ids)
+    assert torch.allclose(weights.sum(1), torch.ones(2), atol=1e-5)
+    assert torch.all(weights[1, 2:] == 0)                      # no weight on padding
+    assert main(["train", "names-rnn", "--data", str(names_dir), "--set", "pooling=mean"]) == 2
+    assert "pooling: expected last or max or attention" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def repeated_dir(tmp_path_factory):
     """Names repeated within a language (as the tutorial's Arabic.txt) and names in two languages."""

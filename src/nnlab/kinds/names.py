@@ -45,6 +45,7 @@ class NamesConfig(RunConfig):
     kind: str = "names"
     model: str = "rnn"                  # rnn: name_rnn (bidirectional GRU/LSTM) | cnn: name_cnn (character CNN)
     cell: str = "gru"                   # gru | lstm, bidirectional (model rnn)
+    pooling: str = "last"               # model rnn: last | max | attention (additive attention over the states)
     filters: int = 256                  # model cnn: filters per kernel width
     widths: tuple[int, ...] = (2, 3, 4, 5)  # model cnn: kernel widths, in characters
     layers: int = 1
@@ -65,6 +66,7 @@ class NamesConfig(RunConfig):
         super().check()
         check_choice("model", self.model, ("rnn", "cnn"))
         check_choice("cell", self.cell, ("lstm", "gru"))
+        check_choice("pooling", self.pooling, ("last", "max", "attention"))
         check_choice("protocol", self.protocol, PROTOCOLS)
         if not self.widths or any(w < 1 for w in self.widths):
             raise ConfigError(f"widths must be at least 1, got {self.widths}")
@@ -126,7 +128,8 @@ def model_args(config: NamesConfig, n_classes: int) -> tuple[str, dict[str, Any]
     common = {"n_classes": n_classes, "n_tokens": len(ALPHABET) + 1, "embed": config.embed, "dropout": config.dropout}
     if config.model == "cnn":
         return "name_cnn", {**common, "filters": config.filters, "widths": list(config.widths)}
-    return "name_rnn", {**common, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell}
+    return "name_rnn", {**common, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell,
+                        "pooling": config.pooling}
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
