@@ -615,4 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nnlab ... | head`: the reader left; say nothing more, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
