@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ def safe_loads(data: bytes, path: str) -> Any:
     except DataError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, UnicodeDecodeError) as error:
+            AttributeError, UnicodeDecodeError, MemoryError, OverflowError, LookupError) as error:
+        # MemoryError, OverflowError: a damaged length field claims more bytes than any file holds;
+        # LookupError: a damaged encoding name handed to codecs.encode.
         raise DataError(f"{path}: corrupt pickle ({type(error).__name__}: {error})") from None
 
 
@@ -155,7 +158,7 @@ def read_cifar(path: str | Path, layout: CifarLayout) -> dict[str, Any]:
             train = [_batch(load(name), f"{path}:{layout.folder}/{name}", layout) for name in layout.train]
             test = _batch(load(layout.test), f"{path}:{layout.folder}/{layout.test}", layout)
             classes = _class_names(load(layout.meta), f"{path}:{layout.folder}/{layout.meta}", layout)
-        except (tarfile.TarError, OSError, EOFError) as error:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:  # zlib: damaged deflate data
             raise DataError(f"{path}: corrupt archive ({error}); delete it and download again") from None
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
