@@ -19,6 +19,7 @@ from nnlab.config import apply_overrides
 from nnlab.errors import ConfigError
 from nnlab.kinds import KINDS, get_kind
 from nnlab.kinds.charlm import CharLMConfig
+from nnlab.kinds.fashion_transfer import FashionTransferConfig
 from nnlab.kinds.image import ImageConfig
 from nnlab.kinds.names import NamesConfig
 from nnlab.kinds.namegen import NameGenConfig
@@ -177,6 +178,12 @@ add(Recipe("digits-transfer", "fashion-cnn pretrained on Fashion-MNIST (or --fro
             "scikit-learn's 8x8 digits at 28x28, vs from scratch on 10/25/100% of them",
             "issue 5 target: transfer beats scratch by >= 3 points at 10%; see docs/benchmarks.md",
             TransferConfig()))
+# Transfer learning that works offline (issue 20): Fashion-MNIST 0-4 pretrained, 5-9 from K images
+# per class; measured in docs/benchmarks.md ("Fashion-MNIST class-split transfer").
+add(Recipe("fashion-transfer", "conv net pretrained on Fashion-MNIST classes 0-4 (or --from RUN_DIR), then "
+            "classes 5-9 from K = 5/10/50/100 images each, fine-tuned vs from scratch",
+            "issue 20 targets: +10 points at K=10, +3 at K=100 (5 seeds); see docs/benchmarks.md",
+            FashionTransferConfig()))
 # Translation (issue 16): a GRU encoder-decoder with attention; numbers in docs/benchmarks.md ("Translation").
 # threads=1: these small recurrent steps ran 15-70x slower with 2 torch threads than with 1 whenever
 # another process shared the 2-core host (OpenMP threads waiting on each other); translate-dates

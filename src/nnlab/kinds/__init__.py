@@ -78,6 +78,7 @@ register(Kind("series", "nnlab.kinds.series", "SeriesConfig", "series run", _fea
 register(Kind("textcls", "nnlab.kinds.textcls", "TextClassifyConfig", "text-classification run",
               _features("resume", "serve"), predict_options=("csv", "output", "explain")))
 register(Kind("transfer", "nnlab.kinds.transfer", "TransferConfig", "digits-transfer run"))
+register(Kind("fashion-transfer", "nnlab.kinds.fashion_transfer", "FashionTransferConfig", "fashion-transfer run"))
 register(Kind("translate", "nnlab.kinds.translate", "TranslateConfig", "translation run", _features("resume", "translate")))
 register(Kind("custom", "nnlab.kit.api", "CustomConfig", "run of your own model (nnlab.fit)", _features("resume")))
 

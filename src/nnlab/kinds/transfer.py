@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import RunConfig, load_config
+from nnlab.config import RunConfig, check_positive, load_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.engine.learner import predict_probs, resolve_device
@@ -68,12 +68,15 @@ class TransferConfig(RunConfig):
         super().check()
         if not self.percents or any(not 0 < p <= 100 for p in self.percents):
             raise ConfigError(f"percents must be in (0, 100], got {self.percents}")
-        if not 0 <= self.freeze_epochs < self.epochs:
-            raise ConfigError(f"freeze_epochs must be in [0, epochs), got {self.freeze_epochs}")
-        if self.pretrain_epochs < 1:
-            raise ConfigError(f"pretrain_epochs must be at least 1, got {self.pretrain_epochs}")
-        if self.repeats < 1:
-            raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
+        check_comparison(self)
+
+
+def check_comparison(config: Any) -> None:
+    """The rules a pretrain-then-compare config shares: a head-only phase shorter than the run, at
+    least one pretraining epoch and one repeat."""
+    if not 0 <= config.freeze_epochs < config.epochs:
+        raise ConfigError(f"freeze_epochs must be in [0, epochs), got {config.freeze_epochs}")
+    check_positive(config, "pretrain_epochs", "repeats")
 
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -248,25 +251,36 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
-    """Score every digits model of the run (``models/INIT-PERCENT.pt``) again on the held-out digits."""
+def saved_models(run_dir: str | Path, config_class: type, what: str,
+                 device_name: str | None) -> tuple[Any, torch.device, list[tuple[Path, dict, torch.nn.Module]]]:
+    """The config, device and every saved model (``models/*.pt``, weights only, on the device) of a
+    comparison run whose config is a ``config_class`` (``what`` names such runs in errors)."""
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.json")
-    if not isinstance(config, TransferConfig):
-        raise CheckpointError(f"{run_dir}: not a digits-transfer run")
+    if not isinstance(config, config_class):
+        raise CheckpointError(f"{run_dir}: not a {what} run")
     device = resolve_device(device_name or config.device)
-    accuracy: dict[str, float] = {}
+    models = []
     for path in sorted((run_dir / "models").glob("*.pt")):
         state = load_checkpoint(path, map_location=device)
-        seed = state.get("seed", config.seed)  # each repeat's own test split
-        images, labels, _, test_idx = split_digits(dataclasses.replace(config, seed=seed))
         model = create_model(state["model_name"], n_classes=len(state["classes"]), **state["model_args"])
         model.load_state_dict(state["model"])
-        accuracy[path.stem] = held_out_accuracy(model.to(device), images[test_idx], labels[test_idx], state, device)
-    if not accuracy:
-        raise CheckpointError(f"{run_dir / 'models'}: no digits models")
+        models.append((path, state, model.to(device)))
+    if not models:
+        raise CheckpointError(f"{run_dir / 'models'}: no {what} models")
+    return config, device, models
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+    """Score every digits model of the run (``models/INIT-PERCENT.pt``) again on the held-out digits."""
+    config, device, models = saved_models(run_dir, TransferConfig, "digits-transfer", device_name)
+    accuracy: dict[str, float] = {}
+    for path, state, model in models:
+        seed = state.get("seed", config.seed)  # each repeat's own test split
+        images, labels, _, test_idx = split_digits(dataclasses.replace(config, seed=seed))
+        accuracy[path.stem] = held_out_accuracy(model, images[test_idx], labels[test_idx], state, device)
     return {"run_dir": str(run_dir), "recipe": config.recipe, "test_accuracy_by_model": accuracy,
-            "summary": _summary_value(run_dir, "results")}
+            "summary": _summary_value(Path(run_dir), "results")}
 
 
 def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 3) -> list[dict]:
