@@ -35,7 +35,7 @@ from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.engine.learner import predict_probs
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
-from nnlab.kinds.transfer import check_comparison, saved_models
+from nnlab.kinds.transfer import check_comparison, fit_compared, saved_models
 from nnlab.kit.run import RunStart, Spec, train_model
 from nnlab.models import create_model
 
@@ -197,14 +197,8 @@ def fit_fewshot(config: FashionTransferConfig, state: dict, init: str, images: t
     generator = torch.Generator().manual_seed(config.seed)
     batches = batches_for(config, images, labels, state["mean"], state["std"], device, generator, config.batch_size,
                           config.min_epoch_images)
-    run = dataclasses.replace(config, epochs=epochs, freeze_epochs=freeze_epochs,
-                              lr=config.lr if transfer else config.scratch_lr,
-                              lr_mult=config.lr_mult if transfer else 1.0,
-                              schedule="fine-tune" if transfer else "one-cycle",
-                              stop_after_epochs=None, time_budget=None, patience=None)
-    trained = train_model(RunStart(run, device, None), Spec(model, batches, None, torch.nn.CrossEntropyLoss(),
-                                                            generator=generator, channels_last=config.channels_last))
-    return trained.model, trained.history
+    return fit_compared(config, transfer, model, batches, generator, device, epochs, freeze_epochs,
+                        config.channels_last)
 
 
 def model_file(init: str, k: int, repeat: int) -> str:

@@ -149,13 +149,22 @@ def fit_digits(config: TransferConfig, state: dict, init: str, images: torch.Ten
     batches = TensorBatches(images, labels, min(config.batch_size, len(labels)), shuffle=True, drop_last=True,
                             generator=generator, mean=state["mean"], std=state["std"], device=device,
                             augment=make_augment(config.augment))
+    return fit_compared(config, transfer, model, batches, generator, device, epochs, freeze_epochs)
+
+
+def fit_compared(config: Any, transfer: bool, model: torch.nn.Module, batches: Any, generator: torch.Generator,
+                 device: torch.device, epochs: int, freeze_epochs: int,
+                 channels_last: bool = False) -> tuple[torch.nn.Module, list[dict]]:
+    """Train one model of a transfer-vs-scratch comparison through the run kit, in memory: ``transfer``
+    fine-tunes (the head for ``freeze_epochs``, then every group at ``lr * lr_mult**k``), scratch runs
+    one-cycle at ``scratch_lr``; same batches and epochs either way."""
     run = dataclasses.replace(config, epochs=epochs, freeze_epochs=freeze_epochs,
                               lr=config.lr if transfer else config.scratch_lr,
                               lr_mult=config.lr_mult if transfer else 1.0,
                               schedule="fine-tune" if transfer else "one-cycle",
                               stop_after_epochs=None, time_budget=None, patience=None)
     trained = train_model(RunStart(run, device, None), Spec(model, batches, None, torch.nn.CrossEntropyLoss(),
-                                                            generator=generator))
+                                                            generator=generator, channels_last=channels_last))
     return trained.model, trained.history
 
 
