@@ -239,3 +239,19 @@ def test_ablate_lists_every_declared_trick_once_against_the_full_recipe(squares,
 def test_ablate_of_a_recipe_without_tricks_is_a_clear_error(capsys):
     code, _, err = run_cli(capsys, "ablate", "iris-mlp")
     assert code == 2 and "declares no tricks" in err
+
+
+def test_a_trial_claimed_by_a_worker_that_died_before_signing_it_is_taken_over():
+    """The kill can land between a worker's claim (WAITING -> RUNNING) and its signing the trial."""
+    import datetime
+    import types
+    from nnlab.commands.sweep_workers import CLAIM_GRACE_SECONDS, is_stale
+    now = datetime.datetime.now()
+    unsigned = types.SimpleNamespace(user_attrs={}, datetime_start=now)
+    assert not is_stale(unsigned)  # its claimer may be signing it right now
+    unsigned.datetime_start = now - datetime.timedelta(seconds=CLAIM_GRACE_SECONDS + 1)
+    assert is_stale(unsigned)
+    gone = types.SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{2**22 + 12345}"}, datetime_start=now)
+    assert is_stale(gone)  # no such process on this host
+    alive = types.SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{os.getpid()}"}, datetime_start=now)
+    assert not is_stale(alive)

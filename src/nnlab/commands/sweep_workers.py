@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT_SECONDS = 20.0
 STALE_SECONDS = 120.0        # a trial of another machine without a heartbeat for this long is taken over
+CLAIM_GRACE_SECONDS = 10.0   # a claimed trial that names no worker this long after its start: its claimer died
 PLAN_WAIT_SECONDS = 60.0     # how long a worker waits for the study's creator to finish planning
 
 
@@ -137,7 +138,10 @@ def _alive(pid: int) -> bool:
 
 def is_stale(trial: Any) -> bool:
     """Whether the running ``trial``'s worker is gone: its pid on this host, or its heartbeat elsewhere."""
-    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    if "worker" not in trial.user_attrs:  # claimed, and its claimer died before it could sign the trial
+        return time.time() - started > CLAIM_GRACE_SECONDS
+    host, _, pid = str(trial.user_attrs["worker"]).rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         return not _alive(int(pid))
     beat = trial.user_attrs.get("heartbeat") or (trial.datetime_start.timestamp() if trial.datetime_start else 0)
@@ -193,8 +197,11 @@ class Worker:
         return None
 
     def expansions_pending(self) -> bool:
-        """A slot is being drawn elsewhere: its other seeds will be enqueued in a moment."""
-        return any(t.user_attrs.get("expand") and len(self.plan.seeds) > 1 for t in self.trials(self.states.RUNNING))
+        """A slot is being drawn elsewhere (its other seeds will be enqueued in a moment), or a trial
+        was claimed by a worker that has not signed it yet (it signs at once, or it died and the
+        trial is reaped once ``CLAIM_GRACE_SECONDS`` have passed)."""
+        return any((t.user_attrs.get("expand") and len(self.plan.seeds) > 1) or "worker" not in t.user_attrs
+                   for t in self.trials(self.states.RUNNING))
 
     def run(self) -> int:
         """Work until no trial waits; returns how many this worker finished."""
