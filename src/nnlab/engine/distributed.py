@@ -20,6 +20,12 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it in the environment (0 without torchrun): readable
+    before the process group starts, so a run can decide who creates its directory."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main() -> bool:
     """True in the one process that prints and writes files."""
     return rank() == 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from nnlab.config import RunConfig, apply_overrides, load_config, save_config
 from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, FineTune, LayerGroupLog, LRLog, MetricsLog,
                                     ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget, monitor_mode)
 from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
-from nnlab.engine.distributed import is_main, world_size
+from nnlab.engine.distributed import is_main, launched_rank, world_size
 from nnlab.engine.learner import Callback, Learner, count_correct, resolve_device
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
@@ -57,7 +56,7 @@ class RunStart:
         """Create the run directory, lock it (one writer at a time), clear what a killed start left
         (temp files; a new run's leftover rows) and write ``config.json``: rank 0 of a torchrun
         job, once the kind has read its data, so a run that fails on bad input leaves nothing."""
-        if self.run_dir is None or int(os.environ.get("RANK", "0")) != 0 or self.lock is not None:
+        if self.run_dir is None or launched_rank() != 0 or self.lock is not None:
             return self.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir)
@@ -109,7 +108,7 @@ def start_run(config: RunConfig | None, out: str | Path | None = None, overrides
     run ``resume`` (``overrides`` applied to its config); torch's threads are set from the config.
     The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls."""
     checkpoint = None
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = launched_rank() == 0
     if resume is not None:
         config, checkpoint = interrupted_run(resume, overrides)
         run_dir = Path(resume)
