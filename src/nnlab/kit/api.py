@@ -84,16 +84,24 @@ class Run:
     def precision(self) -> str:
         return resolve_precision(self.config.precision, self.device)
 
-    @torch.no_grad()
     def outputs(self, data: Any, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's outputs and the targets over ``data`` (as ``fit`` takes it), on the CPU, in order."""
+        outputs, targets, _ = self.pass_over(data, batch_size)
+        return outputs, targets
+
+    @torch.no_grad()
+    def pass_over(self, data: Any, batch_size: int | None = None,
+                  keep_inputs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One pass of the model over ``data``: outputs, targets and (``keep_inputs``) the inputs, on the CPU."""
         self.model.eval()
-        outs, targets = [], []
+        outs, targets, inputs = [], [], []
         for x, y in batches_of(data, batch_size or self.config.eval_batch_size, self.device, False, 0):
             with autocast(self.device, self.precision):
                 outs.append(self.model(x).float().cpu())
             targets.append(y.cpu())
-        return torch.cat(outs), torch.cat(targets)
+            if keep_inputs:
+                inputs.append(x.cpu())
+        return torch.cat(outs), torch.cat(targets), torch.cat(inputs) if keep_inputs else None
 
     def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, Any]:
         """Mean loss over ``data`` and, for a classifier (2-D outputs, integer targets), its accuracy."""
@@ -189,23 +197,21 @@ def interpret(run: Run, data: Any, classes: Sequence[str] | None = None, top: in
     """Confusion matrix, most-confused pairs, per-class precision/recall/F1 and the ``top``
     highest-loss examples of a classifier ``run`` on ``data``; writes ``confusion.png`` (and, for
     image inputs, ``top_losses.png``) to ``out`` (default ``RUN/interpret``)."""
-    logits, targets = run.outputs(data)
+    logits, targets, inputs = run.pass_over(data, keep_inputs=True)
     if logits.ndim != 2 or targets.is_floating_point():
         raise ConfigError("interpret: explains classifiers (outputs [N, classes], integer targets)")
     names = list(classes) if classes is not None else [str(i) for i in range(logits.shape[1])]
     if len(names) != logits.shape[1]:
         raise ConfigError(f"interpret: {len(names)} class names for a model of {logits.shape[1]} outputs")
-    images = _images(data, len(targets))
+    images = _images(inputs)
     folder = Path(out) if out else (run.run_dir or Path(".")) / "interpret"
     return explain(logits.softmax(1), targets, names, top, folder, images)
 
 
-def _images(data: Any, n: int) -> torch.Tensor | None:
-    """The inputs of ``data`` as uint8 images [N, C, H, W] (each stretched to 0..255) when they are
-    images of one or three channels, else ``None``."""
-    xs = [x for x, _ in batches_of(data, 1024, torch.device("cpu"), False, 0)]
-    x = torch.cat(xs) if xs else None
-    if x is None or x.ndim != 4 or x.shape[1] not in (1, 3) or len(x) != n:
+def _images(x: torch.Tensor) -> torch.Tensor | None:
+    """Inputs ``x`` as uint8 images [N, C, H, W] (each stretched to 0..255) when they are images of
+    one or three channels, else ``None``."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
         return None
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
