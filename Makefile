@@ -7,44 +7,63 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 RECIPE ?= fashion-cnn
 ARGS   ?=
 
-.PHONY: setup data browser train test test-fast bench lint clean
+.PHONY: setup data browser test-packages train test test-fast bench lint clean
 
 setup: $(STAMP) data
 
 # Plain pip on purpose: it takes the pinned torch/torchvision from the machine's local wheel store.
+# (The pip that venv brings, 23.x, is new enough: no upgrade step on the critical path.)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Real Fashion-MNIST from Debian's package where apt is available; elsewhere nnlab downloads it.
-data:
-	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
-		echo "fashion-mnist: $(FASHION_DIR)"; \
+# Debian packages, in one apt-get call for whatever is missing (one `apt-get update`, not one per
+# package): real Fashion-MNIST (dataset-fashion-mnist, for train and test) and, for test, Chromium for
+# the headless web-page tests (tests/e2e/test_browser.py, driven by Playwright with this binary: no
+# browser download), and PostgreSQL's server for the sweep test on a real database
+# (tests/unit/test_sweep_postgres.py starts a throwaway cluster itself). Without apt-get as root
+# nothing is installed: nnlab downloads Fashion-MNIST on first use, and those tests skip, saying why.
+define debian
+	@missing=""; \
+	for want in $(1); do \
+		case $$want in \
+		dataset-fashion-mnist) [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] \
+			&& echo "fashion-mnist: $(FASHION_DIR)" || missing="$$missing $$want";; \
+		chromium) command -v chromium >/dev/null 2>&1 \
+			&& echo "chromium: $$(command -v chromium)" || missing="$$missing $$want";; \
+		postgresql) (command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl) >/dev/null 2>&1 \
+			&& echo "postgresql: $$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)" \
+			|| missing="$$missing $$want";; \
+		esac; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
-		|| echo "apt-get could not install dataset-fashion-mnist; nnlab will download Fashion-MNIST on first use"; \
+		echo "apt-get install$$missing"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "apt-get could not install$$missing: nnlab downloads Fashion-MNIST on first use; the browser tests skip"; \
 	else \
-		echo "no apt-get as root: nnlab will download Fashion-MNIST on first use"; \
+		echo "no apt-get as root for$$missing: nnlab downloads Fashion-MNIST on first use; the browser tests skip"; \
 	fi
+endef
 
-# Debian's Chromium for the headless web-page test (tests/e2e/test_browser.py, driven by Playwright
-# with this binary: no browser download); where it cannot be installed that test skips, saying why.
+data:
+	$(call debian,dataset-fashion-mnist)
+
 browser:
-	@if command -v chromium >/dev/null 2>&1; then \
-		echo "chromium: $$(command -v chromium)"; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-		|| echo "apt-get could not install chromium; the browser test will be skipped"; \
-	else \
-		echo "no apt-get as root: install chromium to run the browser test"; \
-	fi
+	$(call debian,chromium)
+
+# What `make test` needs from Debian, while pip installs the virtualenv beside it.
+test-packages:
+	$(call debian,dataset-fashion-mnist chromium postgresql)
 
 train: setup
 	$(BIN)/nnlab train $(RECIPE) $(ARGS)
 
-test: setup browser
+# pip and apt-get at the same time (both mostly wait on downloads), then the whole suite, one
+# pytest-xdist worker per core.
+test:
+	$(MAKE) --no-print-directory -j2 $(STAMP) test-packages
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -52,6 +71,23 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/fashion_time_to_accuracy.py
+
+# benchmarks/peers.py: PyTorch Lightning, fastai and Keras 3 (torch backend) in a virtualenv of their
+# own (the main install stays lean), each installed beside the same torch 2.14.1 from the local wheel
+# store (plain pip, pinned by a constraint); a peer pip cannot install beside it is left out, with
+# pip's reason printed. Then one run of all of them, under the shared benchmark lock.
+PEERS_VENV := build/peers-venv
+PEER_PACKAGES := 'pytorch-lightning>=2.6,<2.7' 'fastai>=2.8,<2.9' 'keras>=3,<4'
+.PHONY: bench-peers
+bench-peers: setup
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	echo 'torch==2.14.1' > $(PEERS_VENV)/torch-pin.txt
+	$(PEERS_VENV)/bin/python -m pip install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
+	@for peer in $(PEER_PACKAGES); do \
+		$(PEERS_VENV)/bin/python -m pip install --quiet -c $(PEERS_VENV)/torch-pin.txt "$$peer" \
+		|| echo "bench-peers: $$peer cannot be installed beside torch 2.14.1 (pip's reason above): left out"; \
+	done
+	flock /tmp/nnlab-bench.lock $(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

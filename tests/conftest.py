@@ -10,8 +10,17 @@ import torch
 
 from nnlab.cli import main
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite runs in parallel (pytest-xdist, one worker per core): each worker, and every process a
+# test starts, gets its share of the cores, so that workers do not oversubscribe them.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests first: the workers start the long runs early and fill in with the short
+    tests, so the suite ends when the work does, not when a long test that started last does."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def run_cli(capsys, *argv):

@@ -249,7 +249,9 @@ def test_eng_fra_download_checks_structure_and_size_then_extracts(tmp_path):
 
 
 @pytest.mark.slow
-def test_dates_recipe_learns_most_held_out_dates_in_a_minute(tmp_path):
+def test_dates_recipe_learns_the_held_out_dates_in_four_epochs(tmp_path):
+    # A fixed number of epochs, not the recipe's time budget: a wall-clock budget on a loaded machine
+    # measured the load (0.2% exact match under load 8), not the model; speed is in benchmarks/.
     summary = train("translate-dates", out=tmp_path / "run",
-                    overrides={"pairs": 6000, "time_budget": 45.0, "threads": 1, "beam": 1})
-    assert summary["test_exact_match"] >= 0.8, summary["examples"]
+                    overrides={"pairs": 6000, "time_budget": None, "epochs": 4, "threads": 1, "beam": 1})
+    assert summary["test_exact_match"] >= 0.9, summary["examples"]

@@ -6,6 +6,7 @@ model rebuilt from ``best.pt`` (weights only, never pickled code) by its registe
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 
 from nnlab import __version__
 from nnlab.config import load_config
@@ -64,7 +64,7 @@ def environment() -> dict[str, Any]:
         pass
     return {
         "versions": {"nnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "numpy": np.__version__},
+                     "torchvision": importlib.metadata.version("torchvision"), "numpy": np.__version__},
         "hardware": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                      "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},

@@ -15,14 +15,16 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from nnlab.errors import CheckpointError
 from nnlab.models.registry import Classifier, register
+
+if TYPE_CHECKING:
+    import torchvision
 
 
 def torch_home() -> Path:
@@ -34,6 +36,7 @@ def torch_home() -> Path:
 
 def weights_url(arch: str) -> str:
     """The URL of torchvision's default ImageNet weights for ``arch``."""
+    import torchvision  # here, not at the top: importing it costs 1-2 s (torch._dynamo) in every process
     return torchvision.models.get_model_weights(arch).DEFAULT.url
 
 
@@ -150,6 +153,7 @@ SPLITS: dict[str, Callable[..., tuple[nn.Module, ...]]] = {
 
 def create_backbone(arch: str, n_classes: int = 10, in_channels: int = 3, pretrained: str | None = None) -> Backbone:
     """torchvision's ``arch`` with ImageNet weights from ``pretrained`` (see the module docstring), wrapped."""
+    import torchvision
     net = getattr(torchvision.models, arch)(weights=None)
     if pretrained:
         load_weights(net, arch, weights_file(arch, pretrained))
