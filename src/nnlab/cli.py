@@ -349,7 +349,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from nnlab.commands.sweep import format_report, sweep
     summary = sweep(args.recipe, args.grid or [], seeds=1 if args.seeds is None else args.seeds,
                     search=args.search, trials=args.trials, metric=args.metric, out=args.out, storage=args.storage,
-                    study=args.study, workers=args.workers, overrides=_experiment_overrides(args))
+                    study=args.study, workers=args.workers, overrides=_experiment_overrides(args),
+                    prune=args.prune, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup)
     _print_json(summary) if args.json else print(format_report(summary))
 
 
@@ -597,6 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a setting and its values (repeatable); KEY=LOW..HIGH[:log] for random/tpe")
     p.add_argument("--search", default="grid", choices=["grid", "random", "tpe"])
     p.add_argument("--trials", type=int, help="random/tpe: settings to draw")
+    p.add_argument("--prune", action="store_true", help="median pruning (Optuna's MedianPruner): train each trial "
+                   "an epoch at a time and stop one whose best metric so far is worse than the median of the "
+                   "finished trials at that epoch; its setting's other seeds are skipped")
+    p.add_argument("--prune-startup", type=int, metavar="N", help="--prune: finished trials before any is pruned "
+                   "(default 5)")
+    p.add_argument("--prune-warmup", type=int, metavar="E", help="--prune: epochs every trial trains before it can "
+                   "be pruned (default 1)")
     p = add("ablate", cmd_ablate, "train a recipe in full and without each of its tricks, with each seed; "
                                   "report each trick's gain in the validation and test metric")
     _add_experiment_flags(p)

@@ -63,6 +63,8 @@ def test_values_split_at_commas_outside_brackets():
     (["--grid", "lr=1e-3..1e-2"], "sample it with --search random or tpe"),
     (["--grid", "lr=1e-3,1e-2", "--metric", "test_accuracy"], "rank by a validation metric"),
     (["--grid", "lr=1e-3", "--search", "tpe"], "--search tpe needs --trials N"),
+    (["--grid", "lr=1e-3", "--prune-warmup", "2"], "--prune-warmup is a setting of --prune; add --prune"),
+    (["--grid", "lr=1e-3", "--prune", "--prune-warmup", "0"], "--prune-warmup >= 1"),
     (["--grid", "lr=1e-3", "--storage", "sqlite:////nonexistent-dir/x/sweep.db"],
      "--storage sqlite:////nonexistent-dir/x/sweep.db: cannot open the study database"),
     (["--grid", "lr=1e-3", "--storage", "postgresql://me:secret@127.0.0.1:9/nnlab"],
@@ -255,3 +257,100 @@ def test_a_trial_claimed_by_a_worker_that_died_before_signing_it_is_taken_over()
     assert is_stale(gone)  # no such process on this host
     alive = types.SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:{os.getpid()}"}, datetime_start=now)
     assert not is_stale(alive)
+
+
+def test_median_pruning_stops_a_setting_below_the_median_and_skips_its_other_seeds(squares, tmp_path, capsys):
+    """lr 1e-6 learns nothing in its first epoch while lr 3e-2 does: with 2 finished trials to compare
+    with, its first seed is pruned after epoch 1 and its second is not trained at all."""
+    out = tmp_path / "pruned"
+    argv = ["sweep", "fashion-cnn", "--grid", "lr=3e-2,1e-6", "--seeds", "2", "--prune", "--prune-startup", "2",
+            "--out", str(out), *tiny(squares), "--epochs", "2", "--set", "schedule=constant"]
+    code, stdout, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert (summary["trials_done"], summary["trials_pruned"], summary["complete"]) == (4, 2, True)
+    good, bad = summary["settings"]
+    assert (good["setting"], good["n"], good["pruned"]) == ("lr=3e-2", 2, 0)
+    assert (bad["setting"], bad["n"], bad["pruned"], bad["mean"]) == ("lr=1e-6", 0, 2, None)
+    assert summary["best"]["setting"] == "lr=3e-2"
+    for trial in trials_of(out):  # trained an epoch at a time, every epoch reported, an ordinary run
+        run = out / trial.user_attrs["run_dir"]
+        assert trial.params["lr"] == "3e-2" and sorted(trial.intermediate_values) == [1, 2]
+        assert json.loads((run / "config.json").read_text())["stop_after_epochs"] is None
+        assert trial.value == json.loads((run / "summary.json").read_text())["best_valid_acc"]
+    pruned = sorted(trials_of(out, optuna.trial.TrialState.PRUNED), key=lambda t: t.user_attrs["seed"])
+    assert [(t.params["lr"], t.user_attrs["seed"]) for t in pruned] == [("1e-6", 0), ("1e-6", 1)]
+    first, skipped = pruned
+    median = sorted(t.intermediate_values[1] for t in trials_of(out))[0]  # the median of 2 is between them
+    assert list(first.intermediate_values) == [1] and first.intermediate_values[1] < median
+    run = out / first.user_attrs["run_dir"]
+    assert (run / "last.pt").is_file() and not (run / "summary.json").exists()  # stopped resumable
+    assert skipped.intermediate_values == {} and skipped.user_attrs["skipped"] == "another seed was pruned"
+    assert not (out / skipped.user_attrs["run_dir"]).exists()
+    trials_csv = (out / "trials.csv").read_text()
+    assert trials_csv.startswith("trial,lr,seed,value,seconds,run_dir,pruned,pruned_epoch")
+    assert ",True,1\n" in trials_csv  # the pruned seed, after epoch 1
+    assert (out / "sweep.png").stat().st_size > 0
+    code, text, _ = run_cli(capsys, *argv)  # again: nothing left to run, the same table
+    assert code == 0 and "4 of 4 trials, 2 pruned" in text and "0 (+2 pruned)" in text
+    assert len(optuna.load_study(study_name="pruned", storage=f"sqlite:///{out / 'sweep.db'}").trials) == 4
+
+
+def test_pruning_needs_a_kind_that_resumes_after_each_epoch(capsys):
+    code, _, err = run_cli(capsys, "sweep", "iris-mlp", "--grid", "lr=1e-3,1e-2", "--prune")
+    assert code == 2 and "--prune: recipe 'iris-mlp' trains a" in err and "drop --prune" in err
+
+
+def test_a_database_whose_tables_another_machine_is_creating_is_opened_once_they_exist(monkeypatch, tmp_path):
+    """Machines starting on a new PostgreSQL database at once: all but one collide creating Optuna's
+    tables (an IntegrityError); they try again and open it. A database that stays broken is one line."""
+    import sqlalchemy
+    from nnlab.commands import sweep_workers
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) <= 2:
+            raise sqlalchemy.exc.IntegrityError("CREATE TYPE studydirection", {}, Exception("duplicate key value"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(sweep_workers.time, "sleep", lambda seconds: None)
+    assert open_storage(f"sqlite:///{tmp_path / 'race.db'}") is not None and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(sweep_workers, "SCHEMA_ATTEMPTS", 2)
+    with pytest.raises(ConfigError, match="cannot open the study database: .*duplicate key value"):
+        open_storage(f"sqlite:///{tmp_path / 'race2.db'}")
+
+
+def claim_race(url, workers=4, trials=30):
+    """``workers`` connections to the study database at ``url`` (as many workers) claim ``trials``
+    waiting trials at the same instants; returns the ids claimed (one entry per success) and all ids."""
+    import threading
+    study = optuna.create_study(storage=open_storage(url), study_name="race")
+    for _ in range(trials):
+        study.enqueue_trial({})
+    storages = [open_storage(url) for _ in range(workers)]
+    study_id = storages[0].get_study_id_from_name("race")
+    trial_ids = [t._trial_id for t in storages[0].get_all_trials(study_id, deepcopy=False)]
+    barrier, wins = threading.Barrier(workers), []
+
+    def claim(storage):
+        for trial_id in trial_ids:
+            barrier.wait()
+            if storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING):
+                wins.append(trial_id)
+
+    threads = [threading.Thread(target=claim, args=(storage,)) for storage in storages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return wins, trial_ids
+
+
+def test_workers_racing_for_the_same_waiting_trials_on_sqlite_claim_each_once(tmp_path):
+    """Each trial goes to exactly one worker (without BEGIN IMMEDIATE, sqlite3 let two workers claim
+    the same trial: 12 of 40 in one measurement)."""
+    wins, trial_ids = claim_race(f"sqlite:///{tmp_path / 'race.db'}")
+    assert sorted(wins) == sorted(trial_ids)

@@ -11,11 +11,19 @@ it). The study lives in ``DIR/sweep.db`` (SQLite) or any database URL Optuna tak
   one seed-0 *slot* per random/TPE trial; whoever claims a slot draws its setting from the sampler
   and enqueues that setting's other seeds. Every job carries ``slot`` and ``seed`` user attributes;
 - a worker claims a waiting trial by moving it to RUNNING, which the database does for one
-  worker only (``set_trial_state_values``), so no trial runs twice;
+  worker only (``set_trial_state_values``: a row lock in PostgreSQL and MySQL, every transaction
+  ``BEGIN IMMEDIATE`` in SQLite), so no trial runs twice;
 - a trial whose worker died (its pid gone on this host, or no heartbeat for ``STALE_SECONDS``)
   is failed and enqueued again, by one worker only (a failed trial cannot fail twice): running
   the same command again finishes an interrupted sweep, none repeated, none lost. The new attempt
   resumes the killed run's directory from ``last.pt`` where it can.
+
+With ``--prune`` (Optuna's ``MedianPruner``) a trial trains one epoch at a time: the run kit stops
+it resumably after each epoch (``stop_after_epochs``), the worker reports that epoch's metric from
+``metrics.jsonl`` to the study, and resumes it from ``last.pt`` unless its best value so far is
+worse than the median of the finished trials at that epoch; a pruned trial stays an interrupted,
+resumable run directory, and the other seeds of its setting are marked pruned without training.
+A setting with a pruned seed is listed as pruned, after every setting that ran in full.
 
 The report (``results.csv``, ``trials.csv``, ``sweep.png``, ``summary.json``) is built from the
 study alone, so it is the same on every machine that shares it.
@@ -152,12 +160,15 @@ class Plan:
     study: str
     variants: dict[str, dict[str, Any]] | None = None   # nnlab ablate: variant name -> its overrides
     kind: str = "sweep"
+    prune: dict[str, Any] | None = None   # median pruning: {"pruner": "median", "startup": N, "warmup": E}
 
     def signature(self) -> dict[str, Any]:
         """What makes two commands the same sweep (stored in the study; a different one is refused)."""
         signature = {"kind": self.kind, "recipe": self.recipe, "axes": [axis.describe() for axis in self.axes],
                      "seeds": self.seeds, "search": self.search, "trials": self.trials, "metric": self.metric,
                      "fixed": self.fixed, "variants": self.variants}
+        if self.prune is not None:  # only then: the studies of sweeps made before pruning existed still match
+            signature["prune"] = self.prune
         return json.loads(json.dumps(signature, default=str))  # as the study stores it (tuples as lists)
 
     @property
@@ -189,7 +200,8 @@ class Plan:
 
 def make_plan(recipe: str, grid: list[str], seeds: int = 1, search: str = "grid", trials: int | None = None,
               metric: str | None = None, out: str | Path | None = None, storage: str | None = None,
-              study: str | None = None, overrides: dict[str, Any] | None = None) -> Plan:
+              study: str | None = None, overrides: dict[str, Any] | None = None, prune: bool = False,
+              prune_startup: int | None = None, prune_warmup: int | None = None) -> Plan:
     """A checked ``Plan``: every key and value of ``grid`` is applied to ``recipe``'s config once, so an
     unknown key or a value that does not parse for its field is a ``ConfigError`` before anything runs."""
     from nnlab.recipes import recipe_config
@@ -215,17 +227,41 @@ def make_plan(recipe: str, grid: list[str], seeds: int = 1, search: str = "grid"
             raise ConfigError("--trials is for --search random or tpe (a grid runs every setting)")
     elif trials is None or trials < 1:
         raise ConfigError(f"--search {search} needs --trials N (N >= 1)")
-    return new_plan(recipe, axes, seeds, search, trials, metric or base.monitor, fixed, base.seed, out, storage, study)
+    return new_plan(recipe, axes, seeds, search, trials, metric or base.monitor, fixed, base.seed, out, storage,
+                    study, prune=pruning(base, prune, prune_startup, prune_warmup))
+
+
+def pruning(config: Any, prune: bool, startup: int | None, warmup: int | None) -> dict[str, Any] | None:
+    """The median pruner's settings (``None`` without ``--prune``): finished trials before any is pruned
+    (default 5, Optuna's), epochs every trial trains before it can be (default 1). The recipe's kind
+    must resume, since a pruned trial trains one resumable epoch at a time."""
+    from nnlab.kinds import get_kind
+    if not prune:
+        for flag, value in (("--prune-startup", startup), ("--prune-warmup", warmup)):
+            if value is not None:
+                raise ConfigError(f"{flag} is a setting of --prune; add --prune")
+        return None
+    kind = get_kind(config.kind)
+    if not kind.supports("resume"):
+        raise ConfigError(f"--prune: recipe {config.recipe!r} trains a {kind.what}, which trains in seconds and "
+                          "cannot stop and resume after each epoch; drop --prune")
+    startup = 5 if startup is None else startup
+    warmup = 1 if warmup is None else warmup
+    if startup < 0 or warmup < 1:
+        raise ConfigError(f"--prune-startup must be >= 0 and --prune-warmup >= 1 (epochs), got {startup} and "
+                          f"{warmup}")
+    return {"pruner": "median", "startup": startup, "warmup": warmup}
 
 
 def new_plan(recipe: str, axes: list[Axis], seeds: int, search: str, trials: int | None, metric: str,
           fixed: dict[str, Any], first_seed: int, out: str | Path | None, storage: str | None, study: str | None,
-          variants: dict[str, dict[str, Any]] | None = None, kind: str = "sweep") -> Plan:
+          variants: dict[str, dict[str, Any]] | None = None, kind: str = "sweep",
+          prune: dict[str, Any] | None = None) -> Plan:
     if not metric.startswith(("valid_", "train_")):
         raise ConfigError(f"--metric {metric}: rank by a validation metric (valid_acc, valid_loss, ...); "
                           "the test metric is reported for the chosen setting only")
     plan = Plan(recipe, axes, list(range(first_seed, first_seed + seeds)), search, trials, metric, fixed,
-                Path("."), "", "", variants, kind)
+                Path("."), "", "", variants, kind, prune)
     digest = hashlib.sha1(json.dumps(plan.signature(), sort_keys=True).encode()).hexdigest()[:8]
     plan.out = Path(out) if out else Path("runs") / f"{kind}-{recipe}-{digest}"
     plan.storage = storage or f"sqlite:///{(plan.out / 'sweep.db').resolve()}"
@@ -243,10 +279,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def trial_rows(plan: Plan, study: Any) -> list[dict[str, Any]]:
-    """One row per finished job (slot, seed), from the study alone."""
+    """One row per finished job (slot, seed), from the study alone: trained in full, or pruned (its
+    ``value`` then the last epoch's, ``pruned_epoch`` that epoch; ``None`` for a seed skipped untrained)."""
     import optuna
     rows, seen = [], set()
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    states = optuna.trial.TrialState
+    for trial in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)):
         job = (trial.user_attrs.get("slot"), trial.user_attrs.get("seed"))
         if job in seen:
             continue
@@ -254,23 +292,28 @@ def trial_rows(plan: Plan, study: Any) -> list[dict[str, Any]]:
         rows.append({"trial": trial.number, "setting": plan.label(trial.params), "params": dict(trial.params),
                      "seed": trial.user_attrs.get("seed"), "value": trial.value,
                      "seconds": trial.user_attrs.get("seconds"), "test_metric": trial.user_attrs.get("test_metric"),
-                     "test_value": trial.user_attrs.get("test_value"), "run_dir": trial.user_attrs.get("run_dir")})
+                     "test_value": trial.user_attrs.get("test_value"), "run_dir": trial.user_attrs.get("run_dir"),
+                     "pruned": trial.state == states.PRUNED,
+                     "pruned_epoch": trial.last_step if trial.state == states.PRUNED else None})
     return rows
 
 
 def settings_table(plan: Plan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The settings ranked by their mean metric over seeds (best first)."""
+    """The settings ranked by their mean metric over the seeds trained in full (best first); a setting
+    with a pruned seed comes after all the others (``pruned``: how many seeds were)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["setting"], []).append(row)
     table = []
     for label, members in groups.items():
-        mean, std = mean_std([m["value"] for m in members])
+        full = [m for m in members if not m.get("pruned")]
+        mean, std = mean_std([m["value"] for m in full]) if full else (None, None)
         seconds = [m["seconds"] for m in members if m["seconds"] is not None]
-        table.append({"setting": label, "params": members[0]["params"], "mean": mean, "std": std, "n": len(members),
-                      "seeds": sorted(m["seed"] for m in members),
+        table.append({"setting": label, "params": members[0]["params"], "mean": mean, "std": std, "n": len(full),
+                      "seeds": sorted(m["seed"] for m in full), "pruned": len(members) - len(full),
                       "seconds": sum(seconds) / len(seconds) if seconds else None})
-    table.sort(key=lambda r: r["mean"], reverse=plan.direction == "maximize")
+    sign = -1.0 if plan.direction == "maximize" else 1.0
+    table.sort(key=lambda r: (r["pruned"] > 0, r["mean"] is None, sign * (r["mean"] or 0.0)))
     return table
 
 
@@ -287,18 +330,23 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Pat
 
 
 def plot_settings(plan: Plan, table: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> Path:
-    """The metric per setting (mean with a ±1 std error bar, each seed a dot), best first."""
+    """The metric per setting (mean with a ±1 std error bar, each seed a dot; a pruned seed a cross at its
+    last epoch's value), best first."""
     from matplotlib.figure import Figure
 
     from nnlab.engine.checkpoint import atomic_write_bytes
     fig = Figure(figsize=(max(6.0, 0.9 * len(table) + 2), 4.5), layout="tight")
     ax = fig.subplots()
     for x, setting in enumerate(table):
-        ax.errorbar([x], [setting["mean"]], yerr=[setting["std"]], fmt="o", color="C0", capsize=4)
-        seeds = [r["value"] for r in rows if r["setting"] == setting["setting"]]
-        ax.plot([x] * len(seeds), seeds, ".", color="C1", alpha=0.6)
-    ax.set_xticks(range(len(table)), [s["setting"].replace(" ", "\n") for s in table], fontsize=7)
-    ax.set_ylabel(f"{plan.metric} (mean ± std over seeds; dots: seeds)")
+        if setting["mean"] is not None:
+            ax.errorbar([x], [setting["mean"]], yerr=[setting["std"]], fmt="o", color="C0", capsize=4)
+        members = [r for r in rows if r["setting"] == setting["setting"] and r["value"] is not None]
+        for pruned, marker, color in ((False, ".", "C1"), (True, "x", "C3")):
+            values = [r["value"] for r in members if bool(r.get("pruned")) == pruned]
+            ax.plot([x] * len(values), values, marker, color=color, alpha=0.6)
+    ax.set_xticks(range(len(table)), [s["setting"].replace(" ", "\n") + ("\n(pruned)" if s["pruned"] else "")
+                                      for s in table], fontsize=7)
+    ax.set_ylabel(f"{plan.metric} (mean ± std over seeds; dots: seeds)" + ("; x: pruned" if plan.prune else ""))
     ax.set_title(f"{plan.kind} {plan.recipe}: {len(table)} settings x {len(plan.seeds)} seeds")
     ax.grid(alpha=0.3, axis="y")
     return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
@@ -312,14 +360,16 @@ def report(plan: Plan, study: Any) -> dict[str, Any]:
     keys = [axis.key for axis in plan.axes]
     flat = [{**{k: s["params"].get(k) for k in keys}, **{k: v for k, v in s.items() if k != "params"}}
             for s in table]
+    pruned = ["pruned"] if plan.prune else []
     files = {"results": str(write_csv(plan.out / "results.csv", flat, keys + ["setting", "mean", "std", "n",
-                                                                             "seconds"])),
+                                                                             *pruned, "seconds"])),
              "trials": str(write_csv(plan.out / "trials.csv", [{**r["params"], **r} for r in rows],
-                                     ["trial"] + keys + ["seed", "value", "seconds", "run_dir"]))}
+                                     ["trial"] + keys + ["seed", "value", "seconds", "run_dir"]
+                                     + (["pruned", "pruned_epoch"] if plan.prune else [])))}
     if table:
         files["plot"] = str(plot_settings(plan, table, rows, plan.out / "sweep.png"))
     best = None
-    if table:
+    if table and table[0]["mean"] is not None and not table[0]["pruned"]:
         top = table[0]
         tests = [r["test_value"] for r in rows if r["setting"] == top["setting"] and r["test_value"] is not None]
         test_metric = next((r["test_metric"] for r in rows if r["test_metric"]), None)
@@ -330,6 +380,8 @@ def report(plan: Plan, study: Any) -> dict[str, Any]:
                "out": str(plan.out), "storage": hide_password(plan.storage), "study": plan.study,
                "trials_done": len(rows), "trials_planned": plan.planned(), "complete": len(rows) >= plan.planned(),
                "settings": table, "best": best, "files": files}
+    if plan.prune:
+        summary.update(prune=plan.prune, trials_pruned=sum(1 for r in rows if r["pruned"]))
     summary["files"]["summary"] = str(plan.out / "summary.json")
     write_json(plan.out / "summary.json", summary)
     return summary
@@ -338,9 +390,12 @@ def report(plan: Plan, study: Any) -> dict[str, Any]:
 def sweep(recipe: str, grid: list[str], seeds: int = 1, search: str = "grid", trials: int | None = None,
           metric: str | None = None, out: str | Path | None = None, storage: str | None = None,
           study: str | None = None, workers: int = 1, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None) -> dict[str, Any]:
-    """Run (or continue) the sweep of ``recipe`` over ``grid`` with ``seeds`` seeds; returns the report."""
-    plan = make_plan(recipe, grid, seeds, search, trials, metric, out, storage, study, overrides)
+          stream: TextIO | None = None, prune: bool = False, prune_startup: int | None = None,
+          prune_warmup: int | None = None) -> dict[str, Any]:
+    """Run (or continue) the sweep of ``recipe`` over ``grid`` with ``seeds`` seeds (median pruning with
+    ``prune``); returns the report."""
+    plan = make_plan(recipe, grid, seeds, search, trials, metric, out, storage, study, overrides, prune,
+                     prune_startup, prune_warmup)
     return execute(plan, workers, stream)
 
 
@@ -358,11 +413,13 @@ def format_report(summary: dict[str, Any]) -> str:
     """The terminal table: rank, setting, metric mean ± std, n, seconds; then the chosen setting's test metric."""
     metric = summary["metric"]
     head = ("rank", "setting", f"{metric} (mean ± std)", "n", "seconds")
-    table = [head] + [(str(i), s["setting"], f"{s['mean']:.4f} ± {s['std']:.4f}", str(s["n"]),
+    table = [head] + [(str(i), s["setting"], f"{s['mean']:.4f} ± {s['std']:.4f}" if s["mean"] is not None else "-",
+                       str(s["n"]) + (f" (+{s['pruned']} pruned)" if s.get("pruned") else ""),
                        f"{s['seconds']:.1f}" if s["seconds"] is not None else "-")
                       for i, s in enumerate(summary["settings"], 1)]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = [f"{summary['recipe']}: {summary['trials_done']} of {summary['trials_planned']} trials "
+    pruned = f", {summary['trials_pruned']} pruned" if summary.get("prune") else ""
+    lines = [f"{summary['recipe']}: {summary['trials_done']} of {summary['trials_planned']} trials{pruned} "
              f"({summary['search']}, seeds {', '.join(map(str, summary['seeds']))}), ranked by {metric}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     best = summary["best"]

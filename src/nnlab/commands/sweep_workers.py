@@ -5,7 +5,8 @@ the trials of dead workers, and run ``--workers K`` local processes.
 How the study stays exact with many workers (processes or machines): the process that creates
 it enqueues every job (a grid's (setting, seed) pairs, or one seed-0 slot per random/TPE trial,
 whose claimer draws the setting and enqueues its other seeds); a worker claims a job by moving it
-from WAITING to RUNNING, which the database grants to one worker only; a RUNNING job whose worker
+from WAITING to RUNNING, which the database grants to one worker only (``serialize_sqlite`` makes
+SQLite's claim one step, as a row lock does elsewhere); a RUNNING job whose worker
 is gone (its pid on this host, or no heartbeat for ``STALE_SECONDS`` from elsewhere) is failed and
 enqueued again by whichever worker fails it first (a failed trial cannot fail twice).
 """
@@ -34,6 +35,8 @@ HEARTBEAT_SECONDS = 20.0
 STALE_SECONDS = 120.0        # a trial of another machine without a heartbeat for this long is taken over
 CLAIM_GRACE_SECONDS = 10.0   # a claimed trial that names no worker this long after its start: its claimer died
 PLAN_WAIT_SECONDS = 60.0     # how long a worker waits for the study's creator to finish planning
+POLL_SECONDS = 0.5           # how often a worker with nothing to claim looks at the others' trials
+SCHEMA_ATTEMPTS = 8          # tries to open a database whose tables another process is creating
 
 
 def hide_password(url: str) -> str:
@@ -52,12 +55,49 @@ def open_storage(url: str) -> Any:
     dialect = url.split(":", 1)[0].split("+")[0]
     connect = {"timeout": 60} if dialect == "sqlite" else {"connect_timeout": 10} if dialect in (
         "postgresql", "mysql") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})
-    except (ImportError, ValueError, OSError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError) as error:
-        cause = error.__cause__ or error
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"--storage {hide_password(url)}: cannot open the study database: {reason}") from None
+    for attempt in itertools.count(1):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect})
+            if dialect == "sqlite":
+                serialize_sqlite(storage.engine)
+            return storage
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            # several machines starting on a new PostgreSQL/MySQL database at once: one creates Optuna's
+            # tables, the others' CREATE collides with it; once the tables exist every process opens them
+            if attempt == SCHEMA_ATTEMPTS:
+                raise storage_error(url, error) from None
+            time.sleep(0.2 * attempt)
+        except (ImportError, ValueError, OSError, sqlalchemy.exc.SQLAlchemyError,
+                optuna.exceptions.OptunaError) as error:
+            raise storage_error(url, error) from None
+
+
+def serialize_sqlite(engine: Any) -> None:
+    """Make each transaction on this SQLite engine ``BEGIN IMMEDIATE``.
+
+    Python's sqlite3 starts a transaction only at the first write, so the read-check-write of a
+    claim (``set_trial_state_values``: is it still WAITING? then RUNNING) ran as two steps, and two
+    workers could both move the same trial to RUNNING (measured: 12 of 40 trials claimed twice by
+    4 threads). With the write lock taken at ``BEGIN`` the whole claim is one step, the others
+    waiting (busy timeout); PostgreSQL and MySQL lock the row (``SELECT ... FOR UPDATE``).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN off: SQLAlchemy's below
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections made while opening (tables, version) came before the hooks
+
+
+def storage_error(url: str, error: BaseException) -> ConfigError:
+    cause = error.__cause__ or error
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return ConfigError(f"--storage {hide_password(url)}: cannot open the study database: {reason}")
 
 
 def retry(call: Callable[[], Any], attempts: int = 20) -> Any:
@@ -160,6 +200,9 @@ class Worker:
         self.study_id = self.storage.get_study_id_from_name(plan.study)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.states = optuna.trial.TrialState
+        if plan.prune is not None:  # a pruner is not stored in the study: every worker makes the same one
+            self.study.pruner = optuna.pruners.MedianPruner(n_startup_trials=plan.prune["startup"],
+                                                            n_warmup_steps=plan.prune["warmup"])
 
     def trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -196,32 +239,34 @@ class Worker:
                 continue
         return None
 
-    def expansions_pending(self) -> bool:
-        """A slot is being drawn elsewhere (its other seeds will be enqueued in a moment), or a trial
-        was claimed by a worker that has not signed it yet (it signs at once, or it died and the
-        trial is reaped once ``CLAIM_GRACE_SECONDS`` have passed)."""
-        return any((t.user_attrs.get("expand") and len(self.plan.seeds) > 1) or "worker" not in t.user_attrs
-                   for t in self.trials(self.states.RUNNING))
-
     def run(self) -> int:
-        """Work until no trial waits; returns how many this worker finished."""
-        done = 0
+        """Work until no trial waits and none runs; returns how many this worker finished.
+
+        With nothing to claim it waits for the trials other workers are running, so that every
+        worker's report is whole, and takes over any whose worker dies meanwhile (reaped); a slot
+        drawn elsewhere enqueues its other seeds while it runs.
+        """
+        done, waiting = 0, False
         while True:
             self.reap()
             trial_id = retry(self.claim)
-            if trial_id is None:
-                if self.expansions_pending():
-                    time.sleep(0.5)
-                    continue
+            if trial_id is not None:
+                self.run_trial(trial_id)
+                done, waiting = done + 1, False
+                continue
+            running = self.trials(self.states.RUNNING)
+            if not running:
                 return done
-            self.run_trial(trial_id)
-            done += 1
+            if not waiting:
+                print(f"waiting for {len(running)} trial(s) other workers are running", file=self.stream, flush=True)
+                waiting = True
+            time.sleep(POLL_SECONDS)
 
     def expand(self, trial: Any, params: dict[str, Any]) -> None:
         """Enqueue the other seeds of a freshly drawn slot (those not already enqueued or run)."""
         slot = trial.user_attrs["slot"]
         present = {t.user_attrs.get("seed") for t in self.trials(self.states.WAITING, self.states.RUNNING,
-                                                                  self.states.COMPLETE)
+                                                                  self.states.COMPLETE, self.states.PRUNED)
                    if t.user_attrs.get("slot") == slot}
         for seed in self.plan.seeds[1:]:
             if seed not in present:
@@ -241,11 +286,17 @@ class Worker:
         name = self.plan.run_name(params, seed)
         for key, value in (("worker", self.name), ("heartbeat", time.time()), ("run_dir", name)):
             retry(lambda: self.storage.set_trial_user_attr(trial_id, key, value))
+        run_dir, overrides = self.plan.out / name, self.plan.overrides(params, seed)
         try:
             with Heartbeat(self.storage, trial_id):
-                summary = train_or_continue(self.plan.recipe, self.plan.out / name,
-                                            self.plan.overrides(params, seed))
-            value = trial_value(self.plan.out / name, summary, self.plan.metric)
+                if self.plan.prune is None:
+                    summary = train_or_continue(self.plan.recipe, run_dir, overrides)
+                elif self.sibling_pruned(attrs["slot"]):
+                    summary = None
+                    retry(lambda: self.storage.set_trial_user_attr(trial_id, "skipped", "another seed was pruned"))
+                else:
+                    summary = train_pruned(self.plan.recipe, run_dir, overrides, trial, self.plan.metric)
+            value = trial_value(run_dir, summary, self.plan.metric) if summary is not None else None
         except BaseException as error:
             if isinstance(error, NnlabError):
                 retry(lambda: self.storage.set_trial_user_attr(trial_id, "error",
@@ -253,16 +304,37 @@ class Worker:
             retry(lambda: self.storage.set_trial_state_values(trial_id, self.states.FAIL))
             self.requeue(params, attrs, frozen.number)
             raise
+        if summary is None:
+            self.pruned(trial, trial_id, run_dir, params, seed)
+            return
         from nnlab.commands.runs import headline
         test = headline(summary) or (None, None)
         for key, value_ in (("seconds", summary.get("train_seconds")), ("test_metric", test[0]),
                             ("test_value", test[1])):
             retry(lambda: self.storage.set_trial_user_attr(trial_id, key, value_))
         retry(lambda: self.study.tell(trial, value))
-        finished = len(self.trials(self.states.COMPLETE))
-        print(f"[{finished}/{self.plan.planned()}] {self.plan.label(params)} seed {seed}: "
-              f"{self.plan.metric} {value:.4f} ({summary.get('train_seconds', 0):.1f}s)  {self.plan.out / name}",
-              file=self.stream, flush=True)
+        self.say(f"{self.plan.label(params)} seed {seed}: {self.plan.metric} {value:.4f} "
+                 f"({summary.get('train_seconds', 0):.1f}s)  {run_dir}")
+
+    def say(self, line: str) -> None:
+        finished = len(self.trials(self.states.COMPLETE, self.states.PRUNED))
+        print(f"[{finished}/{self.plan.planned()}] {line}", file=self.stream, flush=True)
+
+    def sibling_pruned(self, slot: int) -> bool:
+        """Whether another seed of this setting was pruned (then this one is not worth training)."""
+        return any(t.user_attrs.get("slot") == slot for t in self.trials(self.states.PRUNED))
+
+    def pruned(self, trial: Any, trial_id: int, run_dir: Path, params: dict[str, Any], seed: int) -> None:
+        """Tell the study the trial was pruned (its value: the last epoch's), with the seconds it trained."""
+        from nnlab.commands.runs import read_metrics
+        rows = read_metrics(run_dir / "metrics.jsonl")[0]
+        seconds = sum(row.get("seconds", 0.0) for row in rows) if rows else None
+        retry(lambda: self.storage.set_trial_user_attr(trial_id, "seconds", seconds))
+        retry(lambda: self.study.tell(trial, state=self.states.PRUNED))
+        frozen = retry(lambda: self.storage.get_trial(trial_id))
+        how = (f"pruned after epoch {frozen.last_step} ({self.plan.metric} {frozen.value:.4f}, {seconds:.1f}s)"
+               if frozen.last_step is not None else "pruned untrained (another seed of this setting was pruned)")
+        self.say(f"{self.plan.label(params)} seed {seed}: {how}  {run_dir}")
 
 
 @dataclass
@@ -305,6 +377,41 @@ def train_or_continue(recipe: str, run_dir: Path, overrides: dict[str, Any]) -> 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return train(recipe, out=run_dir, overrides=overrides, stream=io.StringIO())
+
+
+def train_pruned(recipe: str, run_dir: Path, overrides: dict[str, Any], trial: Any,
+                 metric: str) -> dict[str, Any] | None:
+    """Train one trial an epoch at a time: the run kit stops it after the next epoch (``stop_after_epochs``,
+    resumable), each epoch's ``metric`` in ``metrics.jsonl`` is reported to ``trial``, and the run is
+    resumed from ``last.pt`` unless the study's pruner stops it. Returns the summary of the finished
+    run, or ``None`` when it was pruned (the directory stays an interrupted run)."""
+    import io
+    from nnlab.commands.runs import read_metrics
+    from nnlab.config import load_config
+    from nnlab.kit.rundir import read_summary
+    from nnlab.recipes import recipe_config, train
+    reported: set[int] = set()
+    while True:
+        summary = read_summary(run_dir)
+        resumable = (run_dir / "last.pt").is_file() and (run_dir / "config.json").is_file()
+        rows = read_metrics(run_dir / "metrics.jsonl")[0] if resumable or summary is not None else []
+        for epoch, row in enumerate(rows, 1):
+            if epoch not in reported and isinstance(row.get(metric), (int, float)):
+                trial.report(float(row[metric]), epoch)
+                reported.add(epoch)
+        if summary is not None:
+            return summary
+        if reported and trial.should_prune():
+            return None
+        # the last epoch runs without a stop, so a finished run's config.json is an ordinary run's
+        epochs = load_config(run_dir / "config.json").epochs if rows else recipe_config(recipe, overrides).epochs
+        stop = {"stop_after_epochs": len(rows) + 1} if len(rows) + 1 < epochs else {}
+        if rows:
+            train(None, resume=run_dir, overrides=stop, stream=io.StringIO())
+        else:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            train(recipe, out=run_dir, overrides={**overrides, **stop}, stream=io.StringIO())
 
 
 def trial_value(run_dir: Path, summary: dict[str, Any], metric: str) -> float:
