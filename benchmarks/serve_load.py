@@ -4,7 +4,11 @@ Each configuration starts a fresh ``nnlab serve RUN --port 0`` process (a free 1
 sends real Fashion-MNIST test images (PNG) to ``POST /predict/{model}`` from ``--clients``
 concurrent keep-alive connections until ``--requests`` have completed. It reports errors (any non-200),
 p50/p99 latency, throughput, the mean batch size the server formed and the accuracy of the
-served answers; the baseline is the same server with ``--max-batch 1`` (no batching).
+served answers; the baseline is the same server with ``--max-batch 1`` (no batching). A third,
+mixed load (issue 19) makes every ``--bad-every``-th request a bad one (bytes that are no image, a
+truncated PNG, a JSON body, an unknown model, in turn): the good ones must all get 200, the bad
+ones a 4xx, never a 5xx. Each configuration reports the server's resident memory (VmRSS) after the
+warm-up and after the load.
 
     python benchmarks/serve_load.py --run runs/f1          # or no --run: trains fashion-cnn for 1 epoch first
 """
@@ -49,20 +53,51 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def load(port: int, model: str, items: list[tuple[bytes, str]], requests: int, clients: int) -> dict:
-    """Send ``requests`` predictions from ``clients`` threads, one keep-alive connection each.
+def bad_requests(items: list[tuple[bytes, str]], model: str) -> list[tuple[str, bytes, str]]:
+    """(path, body, content type) of requests the server must refuse with a 4xx."""
+    png = items[0][0]
+    return [(f"/predict/{model}", *multipart(b"these bytes are no image" * 8)),
+            (f"/predict/{model}", *multipart(png[: len(png) // 2])),
+            (f"/predict/{model}", b'{"inputs": ["a name"]}', "application/json"),
+            ("/predict/no-such-model", *multipart(png))]
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid`` in MiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+        kib = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+    return round(kib / 1024, 1)
+
+
+def load(port: int, model: str, items: list[tuple[bytes, str]], requests: int, clients: int,
+         bad_every: int = 0) -> dict:
+    """Send ``requests`` predictions from ``clients`` threads, one keep-alive connection each; with
+    ``bad_every`` N, every N-th request is one of ``bad_requests`` instead.
 
     The client is plain ``http.client`` with the multipart bodies built beforehand, so that on a
     small machine the load generator takes as little CPU as it can from the server it measures.
     """
     bodies = [(*multipart(data), label) for data, label in items]
+    bad = bad_requests(items, model)
     counter = itertools.count()
     lock = threading.Lock()
     latencies, errors, correct, batches = [], [], [0], []
+    refused: dict[int, int] = {}
 
     def client() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while (i := next(counter)) < requests:
+            if bad_every and i % bad_every == bad_every - 1:
+                path, body, content_type = bad[(i // bad_every) % len(bad)]
+                connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    refused[response.status] = refused.get(response.status, 0) + 1
+                if response.getheader("connection", "").lower() == "close":
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
             body, content_type, label = bodies[i % len(bodies)]
             start = time.perf_counter()
             connection.request("POST", f"/predict/{model}", body=body, headers={"Content-Type": content_type})
@@ -92,10 +127,13 @@ def load(port: int, model: str, items: list[tuple[bytes, str]], requests: int, c
             "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
             "throughput_rps": round(len(latencies) / elapsed, 1), "seconds": round(elapsed, 2),
             "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
-            "served_accuracy": round(correct[0] / max(1, len(batches)), 4)}
+            "served_accuracy": round(correct[0] / max(1, len(batches)), 4),
+            **({"bad_requests": sum(refused.values()), "bad_statuses": dict(sorted(refused.items())),
+                "all_requests_rps": round((len(latencies) + sum(refused.values())) / elapsed, 1),
+                "bad_5xx": sum(n for status, n in refused.items() if status >= 500)} if bad_every else {})}
 
 
-def run_config(run: Path, extra: list[str], items: list, requests: int, clients: int) -> dict:
+def run_config(run: Path, extra: list[str], items: list, requests: int, clients: int, bad_every: int = 0) -> dict:
     """Start ``nnlab serve RUN`` with ``extra`` flags, load it, stop it."""
     exe = Path(sys.executable).with_name("nnlab")
     proc = subprocess.Popen([str(exe), "serve", str(run), "--port", "0", "--json", *extra],
@@ -111,7 +149,9 @@ def run_config(run: Path, extra: list[str], items: list, requests: int, clients:
             except httpx.TransportError:
                 time.sleep(0.05)
         load(port, ready["models"][0], items, 50, clients)  # warm-up, not counted
-        return load(port, ready["models"][0], items, requests, clients)
+        before = rss_mib(proc.pid)
+        result = load(port, ready["models"][0], items, requests, clients, bad_every)
+        return {**result, "rss_mib_before": before, "rss_mib_after": rss_mib(proc.pid)}
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
@@ -128,16 +168,18 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="image run to serve (default: train fashion-cnn for 1 epoch)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--bad-every", type=int, default=4, help="mixed load: every N-th request is a bad one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_default(Path(scratch) / "fashion-cnn")
         items = payloads(min(args.requests, 10_000))
         batched = run_config(run, [], items, args.requests, args.clients)
         unbatched = run_config(run, ["--max-batch", "1", "--batch-wait-ms", "0"], items, args.requests, args.clients)
+        mixed = run_config(run, [], items, args.requests, args.clients, args.bad_every)
     print(json.dumps({
         "benchmark": "serve_load", "run": str(args.run or "fashion-cnn, 1 epoch"), "requests": args.requests,
         "clients": args.clients, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-        "micro_batched": batched, "baseline_max_batch_1": unbatched,
+        "micro_batched": batched, "baseline_max_batch_1": unbatched, f"mixed_1_in_{args.bad_every}_bad": mixed,
         "throughput_ratio": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
         "p99_ratio": round(batched["p99_ms"] / unbatched["p99_ms"], 2),
     }, indent=2))

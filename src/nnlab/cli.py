@@ -97,9 +97,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             overrides[flag] = value
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
         raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
-    if args.resume and (args.recipe or args.out):
-        raise ConfigError("--resume RUN_DIR continues that run: give no recipe and no --out with it")
-    summary = train(args.recipe, out=args.out, overrides=overrides, dry_run=args.dry_run, resume=args.resume)
+    if args.resume and (args.recipe or args.out or args.force):
+        raise ConfigError("--resume RUN_DIR continues that run: give no recipe, --out or --force with it")
+    summary = train(args.recipe, out=args.out, overrides=overrides, dry_run=args.dry_run, resume=args.resume,
+                    force=args.force)
     if summary.get("rank", 0) != 0:  # other ranks of a torchrun job: rank 0 reports
         return
     if "stopped_after_epochs" in summary:
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="recipe name (see `nnlab recipes`)")
     p.add_argument("--out", help="run directory (default: runs/RECIPE-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="let --out be a directory that holds a run (the new run "
+                                                        "replaces it) or other files (written among them)")
     p.add_argument("--schedule", choices=["one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune"],
                    help="fine-tune: --freeze-epochs of the head alone, then every layer group (with --lr-mult)")
     p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",

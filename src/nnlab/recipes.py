@@ -231,18 +231,20 @@ def recipe_config(recipe: str, overrides: dict[str, Any]) -> Any:
 
 
 def train(recipe: str | None = None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
+          stream: TextIO | None = None, dry_run: bool = False, resume: str | Path | None = None,
+          force: bool = False) -> dict[str, Any]:
     """Train ``recipe`` (``overrides`` applied) into a new run directory, or continue the interrupted
     run ``resume``, with its kind's runner; returns the summary (also ``summary.json``).
 
     ``dry_run`` trains on a few batches only: a smoke test of the whole path. With
     ``stop_after_epochs`` the run ends after that many epochs, resumable, and the result says
-    so instead of scoring.
+    so instead of scoring. ``force`` lets ``out`` be a directory that holds a run (replaced) or
+    other files (the run is written among them).
     """
     if resume is None and recipe is None:
         raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
     config = recipe_config(recipe, overrides or {}) if resume is None else None
-    with start_run(config, out, overrides, resume) as start:  # the run directory is locked while it trains
+    with start_run(config, out, overrides, resume, force) as start:  # the run directory is locked while it trains
         runner = get_kind(start.config.kind).runner()
         return runner.train(start, stream if stream is not None else sys.stderr, dry_run)
 

@@ -151,3 +151,81 @@ def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(t
     before = good.read_bytes()
     code, _, err = run_cli(capsys, "predict", str(tmp_path / "run"), "--csv", str(good), "-o", str(good))
     assert code == 2 and "is the input file" in err and good.read_bytes() == before
+
+
+def test_force_replaces_a_run_or_writes_among_other_files_but_never_beside_a_live_writer(tmp_path, capsys):
+    from conftest import write_csv
+    data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, "yes" if i % 2 else "no"] for i in range(40)])
+    train = ["train", "tabular", "--csv", str(data), "--target", "y"]
+    run = tmp_path / "run"
+    assert run_cli(capsys, *train, "--epochs", "3", "--out", str(run))[0] == 0
+    (run / "snapshots").mkdir()
+    (run / "snapshots" / "cycle-1.pt").write_bytes(b"an old run's snapshot")
+    code, _, err = run_cli(capsys, *train, "--epochs", "2", "--out", str(run))
+    assert code == 2 and "already holds a run" in err and "--force" in err
+    holder = RunLock(run)  # another process writing it: --force does not override the lock
+    try:
+        code, _, err = run_cli(capsys, *train, "--epochs", "2", "--out", str(run), "--force")
+        assert code == 2 and f"in use by PID {os.getpid()}" in err
+    finally:
+        holder.release()
+    assert (run / "snapshots" / "cycle-1.pt").exists()  # refused: nothing of the old run removed
+    code, _, err = run_cli(capsys, *train, "--epochs", "2", "--out", str(run), "--force")
+    assert code == 0, err
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2 and not (run / "snapshots").exists()
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"mine")
+    code, _, err = run_cli(capsys, *train, "--epochs", "2", "--out", str(photos), "--force")
+    assert code == 0 and (photos / "cat.jpg").read_bytes() == b"mine" and (photos / "summary.json").is_file()
+    code, _, err = run_cli(capsys, "train", "--resume", str(run), "--force")
+    assert code == 2 and "give no recipe, --out or --force" in err
+
+
+def test_a_names_folder_with_one_class_left_to_learn_is_one_line_and_exit_2(tmp_path, capsys):
+    from conftest import stem_maker
+    stems = stem_maker(0, 5)
+    one, thin = tmp_path / "one", tmp_path / "thin"
+    for folder in (one, thin):
+        folder.mkdir()
+        (folder / "Alpha.txt").write_text("\n".join(s + "ov" for s in stems(100)) + "\n")
+    (thin / "Beta.txt").write_text("Smith\n" * 50)  # one distinct name: it goes to the test split
+    (thin / "Gamma.txt").write_text("\n".join(s + "ini" for s in stems(100)) + "\n")
+    for data, flags, message in (
+            (one, [], "names of 1 class (Alpha) to train on (after removing 0 duplicate lines); a classifier needs"),
+            (thin, ["--set", "test_fraction=0.6"], "class Beta has no training names after removing 49 duplicate")):
+        code, _, err = run_cli(capsys, "train", "names-rnn", "--data", str(data), "--out", str(tmp_path / "r"), *flags)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_corrupt_cifar_archive_is_one_line_naming_the_file(tmp_path, capsys):
+    import random
+
+    from test_cifar import cifar10_members, write_archive
+    good = write_archive(tmp_path / "good.tar.gz", cifar10_members(20)).read_bytes()
+    (tmp_path / "data").mkdir()
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    rng = random.Random(0)
+    damaged = [good[:n] for n in (0, 1, 10, 100, len(good) // 2, len(good) - 1)]
+    for offset in [72, 2472, *(rng.randrange(len(good)) for _ in range(6))]:  # 72, 2472: tarfile's many-line errors
+        flipped = bytearray(good)
+        flipped[offset] ^= 4
+        damaged.append(bytes(flipped))
+    from nnlab.data.cifar import CIFAR10_LAYOUT, read_cifar
+    from nnlab.errors import DataError
+    refused = 0
+    for data in damaged:
+        archive.write_bytes(data)
+        try:
+            read_cifar(archive, CIFAR10_LAYOUT)
+        except DataError as error:
+            refused += 1
+            assert str(error).startswith(f"{archive}:") and "\n" not in str(error), str(error)  # ARCHIVE[:MEMBER]:
+    assert refused == len(damaged)  # a flipped pixel too: the reader reads to the gzip CRC
+    archive.write_bytes(damaged[6])  # through the CLI: the one line and exit 2
+    code, _, err = run_cli(capsys, "train", "cifar10-resnet", "--data", str(tmp_path / "data"), "--out",
+                           str(tmp_path / "r"))
+    assert code == 2 and err.startswith(f"nnlab: error: {archive}: not a readable gzip-compressed tar archive")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -7,6 +7,11 @@ The exported model takes what the PyTorch model takes: float32 [N, C, H, W] imag
 ``torch.jit.load``, ONNX by onnxruntime, safetensors into a freshly built model) and run on a
 batch of real test images; the export is refused unless the logits match PyTorch's within
 ``ATOL + RTOL * max|logit|``.
+
+The metadata describes itself: ``preprocess`` lists every step from an image file to the input
+tensor (``nnlab.client.STEPS``), with the versions of nnlab and torch that wrote it. An ONNX
+export also gets ``nnlab_client.py`` beside it: ``nnlab.client``, which runs those steps with
+numpy, Pillow and onnxruntime alone (no nnlab, no torch) and predicts as ``nnlab predict`` does.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from nnlab import __version__, client
 from nnlab.data.batches import TensorBatches
 from nnlab.data.vision import load_image_dataset
 from nnlab.engine.checkpoint import atomic_write_bytes
@@ -131,6 +137,11 @@ def metadata_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def client_path(out: Path) -> Path:
+    """Where the reference client of export ``out`` goes: ``nnlab_client.py`` beside it (one serves every export)."""
+    return out.with_name("nnlab_client.py")
+
+
 def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
            data_path: str | Path | None = None) -> dict[str, Any]:
     """Export the run's best model as ``fmt`` to ``out`` (default ``RUN_DIR/model.<ext>``) and check it.
@@ -138,7 +149,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     The check runs the exported bytes on the first ``CHECK_INPUTS`` real test images of the run's
     dataset (``data_path`` overrides where to find it) and compares with the PyTorch model; a
     mismatch raises ``CheckpointError`` and writes nothing. Returns the metadata, also written as
-    ``FILE.json``.
+    ``FILE.json``, and for ONNX the reference client ``nnlab_client.py``.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -169,9 +180,17 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
                   "polarity": "light object on a dark background, as in the training data"},
         "output": {"name": "logits", "shape": ["batch", len(state["classes"])],
                    "meaning": "logits; softmax gives class probabilities"},
-        "classes": list(state["classes"]), "tta_flip": bool(config.tta), "torch_version": torch.__version__,
+        "classes": list(state["classes"]), "tta_flip": bool(config.tta),
+        "preprocess": {"from": "an image file, any size, colour mode or format Pillow reads", **client.STEPS},
+        "nnlab_version": __version__, "torch_version": torch.__version__,
         "check": check,
     }
+    if fmt == "onnx":
+        source = Path(client.__file__).read_bytes()
+        atomic_write_bytes(client_path(out), lambda handle: handle.write(source))
+        meta["client"] = {"file": str(client_path(out)), "needs": ["numpy", "pillow", "onnxruntime"],
+                          "usage": f"python {client_path(out).name} {out.name} IMAGE... [--top-k K] "
+                                   "[--invert auto|yes|no]"}
     write_json(metadata_path(out), meta)
     return {**meta, "metadata": str(metadata_path(out))}
 

@@ -87,6 +87,11 @@ CIFAR100_LAYOUT = CifarLayout("cifar-100-python", ("train",), "test", "meta", b"
                               b"fine_label_names", 100)
 
 
+def _one_line(error: BaseException) -> str:
+    """``error``'s message on one line (tarfile's can span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _text(key: Any) -> str:
     return key.decode("latin1") if isinstance(key, bytes) else str(key)
 
@@ -143,12 +148,18 @@ def read_cifar(path: str | Path, layout: CifarLayout) -> dict[str, Any]:
     images ``[N, 3, 32, 32]``. The archive may be gzip-compressed or plain tar.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; delete it and download again")
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    # One explicit mode: "r:*" tries every compression and reports each failure on a line of its own.
     try:
-        archive = tarfile.open(path, "r:*")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise DataError(f"{path}: not a readable tar archive ({error})") from None
+        archive = tarfile.open(path, "r:gz" if gzipped else "r:")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: not a readable {'gzip-compressed ' if gzipped else ''}tar archive "
+                        f"({_one_line(error)}); delete it and download again") from None
     with archive:
         try:
             def load(name: str) -> Any:
@@ -158,8 +169,11 @@ def read_cifar(path: str | Path, layout: CifarLayout) -> dict[str, Any]:
             train = [_batch(load(name), f"{path}:{layout.folder}/{name}", layout) for name in layout.train]
             test = _batch(load(layout.test), f"{path}:{layout.folder}/{layout.test}", layout)
             classes = _class_names(load(layout.meta), f"{path}:{layout.folder}/{layout.meta}", layout)
+            if gzipped:  # read to the end, where gzip checks its CRC: a flipped bit in a pixel is caught too
+                while archive.fileobj.read(1 << 20):
+                    pass
         except (tarfile.TarError, OSError, EOFError, zlib.error) as error:  # zlib: damaged deflate data
-            raise DataError(f"{path}: corrupt archive ({error}); delete it and download again") from None
+            raise DataError(f"{path}: corrupt archive ({_one_line(error)}); delete it and download again") from None
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
     return {"train": (train_images, train_labels), "test": test, "classes": classes}

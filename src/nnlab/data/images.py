@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nnlab.client import INVERT_CHOICES, convert, model_pixels
 from nnlab.errors import DataError
-
-INVERT_CHOICES = ("auto", "yes", "no")
-# Integer and float modes that convert("L") would clip at 255 instead of scaling.
-HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _open(path: Path) -> Image.Image:
@@ -44,54 +40,12 @@ def _open(path: Path) -> Image.Image:
     return upright
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """An 8-bit grey image from a 16-bit, 32-bit or float one, scaled rather than clipped.
-
-    Values above 255 mean the data is 16-bit (PNG and TIFF store it in these modes), so it is
-    scaled from [0, 65535]; otherwise values are already in [0, 255].
-    """
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
-        values = values / 257
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))  # 2-D uint8: mode "L"
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite a transparent image onto white, since transparent pixels often hold black that is not meant to show."""
-    rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-
-
 def _convert(image: Image.Image, channels: int, path: Path) -> Image.Image:
     """``image`` in mode "L" (``channels`` 1) or "RGB" (``channels`` 3), whatever mode it came in."""
-    if image.mode in HIGH_DEPTH_MODES:
-        image = _to_8bit(image)
-    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = _flatten_alpha(image)
     try:
-        return image.convert("L" if channels == 1 else "RGB")
+        return convert(image, channels)
     except ValueError as error:
         raise DataError(f"{path}: cannot convert colour mode {image.mode} ({error})") from None
-
-
-def _border_median(image: Image.Image) -> tuple[int, ...]:
-    """Per-channel median of the outermost rows and columns: the image's background colour."""
-    pixels = np.asarray(image).reshape(image.height, image.width, -1)  # [H, W, C]
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])  # [2W + 2H, C]
-    return tuple(int(v) for v in np.median(border, axis=0))
-
-
-def _fit_and_pad(image: Image.Image, size: tuple[int, int], background: tuple[int, ...]) -> Image.Image:
-    """Resize ``image`` to fit inside ``size`` (height, width) keeping its aspect, centred on ``background``."""
-    height, width = size
-    scale = min(height / image.height, width / image.width)
-    new_size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
-    # Bilinear (antialiased when shrinking) rather than Lanczos, whose overshoot draws dark halos around strokes.
-    resized = image.resize(new_size, Image.Resampling.BILINEAR)
-    canvas = Image.new(image.mode, (width, height), background if len(background) > 1 else background[0])
-    canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
-    return canvas
 
 
 def load_image(path: str | Path, size: tuple[int, int], channels: int, invert: str = "auto") -> torch.Tensor:
@@ -110,12 +64,8 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int, invert: s
         raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
     path = Path(path)
     image = _convert(_open(path), channels, path)
-    background = _border_median(image)
-    image = _fit_and_pad(image, size, background)
-    if invert == "yes" or (invert == "auto" and channels == 1 and background[0] > 127):
-        image = ImageOps.invert(image)
-    pixels = np.asarray(image).reshape(image.height, image.width, channels)  # [H, W, C]
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()  # [C, H, W]
+    pixels = model_pixels(image, size, invert)  # [H, W, C]: the exported model's client runs the same
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # [C, H, W]
 
 
 def save_image(tensor: torch.Tensor, path: str | Path) -> Path:

@@ -88,7 +88,8 @@ def split_names(data: NamesDataset, config: NamesConfig) -> NamesSplit:
     """The run's split of ``data`` by ``config.protocol``; a pure function of the data and the seed.
 
     Too few distinct names for a training and a test split (say, a folder of one name
-    repeated) is a ``DataError`` naming the folder.
+    repeated), fewer than two classes to train on, or a class left without training names (its
+    distinct names too few) is a ``DataError`` naming the folder.
     """
     generator = torch.Generator().manual_seed(config.seed)
     removed = 0
@@ -106,6 +107,14 @@ def split_names(data: NamesDataset, config: NamesConfig) -> NamesSplit:
         distinct = len(set(data.names))
         raise DataError(f"{data.source}: {distinct} distinct names (after removing {removed} duplicate lines) "
                         "are too few for a training and a test split")
+    trained = sorted(set(data.labels[rows["train"]].tolist()))
+    if len(trained) < 2:  # one class (or one left): every prediction right, nothing learned
+        raise DataError(f"{data.source}: names of {len(trained)} class ({data.classes[trained[0]]}) to train on "
+                        f"(after removing {removed} duplicate lines); a classifier needs at least two classes")
+    missing = [name for index, name in enumerate(data.classes) if index not in trained]
+    if missing:
+        raise DataError(f"{data.source}: class {', '.join(missing)} has no training names after removing {removed} "
+                        "duplicate lines (too few distinct names); add names or remove its file")
     test_names = [data.names[i] for i in rows["test"].tolist()]
     test_labels = data.labels[rows["test"]]
     majority = int(torch.bincount(data.labels[rows["train"]]).argmax())

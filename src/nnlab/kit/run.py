@@ -31,7 +31,8 @@ from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.inspection.plots import plot_curves, plot_lr_csv
-from nnlab.kit.rundir import RunLock, environment, new_run_dir, read_rows, remove_orphans, write_jsonl
+from nnlab.kit.rundir import (RunLock, environment, new_run_dir, read_rows, remove_orphans, remove_run_files,
+                              write_jsonl)
 
 # What a checkpoint needs to continue a run exactly.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "step", "best")
@@ -61,9 +62,8 @@ class RunStart:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir)
         remove_orphans(self.run_dir)
-        if self.checkpoint is None:  # a start that died before its first checkpoint: its rows go
-            for name in ("metrics.jsonl", "lr.csv"):
-                (self.run_dir / name).unlink(missing_ok=True)
+        if self.checkpoint is None:  # a new run: what a start killed before its first checkpoint (or a run
+            remove_run_files(self.run_dir)  # that --force replaces) left would be read as this run's
         save_config(self.config, self.run_dir / "config.json")
         return self.run_dir
 
@@ -103,9 +103,10 @@ def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None) -> tu
 
 
 def start_run(config: RunConfig | None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-              resume: str | Path | None = None) -> RunStart:
+              resume: str | Path | None = None, force: bool = False) -> RunStart:
     """A new run of ``config`` in ``out`` (default ``runs/RECIPE-<timestamp>``), or the interrupted
     run ``resume`` (``overrides`` applied to its config); torch's threads are set from the config.
+    ``force``: ``out`` may hold a run (replaced) or other files (see ``new_run_dir``).
     The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls."""
     checkpoint = None
     main = launched_rank() == 0
@@ -115,7 +116,8 @@ def start_run(config: RunConfig | None, out: str | Path | None = None, overrides
     else:
         if config is None:
             raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
-        run_dir = new_run_dir(config.recipe or config.kind, out, create=False) if main else Path(out or ".")
+        run_dir = new_run_dir(config.recipe or config.kind, out, create=False, force=force) if main \
+            else Path(out or ".")
     if config.threads:
         torch.set_num_threads(config.threads)
     return RunStart(config, resolve_device(config.device), run_dir, checkpoint)

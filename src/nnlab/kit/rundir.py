@@ -71,22 +71,41 @@ def environment() -> dict[str, Any]:
     }
 
 
-def new_run_dir(recipe: str, out: str | Path | None, create: bool = True) -> Path:
+# The files a run's kit reads back (resume, eval, the table of runs): a fresh start in a directory
+# that held a run removes them, so nothing of the old run is read as the new one's.
+RUN_FILES = ("metrics.jsonl", "lr.csv", "best.pt", "last.pt", "summary.json")
+
+
+def new_run_dir(recipe: str, out: str | Path | None, create: bool = True, force: bool = False) -> Path:
     """``out``, or ``runs/RECIPE-<timestamp>`` (created unless ``create`` is false); refuses a path
     that is a file, a directory that already holds a run, and a non-empty directory that is not
     a run of ours (its files would be overwritten). A run that failed before its first epoch
-    (``config.json`` and no checkpoint) may be started again there."""
+    (``config.json`` and no checkpoint) may be started again there. ``force`` accepts the last two:
+    the new run replaces the old one (``remove_run_files``, once the directory is locked) or writes
+    its files beside the ones that are not a run's, overwriting those of the same names."""
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: is a file, not a directory")
-    if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
-        raise ConfigError(f"--out {run_dir}: already holds a run; choose another directory")
+    if not force and ((run_dir / "last.pt").exists() or (run_dir / "summary.json").exists()):
+        raise ConfigError(f"--out {run_dir}: already holds a run; choose another directory "
+                          "(or --force to replace it)")
     foreign = run_dir.is_dir() and any(not p.name.startswith(".") for p in run_dir.iterdir())
-    if foreign and not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--out {run_dir}: holds files that are not an nnlab run; choose an empty or new directory")
+    if not force and foreign and not (run_dir / "config.json").is_file():
+        raise ConfigError(f"--out {run_dir}: holds files that are not an nnlab run; choose an empty or new directory "
+                          "(or --force to write the run among them)")
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Delete what a previous run in ``run_dir`` left that the kit would read as the new run's
+    (``RUN_FILES`` and its SGDR ``snapshots/``)."""
+    import shutil
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / "snapshots").is_dir():
+        shutil.rmtree(run_dir / "snapshots")
 
 
 class RunLock:
