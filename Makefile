@@ -89,5 +89,11 @@ bench-peers: setup
 	done
 	flock /tmp/nnlab-bench.lock $(BIN)/python benchmarks/peers.py
 
+# The README's pictures of `nnlab serve`'s page: small runs trained in seconds, served, shot in
+# Debian's Chromium (scripts/screenshots.py), written to docs/studio-*.png.
+.PHONY: screenshots
+screenshots: setup browser
+	$(BIN)/python scripts/screenshots.py --out docs
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -241,10 +241,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from nnlab.commands.serve import serve
 
     def ready(info: dict[str, Any]) -> None:
-        _print_json(info) if args.json else print(f"serving {', '.join(info['models'])} on {info['url']}", flush=True)
+        served = ", ".join(info["models"] + ([f"the runs in {info['runs']}"] if info["runs"] else []))
+        _print_json(info) if args.json else print(f"serving {served} on {info['url']}", flush=True)
 
     serve(args.run_dirs, host=args.host, port=args.port, device=args.device, batch_wait_ms=args.batch_wait_ms,
-          max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready)
+          max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready, runs_root=args.runs)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -578,8 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VGG19 in bf16 autocast: ~1.9x faster on CPUs with native bf16 (default fp32, the reference)")
     p.add_argument("--dry-run", action="store_true", dest="dry_run", help="2 steps only: check the whole path quickly")
 
-    p = add("serve", cmd_serve, "serve image runs over HTTP: JSON API, OpenAPI at /docs, a web page at /")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs to serve, each named by its directory")
+    p = add("serve", cmd_serve, "serve runs over HTTP: JSON API, OpenAPI at /docs, and a studio page at / "
+                                "(predict with Grad-CAM or attention, sample, translate; browse and compare runs)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="runs to serve, each named by its directory")
+    p.add_argument("--runs", metavar="DIR", help="folder of runs to browse on the page (default runs/ where it exists)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

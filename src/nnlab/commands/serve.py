@@ -1,14 +1,16 @@
-"""An HTTP inference server for image, names and text-classification runs: FastAPI on uvicorn,
-micro-batched (images), loopback by default.
+"""An HTTP server for trained runs, the studio: FastAPI on uvicorn, micro-batched (images), loopback by default.
 
 ``create_app`` loads each run's best checkpoint (weights only: ``load_checkpoint`` refuses any
-pickle that would run code) and serves ``GET /health``, ``GET /models``,
-``POST /predict/{model}`` (multipart field ``file`` for an image run; a JSON body
-``{"inputs": [...]}`` of names or texts for a names or text-classification run),
-``POST /models/{model}/reload``, the
-OpenAPI schema at ``/docs`` and ``/openapi.json``, and a web page at ``/``. No endpoint takes a
-file path from the request: models are named by their run directory's name and looked up in
-the table built at start-up.
+pickle that would run code) and serves ``GET /health``, ``GET /models`` (each model with what
+its kind can do, from the table of kinds), ``POST /predict/{model}`` (multipart field ``file``
+for an image run; a JSON body ``{"inputs": [...]}`` of names or texts for a names or
+text-classification run, with each token's attention weight where the run pools by attention),
+``POST /models/{model}/reload``, the OpenAPI schema at ``/docs`` and ``/openapi.json``, and the
+studio page at ``/``. ``nnlab.commands.studio`` adds Grad-CAM, sampling and translation;
+``nnlab.commands.studio_runs`` the runs under ``--runs DIR`` (the ``nnlab runs`` table, one run's
+curves and scores, two runs compared). No endpoint takes a file path from the request: models
+are named by their run directory's name and looked up in the table built at start-up, runs by
+their name in the runs folder.
 
 Concurrent requests for one model are stacked into one forward pass (``MicroBatcher``: the
 first request waits ``batch_wait`` seconds for company). Uploads are guarded in layers: a
@@ -38,7 +40,7 @@ from typing import Any, AsyncIterator, Callable, Literal
 
 import torch
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +50,7 @@ from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.engine.metrics import ranked
 from nnlab.errors import ConfigError, DataError, NnlabError
-from nnlab.kinds import require
+from nnlab.kinds import KINDS, Kind, kind_of_run
 from nnlab.kit.rundir import load_best
 
 MAX_UPLOAD_BYTES = 8 * 2**20
@@ -63,9 +65,13 @@ ACCEPTED_UPLOAD_TYPES = ("image/", "application/octet-stream")
 # Runs whose inputs are strings (surnames, texts): POST /predict/{model} takes {"inputs": [...]} as JSON.
 MAX_TEXTS = 256              # inputs per text request
 MAX_TEXT_CHARS = 10_000      # characters per input
-# The page's own inline script and style, requests to this server only, previews from blob: URLs.
-PAGE_CSP = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:; "
+# The page's script and style come from this server only (no inline code, no CDN), requests go to
+# this server only, previews and Grad-CAM maps are shown from blob: URLs.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
             "frame-ancestors 'none'")
+# What a served run can do, by the table of kinds: predict (serve, with cam for images), sample, translate.
+SERVED_FEATURES = {"serve": "predict", "sample": "sample", "translate": "translate"}
+STUDIO_FEATURES = ("serve", "cam", "sample", "translate")
 
 
 class UploadRejected(Exception):
@@ -125,23 +131,48 @@ class Loaded:
     checkpoint_mtime: float
 
 
+def servable_kind(run_dir: str | Path) -> Kind:
+    """The kind of the run in ``run_dir`` if the table of kinds says it predicts, samples or translates;
+    else a ``ConfigError`` listing the kinds that do."""
+    kind = kind_of_run(run_dir)
+    if not kind.features & SERVED_FEATURES.keys():
+        takers = "; ".join(f"{', '.join(k.what for k in KINDS.values() if k.supports(feature))} ({verb})"
+                           for feature, verb in SERVED_FEATURES.items())
+        raise ConfigError(f"serve: {run_dir} is a {kind.what}; serve takes: {takers}")
+    return kind
+
+
 class ServedModel:
     """A run's model, reloadable in place: a reload swaps in a new ``Loaded`` only if it loads cleanly.
 
     Image runs classify uploaded images (``probabilities``); names and text-classification runs
-    classify strings (``classify``), encoded by their runner's ``encode_inputs``.
+    classify strings (``classify``), encoded by their runner's ``encode_inputs``; sampling and
+    translating runs are served through their kind's ``sample`` and ``translate``.
     """
 
-    def __init__(self, run_dir: Path, device: torch.device) -> None:
+    def __init__(self, run_dir: Path, device: torch.device, device_name: str = "auto") -> None:
         self.run_dir = run_dir
         self.name = run_dir.resolve().name
         self.device = device
-        kind = require(run_dir, "serve", "serve")  # the table of kinds says who can be served
+        self.device_name = device_name  # what the kinds' sample/translate resolve themselves
+        kind = servable_kind(run_dir)  # the table of kinds says who can be served, and for what
         self.kind = kind.name
+        self.what = kind.what
+        self.features = [feature for feature in STUDIO_FEATURES if kind.supports(feature)]
         self.runner = kind.runner()
-        self.takes_text = hasattr(self.runner, "encode_inputs")  # strings; otherwise images
+        # strings (names, texts); otherwise images
+        self.takes_text = "serve" in self.features and hasattr(self.runner, "encode_inputs")
         self.reloads = 0
         self.current = self._load()
+
+    def can(self, feature: str) -> bool:
+        return feature in self.features
+
+    @property
+    def attends(self) -> bool:
+        """Whether its predictions come with each token's attention weight (a run that pools by attention)."""
+        return (self.takes_text and getattr(self.current.model, "attend", None) is not None
+                and hasattr(self.runner, "input_tokens"))
 
     def _load(self) -> Loaded:
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
@@ -158,14 +189,19 @@ class ServedModel:
     def info(self) -> dict[str, Any]:
         """What ``GET /models`` says about this model."""
         loaded = self.current
-        common = {"name": self.name, "kind": self.kind, "recipe": loaded.config.recipe,
-                  "model": loaded.state["model_name"], "classes": list(loaded.state["classes"]),
+        common = {"name": self.name, "kind": self.kind, "what": self.what, "features": self.features,
+                  "recipe": loaded.config.recipe, "model": loaded.state.get("model_name"),
+                  "classes": list(loaded.state.get("classes") or []),
                   "device": str(self.device), "loaded_at": loaded.loaded_at,
                   "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads}
+        if self.can("sample"):
+            common["sample_options"] = list(getattr(self.runner, "SAMPLE_OPTIONS", ()))
         if self.takes_text:
-            return {**common, "input": 'application/json {"inputs": ["...", ...]}'}
-        return {**common, "dataset": loaded.config.dataset, "input_shape": list(loaded.state["input_shape"]),
-                "tta_flip": bool(loaded.config.tta)}
+            return {**common, "input": 'application/json {"inputs": ["...", ...]}', "attention": self.attends}
+        if self.can("serve"):
+            return {**common, "dataset": loaded.config.dataset, "input_shape": list(loaded.state["input_shape"]),
+                    "tta_flip": bool(loaded.config.tta)}
+        return common
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, K] for uint8 images [N, C, H, W], as ``nnlab predict`` computes them."""
@@ -177,12 +213,30 @@ class ServedModel:
         return probs
 
     def classify(self, inputs: list[str], top_k: int) -> list[dict[str, Any]]:
-        """The ``top_k`` classes with probabilities of each string, as ``nnlab predict`` gives them."""
+        """The ``top_k`` classes with probabilities of each string, as ``nnlab predict`` gives them; for a
+        run that pools by attention, also each token's weight (``attention``: the tokens as the model read them)."""
         from nnlab.kinds.sequence import top_classes
         loaded = self.current
-        ids = self.runner.encode_inputs(loaded.state, inputs)
-        results = top_classes(loaded.model, ids.to(self.device), inputs, loaded.state["classes"], top_k)
-        return [{"input": r["file"], "top": r["top"]} for r in results]
+        ids = self.runner.encode_inputs(loaded.state, inputs).to(self.device)
+        results = top_classes(loaded.model, ids, inputs, loaded.state["classes"], top_k)
+        out = [{"input": r["file"], "top": r["top"]} for r in results]
+        if self.attends:
+            with torch.no_grad():
+                weights = loaded.model.attention_weights(ids).cpu()  # [N, L], 0 at padding
+            for row, tokens, weight in zip(out, self.runner.input_tokens(loaded.state, inputs), weights):
+                row["attention"] = [{"token": t, "weight": round(float(a), 4)} for t, a in zip(tokens, weight)]
+        return out
+
+
+def text_inputs(body: Any, max_inputs: int, max_chars: int) -> list[str]:
+    """``body["inputs"]``, a non-empty list of strings (422 otherwise), at most ``max_inputs`` of at most
+    ``max_chars`` characters each (413 otherwise)."""
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise UploadRejected(422, 'expected {"inputs": ["...", ...]}: a non-empty list of strings')
+    if len(inputs) > max_inputs or any(len(t) > max_chars for t in inputs):
+        raise UploadRejected(413, f"at most {max_inputs} inputs of at most {max_chars} characters each")
+    return inputs
 
 
 class MicroBatcher:
@@ -257,26 +311,79 @@ def _decode(data: bytes, filename: str, shape: list[int], invert: str, scratch: 
         Path(temp).unlink(missing_ok=True)
 
 
-def _page() -> str:
-    return resources.files("nnlab.commands").joinpath("static/index.html").read_text(encoding="utf-8")
+def static_file(name: str) -> str:
+    """A file of the page (``static/NAME``), read from the package."""
+    return resources.files("nnlab.commands").joinpath("static", name).read_text(encoding="utf-8")
+
+
+async def read_json(request: Request, what: str) -> Any:
+    """The request's JSON body; a 415 for another content type (``what`` says what the endpoint expected),
+    a 400 for malformed JSON, a 422 for JSON nested too deeply to parse."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        raise UploadRejected(415, f"{what}: expected an application/json body, got content type "
+                                  f"{content_type or 'none'!r}")
+    try:
+        return json.loads(await request.body())
+    except ValueError as error:
+        raise UploadRejected(400, f"malformed JSON body: {error}") from None
+    except RecursionError:
+        raise UploadRejected(422, "JSON body nested too deeply") from None
+
+
+async def read_image(request: Request, served: ServedModel, invert: str) -> tuple[torch.Tensor, str]:
+    """The uploaded image (multipart field ``file``) as the run's input, uint8 [C, H, W], and its file name;
+    every way an upload can be wrong is an ``UploadRejected`` (4xx) naming it."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise UploadRejected(415, f"expected a multipart/form-data body with an image in field 'file', "
+                                  f"got content type {content_type or 'none'!r}")
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except UploadRejected:
+        raise
+    except Exception as error:  # python-multipart's and Starlette's parse errors have no common base
+        reason = getattr(error, "detail", None) or str(error)
+        raise UploadRejected(400, f"malformed multipart body: {reason}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise UploadRejected(422, "multipart field 'file' with an image is required")
+    filename = (upload.filename or "upload")[:120]
+    if upload.content_type and not upload.content_type.startswith(ACCEPTED_UPLOAD_TYPES):
+        raise UploadRejected(415, f"{filename}: content type {upload.content_type!r} is not an image")
+    data = await upload.read()
+    if not data:
+        raise UploadRejected(400, f"{filename}: file is empty")
+    image = await asyncio.to_thread(_decode, data, filename, served.current.state["input_shape"], invert,
+                                    request.app.state.scratch)
+    return image, filename
+
+
+def wrong_kind(served: ServedModel, feature: str, endpoint: str) -> None:
+    """A 422 unless ``served``'s kind supports ``feature`` (the table of kinds), naming what ``endpoint`` takes."""
+    if not served.can(feature):
+        takers = ", ".join(k.what for k in KINDS.values() if k.supports(feature)) or "none"
+        raise UploadRejected(422, f"model {served.name!r} is a {served.what}; {endpoint} takes: {takers}")
 
 
 def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int = MAX_UPLOAD_BYTES,
                batch_wait: float = BATCH_WAIT_S, max_batch: int = MAX_BATCH,
                receive_timeout: float = RECEIVE_TIMEOUT_S, inference_timeout: float = INFERENCE_TIMEOUT_S,
-               reload_on_sighup: bool = False) -> FastAPI:
-    """The FastAPI app serving the runs in ``run_dirs``, each under its directory's name.
+               reload_on_sighup: bool = False, runs_root: str | Path | None = None) -> FastAPI:
+    """The FastAPI app serving the runs in ``run_dirs``, each under its directory's name, and the
+    runs under ``runs_root`` (default ``runs/``, where it exists) to browse.
 
-    Models load here, before the app exists, so a missing, unsafe or non-image run is a
-    ``CheckpointError``/``ConfigError`` at start-up rather than at the first request. With
-    ``reload_on_sighup`` (the ``nnlab serve`` command) a SIGHUP reloads every model.
+    Models load here, before the app exists, so a missing, unsafe or unservable run is a
+    ``CheckpointError``/``ConfigError`` at start-up rather than at the first request; so is a
+    ``runs_root`` given but missing. With ``reload_on_sighup`` (the ``nnlab serve`` command) a
+    SIGHUP reloads every model.
     """
-    if not run_dirs:
-        raise ConfigError("serve: give at least one run directory")
+    from nnlab.commands import studio, studio_runs
+    root = studio_runs.runs_folder(runs_root, required=not run_dirs)
     torch_device = resolve_device(device)
     models: dict[str, ServedModel] = {}
     for run_dir in run_dirs:
-        served = ServedModel(Path(run_dir), torch_device)
+        served = ServedModel(Path(run_dir), torch_device, device)
         if served.name in models:
             raise ConfigError(f"serve: two runs are named {served.name!r} ({models[served.name].run_dir} and "
                               f"{run_dir}); models are named by their directory, rename one")
@@ -307,7 +414,7 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         app.state.scratch = Path(tempfile.mkdtemp(prefix="nnlab-serve-"))  # uploads, for load_image's path API
         tasks = []
         for name, served in models.items():
-            if not served.takes_text:
+            if served.can("serve") and not served.takes_text:
                 batchers[name] = MicroBatcher(served.probabilities, max_batch, batch_wait)
                 tasks.append(asyncio.create_task(batchers[name].serve_forever()))
         hup = reload_on_sighup and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread()
@@ -323,7 +430,9 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
             shutil.rmtree(app.state.scratch, ignore_errors=True)
 
     app = FastAPI(title="nnlab serve", version="1", lifespan=lifespan,
-                  description="Top-k predictions of trained nnlab image, names and text-classification runs.")
+                  description="Top-k predictions of trained nnlab image, names and text-classification runs "
+                              "(with Grad-CAM maps and attention weights), samples of language models, "
+                              "translations with their attention, and the runs of a folder.")
     app.add_middleware(UploadGuard, max_bytes=max_bytes, timeout=receive_timeout)
 
     @app.exception_handler(UploadRejected)
@@ -335,9 +444,7 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
             raise UploadRejected(404, f"no model named {name!r}; served models: {', '.join(models)}")
         return models[name]
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse(_page(), headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": PAGE_CSP})
+    studio.add_page(app, PAGE_CSP)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -365,21 +472,8 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
                                       "description": "names or texts (names and text-classification runs)"}}}}}}}
 
     async def predict_texts(served: ServedModel, request: Request, top_k: int) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("application/json"):
-            raise UploadRejected(415, f"model {served.name!r} classifies text: expected an application/json body "
-                                      f'{{"inputs": ["...", ...]}}, got content type {content_type or "none"!r}')
-        try:
-            body = json.loads(await request.body())
-        except ValueError as error:
-            raise UploadRejected(400, f"malformed JSON body: {error}") from None
-        except RecursionError:
-            raise UploadRejected(422, "JSON body nested too deeply; expected {\"inputs\": [\"...\", ...]}") from None
-        inputs = body.get("inputs") if isinstance(body, dict) else None
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-            raise UploadRejected(422, 'expected {"inputs": ["...", ...]}: a non-empty list of strings')
-        if len(inputs) > MAX_TEXTS or any(len(t) > MAX_TEXT_CHARS for t in inputs):
-            raise UploadRejected(413, f"at most {MAX_TEXTS} inputs of at most {MAX_TEXT_CHARS} characters each")
+        body = await read_json(request, f'model {served.name!r} classifies text: {{"inputs": ["...", ...]}}')
+        inputs = text_inputs(body, MAX_TEXTS, MAX_TEXT_CHARS)
         try:
             results = await asyncio.wait_for(asyncio.to_thread(served.classify, inputs, top_k), inference_timeout)
         except DataError as error:
@@ -394,30 +488,10 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         """Top-k classes with probabilities: for an image run, of the image in multipart field
         ``file``; for a names or text-classification run, of each string in the JSON ``inputs``."""
         served = lookup(model)
+        wrong_kind(served, "serve", "/predict")
         if served.takes_text:
             return await predict_texts(served, request, top_k)
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("multipart/form-data"):
-            raise UploadRejected(415, f"expected a multipart/form-data body with an image in field 'file', "
-                                      f"got content type {content_type or 'none'!r}")
-        try:
-            form = await request.form(max_files=1, max_fields=10)
-        except UploadRejected:
-            raise
-        except Exception as error:  # python-multipart's and Starlette's parse errors have no common base
-            reason = getattr(error, "detail", None) or str(error)
-            raise UploadRejected(400, f"malformed multipart body: {reason}") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise UploadRejected(422, "multipart field 'file' with an image is required")
-        filename = (upload.filename or "upload")[:120]
-        if upload.content_type and not upload.content_type.startswith(ACCEPTED_UPLOAD_TYPES):
-            raise UploadRejected(415, f"{filename}: content type {upload.content_type!r} is not an image")
-        data = await upload.read()
-        if not data:
-            raise UploadRejected(400, f"{filename}: file is empty")
-        image = await asyncio.to_thread(_decode, data, filename, served.current.state["input_shape"], invert,
-                                        request.app.state.scratch)
+        image, filename = await read_image(request, served, invert)
         try:
             probs, batch_size = await asyncio.wait_for(batchers[model].submit(image), inference_timeout)
         except asyncio.TimeoutError:
@@ -425,6 +499,9 @@ def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int 
         (result,) = ranked(probs[None], served.current.state["classes"], [filename], top_k)
         return {"model": model, "file": filename, "batch_size": batch_size, "top": result["top"]}
 
+    studio.add_model_routes(app, lookup, inference_timeout)
+    studio_runs.add_runs_routes(app, root, models)
+    app.state.runs_root = root
     return app
 
 
@@ -455,8 +532,10 @@ def header_timeout_protocol() -> type:
 
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           batch_wait_ms: float = BATCH_WAIT_S * 1000, max_batch: int = MAX_BATCH,
-          max_bytes: int = MAX_UPLOAD_BYTES, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Serve ``run_dirs`` with uvicorn on ``host:port`` until interrupted; SIGHUP reloads every model.
+          max_bytes: int = MAX_UPLOAD_BYTES, on_ready: Callable[[dict[str, Any]], None] | None = None,
+          runs_root: str | Path | None = None) -> None:
+    """Serve ``run_dirs`` (and the runs under ``runs_root`` to browse) with uvicorn on ``host:port``
+    until interrupted; SIGHUP reloads every model.
 
     The socket is bound here, so a port in use is a one-line ``ConfigError`` and port 0 picks a
     free one; ``on_ready`` then gets the URL and model names, before the first request is accepted.
@@ -467,7 +546,7 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
     if max_batch < 1 or batch_wait_ms < 0:
         raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0, got {max_batch} and {batch_wait_ms}")
     app = create_app(run_dirs, device=device, max_bytes=max_bytes, batch_wait=batch_wait_ms / 1000,
-                     max_batch=max_batch, reload_on_sighup=True)
+                     max_batch=max_batch, reload_on_sighup=True, runs_root=runs_root)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -477,7 +556,8 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error})") from None
     port = sock.getsockname()[1]
     if on_ready is not None:
-        on_ready({"url": f"http://{host}:{port}/", "models": [Path(r).resolve().name for r in run_dirs]})
+        on_ready({"url": f"http://{host}:{port}/", "models": [Path(r).resolve().name for r in run_dirs],
+                  "runs": str(app.state.runs_root) if app.state.runs_root else None})
     # Keep-alive connections idle for 5 s are closed and so are connections whose request headers have
     # not arrived within HEADER_TIMEOUT_S, so idle or slow clients cannot pin the server's sockets;
     # past MAX_CONNECTIONS uvicorn answers 503 at once.

@@ -74,7 +74,7 @@ def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: Path)
     if picture.shape[2] == 1:
         picture = picture.repeat(3, axis=2)
     colour = colormaps["jet"](heat.numpy())[..., :3]
-    blended = 0.55 * picture + 0.45 * colour
+    blended = (0.55 * picture + 0.45 * colour).clip(0, 1)  # float rounding reached 1 + 1e-8: imshow warned
     fig = Figure(figsize=(6, 3.3), layout="tight")
     left, right = fig.subplots(1, 2)
     for ax, shown, label in ((left, picture, "input"), (right, blended, "class activation")):

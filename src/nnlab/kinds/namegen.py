@@ -31,6 +31,7 @@ from nnlab.models import create_model
 LN2 = math.log(2.0)
 # `nnlab sample` options this kind takes beyond the char-RNN's (the CLI refuses them for other kinds).
 SAMPLE_OPTIONS = ("category", "start", "count")
+SAMPLE_CONTINUES = False  # sample draws whole names, it does not continue a text: nnlab serve sends it in one piece
 
 
 @dataclass

@@ -208,6 +208,11 @@ def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
     return encode_names(folded, state["alphabet"])
 
 
+def input_tokens(state: dict, inputs: Sequence[str]) -> list[list[str]]:
+    """The tokens ``encode_inputs`` gives each input, as text (its folded letters): what attention weighs."""
+    return [list(fold_ascii(name, state["alphabet"])) for name in inputs]
+
+
 def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
     """The ``top_k`` most likely classes (languages) with probabilities for each name in ``inputs``."""
     check_predict_args(inputs, top_k, "name")

@@ -230,6 +230,11 @@ def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
     return encode_texts(documents, Vocab(state["vocab"]), state["max_length"])
 
 
+def input_tokens(state: dict, inputs: Sequence[str]) -> list[list[str]]:
+    """The tokens ``encode_inputs`` gives each input, as text (its first ``max_length`` words): what attention weighs."""
+    return [tokenize(text)[: state["max_length"]] for text in inputs]
+
+
 def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None = None) -> dict[str, Any]:
     """Classify the run's text column in every row of ``csv``; write the rows with
     ``predicted_LABEL`` and one ``probability_CLASS`` column per class to ``output`` (default
