@@ -130,7 +130,10 @@ def _headline(result: dict[str, Any]) -> str:
         judged = result.get("in_language_macro")
         parts.append((f"in-language {judged:.1%}  " if judged is not None else "") +
                      f"novel {result['novel_macro']:.1%} (macro over {len(result['per_language'])} languages)")
-    if result.get("transfer_gain_points") is not None:
+    if isinstance(result.get("transfer_gain_points"), dict):  # fashion-transfer: a gain per K
+        parts.append("transfer - scratch: " + ", ".join(f"{gain:+.1f} points at K={k}"
+                                                         for k, gain in result["transfer_gain_points"].items()))
+    elif result.get("transfer_gain_points") is not None:
         parts.append(f"transfer - scratch: {result['transfer_gain_points']:+.1f} points at "
                      f"{result['gain_at_percent']}% of the digits")
     if "train_seconds" in result:
@@ -475,11 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", cmd_predict, "predict with a trained run: image files, or a CSV of new rows (--csv)")
     p.add_argument("run_dir")
-    p.add_argument("files", nargs="*", metavar="INPUT", help="image files (image runs) or other inputs the run takes")
+    p.add_argument("files", nargs="*", metavar="INPUT",
+                   help="image files or folders of them (image runs) or other inputs the run takes")
     p.add_argument("--top-k", type=int, default=3, dest="top_k")
     p.add_argument("--invert", choices=["auto", "yes", "no"],
                    help="images: invert grey levels (default auto: when the background is light, as in photos)")
-    p.add_argument("--csv", help="tabular, perceptron and text-classification runs: the CSV of rows to predict")
+    p.add_argument("--csv", help="tabular, perceptron and text-classification runs: the CSV of rows to predict; "
+                                 "image runs: the CSV to write every image's prediction to (give files or folders)")
     p.add_argument("-o", "--output", help="with --csv: the predictions CSV to write "
                                           "(default NEW.predictions.csv beside the input); with --explain: "
                                           "the PNG heat strip of the words")

@@ -145,13 +145,13 @@ def _coerce(key: str, raw: Any, hint: Any) -> Any:
         return str(raw)
     elif origin is tuple:
         items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
-        if isinstance(raw, int) and not isinstance(raw, bool):  # `--set percents=10`: a tuple of one
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):  # `--set percents=10`: a tuple of one
             items = [raw]
         if items is not None:
             items = [str(i).strip() for i in items if str(i).strip()]
             item_type = (typing.get_args(hint) or (str,))[0]
             try:
-                return tuple(int(i) if item_type is int else i for i in items)
+                return tuple(int(i) if item_type is int else float(i) if item_type is float else i for i in items)
             except ValueError:
                 pass
     elif origin is dict and isinstance(raw, dict):

@@ -156,6 +156,19 @@ add(Recipe("shakespeare-lstm", "char-level LSTM language model on Tiny Shakespea
             "truncated BPTT", "see docs/benchmarks.md", CharLMConfig(layers=2, hidden_size=384, embed=64,
                                                                        dropout=0.1, batch_size=64, bptt=100,
                                                                        epochs=6, lr=4e-3)))
+# shakespeare-transformer (issue 16): a small causal transformer on the LSTM's data and windows;
+# shakespeare-words (issue 15): a word-level LSTM (tied embeddings, a 10,000-token vocabulary with
+# <unk>); sizes and rates chosen on validation, docs/benchmarks.md ("Character transformer", "Word-level").
+add(Recipe("shakespeare-transformer", "causal transformer (pre-norm blocks of multi-head self-attention, tied "
+            "embeddings) language model of characters on Tiny Shakespeare (or --data FILE.txt)",
+            "see docs/benchmarks.md", CharLMConfig(model="transformer", layers=4, hidden_size=256, heads=4,
+                                                   dropout=0.1, tie_weights=True, batch_size=32, bptt=128,
+                                                   epochs=6, lr=2e-3, weight_decay=0.1, precision="auto")))
+add(Recipe("shakespeare-words", "word-level LSTM language model (words, punctuation, line breaks; <unk> past a "
+            "10,000-token vocabulary; tied embeddings) on Tiny Shakespeare; perplexity per word",
+            "see docs/benchmarks.md", CharLMConfig(tokens="word", max_vocab=10000, layers=2, hidden_size=256,
+                                                   embed=256, tie_weights=True, dropout=0.4, batch_size=32,
+                                                   bptt=35, epochs=20, lr=3e-3, test_fraction=0.1)))
 add(Recipe("names-rnn", "bidirectional GRU over padded, packed surnames -> 18 languages (or --data DIR)",
             "~84% test accuracy (leak-free split)", NamesConfig(hidden_size=256, embed=64, dropout=0.5, label_smoothing=0.1,
                                               epochs=12, batch_size=128), tricks=NAMES_TRICKS))

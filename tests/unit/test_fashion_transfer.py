@@ -10,7 +10,7 @@ from conftest import write_square_fashion
 from nnlab.cli import main
 from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.errors import ConfigError
-from nnlab.kinds.fashion_transfer import draw_shots, evaluate, subset
+from nnlab.kinds.fashion_transfer import draw_shots, draw_split, evaluate, subset
 from nnlab.recipes import recipe_config, train
 
 
@@ -23,7 +23,8 @@ def quick(squares, **extra):
     """A seconds-long fashion-transfer: a tiny net, one pretraining epoch, K = 2 and 4, 3 epochs."""
     return {"data": str(squares), "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32,
             "pretrain_epochs": 1, "pretrain_batch_size": 50, "shots": (2, 4), "epochs": 3, "freeze_epochs": 1,
-            "batch_size": 16, "min_epoch_images": 32, "threads": 1, **extra}
+            "batch_size": 16, "min_epoch_images": 32, "valid_per_class": 6, "scratch_lrs": (3e-3, 3e-2),
+            "threads": 1, **extra}
 
 
 def test_subset_relabels_and_draw_shots_takes_k_per_class():
@@ -52,6 +53,12 @@ def test_pretrains_on_source_classes_then_compares_on_the_same_budget(squares, t
     assert len(first["scratch_per_seed"]) == 2 and first["scratch_spread"] >= 0
     assert (run / "transfer.png").stat().st_size > 1000
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # scratch's rate: the better of the two on validation images drawn from the training images
+    assert summary["scratch_lrs"] == [3e-3, 3e-2] and "validation" in summary["scratch_lr_chosen_on"]
+    tried = first["scratch_valid_accuracy_by_lr"]
+    assert set(tried) == {"0.003", "0.03"} and first["valid_images"] == 30 and len(first["scratch_lr_per_seed"]) == 2
+    assert all(lr in (3e-3, 3e-2) for lr in first["scratch_lr_per_seed"])
+    assert 0 <= first["scratch_valid_accuracy"] <= max(tried.values())
     transfer = [r for r in rows if r["init"] == "transfer" and r["shots"] == 2 and r["seed"] == 0]
     scratch = [r for r in rows if r["init"] == "scratch" and r["shots"] == 2 and r["seed"] == 0]
     assert len(transfer) == len(scratch) == 3  # the same budget
@@ -68,14 +75,23 @@ def test_from_an_earlier_run_reuses_its_pretrained_net(squares, tmp_path, capsys
     code = main(["train", "fashion-transfer", "--from", str(first), "--out", str(tmp_path / "again"),
                  "--data", str(squares), "--epochs", "2", "--freeze-epochs", "1", "--set", "shots=2",
                  "--set", "model_args.widths=8,16,16", "--set", "model_args.head_hidden=32",
-                 "--set", "min_epoch_images=32", "--batch-size", "16", "--threads", "1", "--json"])
+                 "--set", "min_epoch_images=32", "--set", "valid_per_class=6", "--set", "scratch_lr=0.01",
+                 "--batch-size", "16", "--threads", "1", "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["source"] == str(first / "pretrain.pt") and summary["pretrain_seconds"] == 0.0
+    assert summary["scratch_lrs"] == [0.01] and summary["results"][0]["scratch_lr_per_seed"] == [0.01]
     assert not (tmp_path / "again" / "pretrain.pt").exists()
     assert main(["predict", str(tmp_path / "again"), "x.png"]) == 2
     assert main(["train", "fashion-transfer", "--from", str(tmp_path / "nothing"), "--data", str(squares),
                  "--out", str(tmp_path / "bad")]) != 0
+
+
+def test_the_validation_set_is_drawn_apart_from_the_k_shot_set():
+    labels = torch.arange(300) % 5
+    chosen, valid = draw_split(labels, 4, 20, torch.Generator().manual_seed(3))
+    assert torch.bincount(labels[chosen]).tolist() == [4] * 5 and torch.bincount(labels[valid]).tolist() == [20] * 5
+    assert not set(chosen.tolist()) & set(valid.tolist())
 
 
 def test_settings_are_checked():
@@ -83,3 +99,6 @@ def test_settings_are_checked():
         recipe_config("fashion-transfer", {"target_classes": (4, 5, 6)}).check()
     with pytest.raises(ConfigError, match="shots"):
         recipe_config("fashion-transfer", {"shots": (0,)}).check()
+    with pytest.raises(ConfigError, match="scratch_lrs"):
+        recipe_config("fashion-transfer", {"scratch_lrs": "0.01,-1"}).check()
+    assert recipe_config("fashion-transfer", {"scratch_lrs": 0.01}).scratch_lrs == (0.01,)

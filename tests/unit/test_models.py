@@ -22,13 +22,13 @@ MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS els
 # Their backward pass is the costliest of all; resnet18 takes the same wrapper's path through it.
 LIGHT_MODELS = [name for name in CLASSIFIERS if name not in HEAVY_MODELS]
 # Sequence models take token ids [N, T] (0 is padding for name_rnn) instead of images.
-SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen"}
+SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen", "char_transformer"}
 
 
 def sample_input(name, n):
     if name in SEQUENCE_MODELS:
         # char_rnn: one position per row; name_gen: a category and one character (one position) per row
-        return torch.randint(1, 5, (n, {"char_rnn": 1, "name_gen": 2}.get(name, 5)))
+        return torch.randint(1, 5, (n, {"char_rnn": 1, "char_transformer": 1, "name_gen": 2}.get(name, 5)))
     size = INPUT_SIZE.get(name, 28)
     return torch.randn(n, 1, size, size)
 

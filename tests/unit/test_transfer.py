@@ -116,3 +116,55 @@ def test_train_with_another_model_than_the_recipes_runs(squares, tmp_path, capsy
     assert main(["train", "fashion-mlp", "--model", "cnn", "--data", str(squares), "--out", str(tmp_path / "m"),
                  "--batch-size", "16", "--dry-run", "--threads", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "cnn"
+
+
+def test_cnn_pretrained_takes_stem_and_body_and_spreads_grey_filters_over_rgb(tmp_path):
+    from nnlab.models import create_model
+    source = create_model("cnn", n_classes=5, widths=(8, 16), head_hidden=16).eval()
+    path = save_checkpoint(tmp_path / "pretrain.pt", {"model": source.state_dict(), "model_name": "cnn",
+                                                      "model_args": {"widths": (8, 16), "head_hidden": 16}})
+    model = create_model("cnn", n_classes=3, in_channels=3, widths=(8, 16), pretrained=str(path)).eval()
+    assert torch.equal(model.body[0][0].weight, source.body[0][0].weight)
+    assert model.head[-1].out_features == 3 and len(model.head) == 2  # a new head, of the model's own shape
+    grey = torch.rand(2, 1, 28, 28)
+    # a grey image given as RGB (R = G = B) gets the source's response; 64x64 inputs fit the head too
+    assert torch.allclose(model.forward_features(grey.repeat(1, 3, 1, 1)), source.forward_features(grey), atol=1e-5)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
+    torch.save(source.state_dict(), tmp_path / "bare.pt")  # a bare state dict works as well
+    assert torch.equal(create_model("cnn", pretrained=str(tmp_path / "bare.pt"), widths=(8, 16)).stem[0].weight,
+                       source.stem[0].weight)
+
+
+def test_cnn_pretrained_that_does_not_fit_names_the_weight_and_the_sources_args(tmp_path):
+    from nnlab.errors import CheckpointError
+    from nnlab.models import create_model
+    path = save_checkpoint(tmp_path / "pretrain.pt", {"model": create_model("cnn", widths=(8, 16)).state_dict(),
+                                                      "model_args": {"widths": (8, 16)}})
+    with pytest.raises(CheckpointError, match=r"stem.0.weight is \[8, 1, 3, 3\], this cnn's \[32, 1, 3, 3\].*"
+                                              r"model_args \{'widths': \(8, 16\)\}: pass the same"):
+        create_model("cnn", pretrained=str(path))
+    torch.save({"model": torch.nn.Linear(1, 1)}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
+        create_model("cnn", pretrained=str(tmp_path / "code.pt"))
+    with pytest.raises(CheckpointError, match="no such file"):
+        create_model("cnn", pretrained=str(tmp_path / "absent.pt"))
+
+
+def test_folder_recipe_takes_torchvision_weights_from_torch_home(tmp_path, monkeypatch, capsys):
+    import torchvision
+
+    from nnlab.models.backbones import weights_url
+    from test_folder import make_tree
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    reference = torchvision.models.resnet18(weights=None)  # stands in for the ImageNet file, at its exact name
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / weights_url("resnet18").rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached)
+    run = tmp_path / "run"
+    assert main(["train", "folder", "--data", str(make_tree(tmp_path / "imgs", per_class=8)), "--out", str(run),
+                 "--model", "resnet18", "--set", "model_args.pretrained=torchvision", "--freeze", "stem,body",
+                 "--batch-size", "8", "--dry-run", "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["frozen"] == ["stem", "body"]
+    state = load_checkpoint(run / "best.pt")
+    assert state["model_args"] == {"in_channels": 3}  # rebuilt from the checkpoint, not the file
+    assert torch.equal(state["model"]["body.3.1.conv2.weight"], reference.layer4[1].conv2.weight)

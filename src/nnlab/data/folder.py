@@ -144,6 +144,17 @@ def read_image_folder(root: str | Path, size: tuple[int, int] = (64, 64), channe
                       classes, skipped)
 
 
+def skipped_note(skipped: list[str], shown: int = 3) -> str:
+    """``; skipped N files that do not decode: PATH, ...`` (the first ``shown``), or "" for none:
+    the corrupt-file report a run's ``dataset_source`` carries."""
+    if not skipped:
+        return ""
+    names = [entry.split(": corrupt or unreadable image", 1)[0] for entry in skipped[:shown]]
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    files = "1 file that does" if len(skipped) == 1 else f"{len(skipped)} files that do"
+    return f"; skipped {files} not decode: {', '.join(names)}{more}"
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images [N, C, H, W], on the 0..1 scale."""
     x = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)  # [C, N*H*W]

@@ -1,15 +1,20 @@
-"""Character-level text: read a UTF-8 corpus, map characters to ids, and batch it for truncated BPTT.
+"""Text for language models: read a UTF-8 corpus, map characters (or words) to ids, and batch it for truncated BPTT.
 
 The default corpus is Tiny Shakespeare (karpathy/char-rnn's ``input.txt``), found like every
 dataset (``$NNLAB_DATA/text/``, the cache, or downloaded with its md5 checked); ``--data``
-takes any UTF-8 text file instead. The vocabulary is the sorted set of the corpus's
-characters and travels with the checkpoint as a plain string.
+takes any UTF-8 text file instead. A character vocabulary (``Vocab``) is the sorted set of the
+corpus's characters and travels with the checkpoint as a plain string. A word vocabulary
+(``WordVocab``) holds ``<unk>`` and the most frequent tokens of the training text (words with
+their case and inner apostrophes, single punctuation marks, line breaks: ``split_words``), up
+to a cap, and travels as a plain list of strings.
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -75,11 +80,100 @@ class Vocab:
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return "".join(self.chars[i] for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids))
 
+    def token(self, i: int) -> str:
+        return self.chars[i]
+
+    @property
+    def saved(self) -> str:
+        """What the checkpoint holds of it (``vocab``): the alphabet as one string."""
+        return self.chars
+
+
+UNK = "<unk>"
+# A word (letters, digits, inner apostrophes: "o'er", "don't", with its case), a line break,
+# or any other single character that is not a space (punctuation).
+WORD = re.compile(r"\n|\w+(?:'\w+)*|[^\w\s]")
+# Written without a space before them (closing marks) or after them (opening marks); "'" and
+# "-" join both sides ("'tis", "well-known"), line breaks take no space either side.
+NO_SPACE_BEFORE = frozenset(",.;:!?)]}'-\n")
+NO_SPACE_AFTER = frozenset("([{'-\n")
+
+
+def split_words(text: str) -> list[str]:
+    r"""The word-level tokens of ``text``: ``"ROMEO:\nO, she's fair."`` -> ROMEO, :, \n, O, ",", she's, fair, ."""
+    return WORD.findall(text)
+
+
+def join_words(tokens: Sequence[str], after: str | None = None) -> str:
+    """Tokens back to text, spaced as prose (see ``NO_SPACE_BEFORE``/``NO_SPACE_AFTER``); ``after`` is
+    the token the text continues (no leading space when ``None``)."""
+    out = []
+    previous = after
+    for token in tokens:
+        if previous is not None and token not in NO_SPACE_BEFORE and previous not in NO_SPACE_AFTER:
+            out.append(" ")
+        out.append(token)
+        previous = token
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class WordVocab:
+    """Word tokens <-> ids: ``words[0]`` is ``<unk>`` (any token outside the vocabulary), then the
+    training text's tokens by falling frequency (ties alphabetical); saved as a plain list."""
+
+    words: tuple[str, ...]
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str], max_vocab: int) -> "WordVocab":
+        """``<unk>`` and the ``max_vocab - 1`` most frequent of ``tokens``."""
+        if max_vocab < 2:
+            raise ConfigError(f"max_vocab must be at least 2 (<unk> and one word), got {max_vocab}")
+        counts = Counter(tokens)
+        ranked = sorted((t for t in counts if t != UNK), key=lambda t: (-counts[t], t))
+        return cls((UNK, *ranked[: max_vocab - 1]))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {word: i for i, word in enumerate(self.words)}
+
+    def ids(self, tokens: Sequence[str]) -> torch.Tensor:
+        """int64 ids of ``tokens``; tokens outside the vocabulary are ``<unk>`` (0)."""
+        index = self.index
+        return torch.tensor([index.get(t, 0) for t in tokens], dtype=torch.long)
+
+    def unknown(self, tokens: Sequence[str]) -> list[str]:
+        """The distinct tokens of ``tokens`` outside the vocabulary, in order of appearance."""
+        index = self.index
+        return list(dict.fromkeys(t for t in tokens if t not in index))
+
+    def decode(self, ids: torch.Tensor | list[int], after: str | None = None) -> str:
+        return join_words([self.words[i] for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)], after)
+
+    def token(self, i: int) -> str:
+        return self.words[i]
+
+    @property
+    def saved(self) -> list[str]:
+        """What the checkpoint holds of it (``vocab``): the words, ``<unk>`` first."""
+        return list(self.words)
+
 
 def split_stream(ids: torch.Tensor, valid_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``1 - valid_fraction`` of the text for training, the rest (contiguous) for validation."""
     cut = int(len(ids) * (1.0 - valid_fraction))
     return ids[:cut], ids[cut:]
+
+
+def split_three(items: Sequence, valid_fraction: float, test_fraction: float) -> tuple[Sequence, Sequence, Sequence]:
+    """Training text, then validation, then test, contiguous: the last ``test_fraction`` is the test
+    part and the ``valid_fraction`` before it the validation part."""
+    test_cut = int(len(items) * (1.0 - test_fraction))
+    valid_cut = int(len(items) * (1.0 - test_fraction - valid_fraction))
+    return items[:valid_cut], items[valid_cut:test_cut], items[test_cut:]
 
 
 class StreamBatches:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from nnlab.data.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, read_cifar
-from nnlab.data.folder import channel_stats, read_image_folder
+from nnlab.data.folder import channel_stats, read_image_folder, skipped_note
 from nnlab.data.idx import cached_idx_pair
 from nnlab.data.sources import DatasetSpec, RemoteFile, cache_root, describe, locate
 from nnlab.errors import ConfigError
@@ -135,10 +135,10 @@ CIFAR100 = ImageDatasetInfo(
 
 def _read_folder(info: ImageDatasetInfo, directory: Path, source: str) -> ImageDataset:
     """An ImageFolder tree (nnlab.data.folder), 64x64 RGB, normalized by its own training images."""
-    parts = read_image_folder(directory)
+    parts = read_image_folder(directory, on_error="skip")  # a corrupt file is left out, named in the source
     mean, std = channel_stats(parts.train_images)
     return ImageDataset("folder", parts.train_images, parts.train_labels, parts.test_images, parts.test_labels,
-                        parts.classes, mean, std, source + (f"; skipped {len(parts.skipped)}" if parts.skipped else ""))
+                        parts.classes, mean, std, source + skipped_note(parts.skipped))
 
 
 # The user's own images: no files to look for, --data names the root.

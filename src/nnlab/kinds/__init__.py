@@ -65,7 +65,7 @@ def _features(*names: str) -> frozenset[str]:
 
 register(Kind("image", "nnlab.kinds.image", "ImageConfig", "image run",
               _features("resume", "serve", "export", "interpret", "cam", "lr-find"),
-              eval_options=("ensemble",), predict_options=("invert",)))
+              eval_options=("ensemble",), predict_options=("invert", "csv")))
 register(Kind("tabular", "nnlab.kinds.tabular", "TabularConfig", "tabular run",
               predict_options=("csv", "output")))
 register(Kind("perceptron", "nnlab.kinds.perceptron", "PerceptronConfig", "perceptron run",

@@ -7,7 +7,9 @@ run). Then for each K in ``shots`` it draws K labelled training images of each t
 (5-9: sandal, shirt, sneaker, bag, ankle boot) by the seed and trains the same architecture
 twice with the same seed, batches and epochs: ``transfer`` from the pretrained weights with a
 fresh 5-way head (fine-tune schedule: the head alone for ``freeze_epochs``, then every layer
-group at discriminative rates), ``scratch`` from random weights (one-cycle at ``scratch_lr``).
+group at discriminative rates), ``scratch`` from random weights (one-cycle; its learning rate is
+the best of ``scratch_lrs`` on a validation set of ``valid_per_class`` training images of each
+target class, drawn by the seed and disjoint from the K-shot set, unless ``scratch_lr`` fixes it).
 Both are tested on every test image of the target classes (5,000 on Fashion-MNIST). With
 ``repeats`` N everything after pretraining runs for seeds ``seed`` .. ``seed + N - 1`` (the
 drawn images and the initializations change) and the summary gives means and spreads.
@@ -28,7 +30,7 @@ from typing import Any, ClassVar, Sequence, TextIO
 
 import torch
 
-from nnlab.config import RunConfig
+from nnlab.config import RunConfig, check_positive
 from nnlab.data.batches import TensorBatches, make_augment
 from nnlab.data.vision import load_image_dataset
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -56,13 +58,16 @@ class FashionTransferConfig(RunConfig):
     pretrain_epochs: int = 4            # over all training images of the source classes (one-cycle)
     pretrain_lr: float = 1e-2
     pretrain_batch_size: int = 128
+    pretrain_per_class: int = 0         # 0: every training image of the source classes; else this many of each (seeded)
     shots: tuple[int, ...] = (5, 10, 50, 100)  # K labelled training images per target class
     epochs: int = 12                    # per few-shot run, transfer and scratch alike
     freeze_epochs: int = 3              # transfer: head-only epochs (fine-tune schedule)
     batch_size: int = 32
     min_epoch_images: int = 256         # an epoch draws the K-shot set repeatedly to at least this many images
     lr: float = 3e-3                    # transfer's peak learning rate (the head's)
-    scratch_lr: float = 3e-3            # scratch's (one-cycle)
+    scratch_lr: float | None = None     # scratch's (one-cycle); None: each seed takes the best of scratch_lrs
+    scratch_lrs: tuple[float, ...] = (3e-3, 1e-2, 3e-2)  # scored on the validation images, never the test ones
+    valid_per_class: int = 200          # validation images of each target class, drawn from the training images
     lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next
     augment: tuple[str, ...] = ("flip_lr",)  # batched augmentations, pretraining and both few-shot runs alike
     repeats: int = 1                    # seeds (seed, seed + 1, ...) of the few-shot draws; means and spreads
@@ -83,6 +88,11 @@ class FashionTransferConfig(RunConfig):
         if not self.shots or any(k < 1 for k in self.shots):
             raise ConfigError(f"shots must be positive image counts per class, got {self.shots}")
         check_comparison(self)
+        check_positive(self, "valid_per_class")
+        if self.scratch_lr is None and (not self.scratch_lrs or min(self.scratch_lrs) <= 0):
+            raise ConfigError(f"scratch_lrs must be positive learning rates, got {self.scratch_lrs}")
+        if self.pretrain_per_class < 0:
+            raise ConfigError(f"pretrain_per_class must be 0 (all images) or a positive count, got {self.pretrain_per_class}")
         if len(self.source_classes) < 2 or len(self.target_classes) < 2:
             raise ConfigError("source_classes and target_classes need at least two classes each")
         if set(self.source_classes) & set(self.target_classes):
@@ -107,6 +117,17 @@ def draw_shots(labels: torch.Tensor, k: int, generator: torch.Generator) -> torc
         where = (labels == c).nonzero().flatten()
         chosen.append(where[torch.randperm(len(where), generator=generator)[:k]])
     return torch.cat(chosen).sort().values
+
+
+def draw_split(labels: torch.Tensor, k: int, valid_per_class: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the K-shot training set and of a disjoint validation set (``valid_per_class`` of each
+    class, drawn first), both from ``labels`` (the training images) by ``generator``."""
+    valid = draw_shots(labels, valid_per_class, generator)
+    rest = torch.ones(len(labels), dtype=torch.bool)
+    rest[valid] = False
+    pool = rest.nonzero().flatten()
+    return pool[draw_shots(labels[pool], k, generator)], valid
 
 
 def batches_for(config: FashionTransferConfig, images: torch.Tensor, labels: torch.Tensor, mean, std,
@@ -135,6 +156,9 @@ def pretrain(config: FashionTransferConfig, data, run_dir: Path, device: torch.d
              dry_run: bool) -> dict:
     """Train the source net on every training image of ``source_classes``; saved to ``run_dir/pretrain.pt``."""
     images, labels = subset(data.train_images, data.train_labels, config.source_classes)
+    if config.pretrain_per_class:
+        chosen = draw_shots(labels, config.pretrain_per_class, torch.Generator().manual_seed(config.seed))
+        images, labels = images[chosen], labels[chosen]
     if dry_run:
         images, labels = images[: 4 * config.pretrain_batch_size], labels[: 4 * config.pretrain_batch_size]
     torch.manual_seed(config.seed)
@@ -214,38 +238,74 @@ def _spread(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def fit_chosen(config: FashionTransferConfig, state: dict, init: str, train: tuple[torch.Tensor, torch.Tensor],
+               valid: tuple[torch.Tensor, torch.Tensor], device: torch.device, epochs: int,
+               freeze_epochs: int) -> tuple[torch.nn.Module, list[dict], float, dict[float, float]]:
+    """One few-shot model, and for ``scratch`` without a fixed ``scratch_lr`` the best of ``scratch_lrs``
+    on the validation images (the first best on a tie): the model, its epochs, its learning rate and
+    the validation accuracy of every rate tried."""
+    lrs = (config.lr,) if init == "transfer" else (
+        (config.scratch_lr,) if config.scratch_lr is not None else config.scratch_lrs)
+    tried = []
+    for lr in lrs:
+        run = config if init == "transfer" else dataclasses.replace(config, scratch_lr=lr)
+        model, history = fit_fewshot(run, state, init, *train, device, epochs, freeze_epochs)
+        tried.append((accuracy(model, *valid, state, device, config.eval_batch_size, config.channels_last),
+                      lr, model, history))
+    _, lr, model, history = max(tried, key=lambda t: t[0])
+    return model, history, lr, {t[1]: t[0] for t in tried}
+
+
 def compare(config: FashionTransferConfig, state: dict, data, run_dir: Path, k: int, device: torch.device,
             epochs: int, freeze_epochs: int, stream: TextIO, rows: list[dict]) -> dict[str, Any]:
-    """Scratch and transfer on K images per target class, ``repeats`` times; means, spreads, each seed's."""
+    """Scratch and transfer on K images per target class, ``repeats`` times; means, spreads, each seed's,
+    and the validation accuracies that chose the scratch learning rates."""
     train_x, train_y = subset(data.train_images, data.train_labels, config.target_classes)
     test_x, test_y = subset(data.test_images, data.test_labels, config.target_classes)
     scores: dict[str, list[float]] = {init: [] for init in INITS}
+    valids: dict[str, list[float]] = {init: [] for init in INITS}
+    scratch_lrs: list[float] = []
+    valid_by_lr: dict[float, list[float]] = {}
     gains: list[float] = []
     for repeat in range(config.repeats):
         seeded = dataclasses.replace(config, seed=config.seed + repeat)
-        chosen = draw_shots(train_y, k, torch.Generator().manual_seed(seeded.seed))
+        chosen, valid = draw_split(train_y, k, config.valid_per_class, torch.Generator().manual_seed(seeded.seed))
         for init in INITS:
             began = time.perf_counter()
-            model, history = fit_fewshot(seeded, state, init, train_x[chosen], train_y[chosen], device, epochs,
-                                         freeze_epochs)
+            model, history, lr, tried = fit_chosen(seeded, state, init, (train_x[chosen], train_y[chosen]),
+                                                   (train_x[valid], train_y[valid]), device, epochs, freeze_epochs)
             scores[init].append(accuracy(model, test_x, test_y, state, device, config.eval_batch_size,
                                          config.channels_last))
-            rows += [{"init": init, "shots": k, "seed": seeded.seed, **row} for row in history]
+            valids[init].append(tried[lr])
+            note = ""
+            if init == "scratch":
+                scratch_lrs.append(lr)
+                for rate, score in tried.items():
+                    valid_by_lr.setdefault(rate, []).append(score)
+                if len(tried) > 1:
+                    note = f", lr {lr:g} of {', '.join(f'{r:g}' for r in tried)} by validation"
+            rows += [{"init": init, "shots": k, "seed": seeded.seed, "lr": lr, **row} for row in history]
             save_checkpoint(run_dir / "models" / f"{model_file(init, k, repeat)}.pt",
                             {"model": model.state_dict(), "model_name": state["model_name"],
                              "model_args": state["model_args"],
                              "classes": [data.classes[c] for c in config.target_classes],
                              "mean": list(state["mean"]), "std": list(state["std"]),
                              "input_shape": list(state["input_shape"]), "shots": k, "init": init,
-                             "seed": seeded.seed})
+                             "seed": seeded.seed, "lr": lr})
             print(f"K={k:>3} ({len(chosen)} images), seed {seeded.seed}, {init:<8}: test accuracy "
-                  f"{scores[init][-1]:.4f} ({time.perf_counter() - began:.1f}s)", file=stream, flush=True)
+                  f"{scores[init][-1]:.4f}, validation {tried[lr]:.4f}{note} ({time.perf_counter() - began:.1f}s)",
+                  file=stream, flush=True)
         gains.append(100 * (scores["transfer"][-1] - scores["scratch"][-1]))
     scratch, transfer = (sum(scores[init]) / config.repeats for init in INITS)
-    return {"shots": k, "train_images": len(chosen), "scratch_accuracy": scratch, "transfer_accuracy": transfer,
+    return {"shots": k, "train_images": len(chosen), "valid_images": len(valid),
+            "scratch_accuracy": scratch, "transfer_accuracy": transfer,
             "scratch_spread": _spread(scores["scratch"]), "transfer_spread": _spread(scores["transfer"]),
             "gain_points": round(100 * (transfer - scratch), 2), "gain_spread_points": round(_spread(gains), 2),
-            "repeats": config.repeats, "scratch_per_seed": scores["scratch"], "transfer_per_seed": scores["transfer"]}
+            "repeats": config.repeats, "scratch_per_seed": scores["scratch"], "transfer_per_seed": scores["transfer"],
+            "scratch_valid_accuracy": sum(valids["scratch"]) / config.repeats,
+            "transfer_valid_accuracy": sum(valids["transfer"]) / config.repeats,
+            "scratch_lr_per_seed": scratch_lrs,
+            "scratch_valid_accuracy_by_lr": {f"{lr:g}": sum(v) / len(v) for lr, v in valid_by_lr.items()}}
 
 
 def plot_transfer(results: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -281,6 +341,10 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
             config.source_classes + config.target_classes):
         raise ConfigError(f"{config.dataset}: needs 28x28 grey images with classes {config.source_classes} "
                           f"and {config.target_classes}")
+    counts = torch.bincount(data.train_labels, minlength=len(data.classes))[list(config.target_classes)]
+    if int(counts.min()) < config.valid_per_class + max(config.shots):
+        raise ConfigError(f"{config.dataset}: a target class has {int(counts.min())} training images, fewer than "
+                          f"valid_per_class {config.valid_per_class} + the largest K {max(config.shots)}")
     run_dir = start.open()
     source, state = source_state(config, data, run_dir, device, stream, dry_run)
     pretrain_seconds = time.perf_counter() - began
@@ -296,6 +360,9 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         "target_classes": list(config.target_classes), "source_test_accuracy": state.get("test_accuracy"),
         "test_images": int(torch.isin(data.test_labels, torch.tensor(list(config.target_classes))).sum()),
         "epochs": epochs, "freeze_epochs": freeze_epochs, "lr": config.lr, "scratch_lr": config.scratch_lr,
+        "scratch_lrs": list(config.scratch_lrs) if config.scratch_lr is None else [config.scratch_lr],
+        "scratch_lr_chosen_on": (f"validation: {config.valid_per_class} training images of each target class, "
+                                 "disjoint from the K-shot set" if config.scratch_lr is None else "fixed (scratch_lr)"),
         "lr_mult": config.lr_mult, "repeats": config.repeats, "results": results,
         "transfer_gain_points": {str(r["shots"]): r["gain_points"] for r in results},
         "pretrain_seconds": round(pretrain_seconds, 3) if not config.from_run else 0.0,

@@ -26,6 +26,7 @@ from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, FineTune,
                                     ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget, monitor_mode)
 from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
 from nnlab.engine.distributed import is_main, launched_rank, world_size
+from nnlab.engine.ema import WeightEMA, resume_weights
 from nnlab.engine.learner import Callback, Learner, count_correct, resolve_device
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
@@ -149,6 +150,7 @@ class Spec:
     callbacks: list[Callback] = field(default_factory=list)
     dropout_seed: int | None = None
     channels_last: bool = False
+    ema: float = 0.0                        # decay of the weights' moving average (0: none); checkpoints hold it
 
 
 @dataclass
@@ -250,15 +252,17 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
                                  freeze_steps=freeze_epochs * steps_per_epoch,
                                  clock=budget.progress if budget is not None else None)
     generator = spec.generator if spec.generator is not None else torch.Generator()
+    ema = WeightEMA(spec.model, spec.ema) if spec.ema else None  # validated and saved as the model
 
     def state() -> dict[str, Any]:
         return {"model": spec.model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(generator),
                 "budget_spent": budget.elapsed() if budget is not None else None,
-                "config": dataclasses.asdict(config), "kind": config.kind, **spec.saved}
+                "config": dataclasses.asdict(config), "kind": config.kind, **spec.saved,
+                **(ema.state() if ema is not None else {})}
 
     mode = monitor_mode(config.monitor)
-    callbacks: list[Callback] = [LayerGroupLog(), *spec.callbacks]
+    callbacks: list[Callback] = [LayerGroupLog(), *spec.callbacks, *([ema] if ema is not None else [])]
     saver = None
     if writes:
         saver = CheckpointCallback(run_dir, state, monitor=config.monitor, mode=mode)
@@ -282,6 +286,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
             torch.manual_seed(spec.dropout_seed)  # dropout masks, without touching the caller's global RNG
         if checkpoint is not None:  # a resumed run: exactly where it stopped
             restore(start, checkpoint, spec, learner, generator, saver)
+            resume_weights(spec.model, checkpoint, ema)
             if stopper is not None:
                 stopper.replay(learner.history)
         if budget is not None and budget.check():  # the interrupted run had used its whole budget

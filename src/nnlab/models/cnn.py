@@ -5,14 +5,27 @@ activation is exact for max-pooling (it commutes with a monotone per-channel aff
 ReLU when the norm's scale is positive, and nearly so otherwise) and it runs the
 memory-bound element-wise ops on a quarter of the pixels: on a 2-core CPU this made the
 training step 1.4x faster than conv -> norm -> ReLU -> pool (measured in benchmarks/).
+
+``pretrained=PATH`` starts from another cnn's weights: an nnlab checkpoint (a fashion-transfer
+run's ``pretrain.pt``, an image run's ``best.pt``) or a bare state dict, loaded weights-only.
+The stem and body are taken; the head is new (its classes are not the source's, and the pooled
+conv features transfer better than a hidden layer trained for the source's classes: measured in
+docs/benchmarks.md), so ``head_hidden`` and ``dropout`` are free to choose. When the source saw other channels than ``in_channels`` (a grey source for RGB
+folder images), the first conv's filters are spread over the new channels so that a grey image
+given as R = G = B gets exactly the source's response (each channel gets the filter / 3), or,
+from RGB to grey, summed. Other image sizes need nothing: the adaptive pool before the head
+makes the feature grid ``pool_size`` x ``pool_size`` whatever the input size.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from nnlab.errors import CheckpointError
 from nnlab.models.registry import Classifier, register
 
 
@@ -71,8 +84,64 @@ class CNN(Classifier):
         return [self.stem, self.body, self.head]
 
 
+def adapt_in_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """First-conv filters ``[out, c, k, k]`` for ``in_channels`` inputs: summed to one channel, or
+    repeated and scaled by ``c / in_channels``, so an image whose channels are equal gets the same
+    response as the source's (timm's ``adapt_input_conv`` rule)."""
+    source = weight.shape[1]
+    if source == in_channels:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    copies = -(-in_channels // source)  # ceil
+    return weight.repeat(1, copies, 1, 1)[:, :in_channels] * (source / in_channels)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict in ``path`` (an nnlab checkpoint's ``model`` entry, or a bare state dict),
+    loaded weights-only, and the checkpoint's ``model_args`` ({} when it has none)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"pretrained={path}: no such file (a fashion-transfer run's pretrain.pt, "
+                              "an image run's best.pt, or a state dict)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        first = (str(error).strip().splitlines() or ["unreadable"])[0]
+        raise CheckpointError(f"pretrained={path}: not a weights-only checkpoint ({first})") from None
+    weights = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"pretrained={path}: expected a state dict or an nnlab checkpoint")
+    args = state.get("model_args") if isinstance(state.get("model_args"), dict) else {}
+    return weights, args
+
+
+def load_pretrained(model: CNN, path: str | Path) -> None:
+    """Load the stem and body of ``path`` into ``model`` (see the module docstring), or a
+    ``CheckpointError`` saying which weights do not fit and the source's model_args."""
+    weights, source_args = read_weights(path)
+    own = {key: value for key, value in model.state_dict().items() if not key.startswith("head.")}
+    kept = {key: value for key, value in weights.items() if not key.startswith("head.")}
+    if "stem.0.weight" in kept:
+        kept["stem.0.weight"] = adapt_in_channels(kept["stem.0.weight"], model.config.in_channels)
+    problems = ([f"{key} is {list(kept[key].shape)}, this cnn's {list(own[key].shape)}"
+                 for key in kept if key in own and kept[key].shape != own[key].shape] +
+                [f"missing {key}" for key in own if key not in kept] +
+                [f"unexpected {key}" for key in kept if key not in own])
+    if problems:
+        shown = {k: v for k, v in source_args.items() if k in ("widths", "stem_kernel")}
+        hint = f"; it holds a cnn with model_args {shown}: pass the same" if shown else ""
+        raise CheckpointError(f"pretrained={path}: weights do not fit this cnn ({problems[0]}"
+                              f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}){hint}")
+    model.load_state_dict(kept, strict=False)
+
+
 @register("cnn")
 def cnn(in_channels: int = 1, n_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128),
-        stem_kernel: int = 3, head_hidden: int = 0, pool_size: int = 3, dropout: float = 0.1) -> CNN:
-    """The configurable conv net; recipes pick widths and head."""
-    return CNN(CNNConfig(in_channels, tuple(widths), stem_kernel, head_hidden, pool_size, dropout, n_classes))
+        stem_kernel: int = 3, head_hidden: int = 0, pool_size: int = 3, dropout: float = 0.1,
+        pretrained: str | None = None) -> CNN:
+    """The configurable conv net; recipes pick widths and head; ``pretrained``: a path (module docstring)."""
+    model = CNN(CNNConfig(in_channels, tuple(widths), stem_kernel, head_hidden, pool_size, dropout, n_classes))
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
