@@ -40,9 +40,9 @@ from nnlab.data.names import ALPHABET, NameBatches, load_names
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler
 from nnlab.kinds.names import split_names
+from nnlab.models.names import ngram_ids
 
 N_TOKENS = len(ALPHABET) + 1  # 0 is padding
-BEGIN, END = N_TOKENS, N_TOKENS + 1  # n-gram boundary marks
 
 
 def variant_args(spec: str) -> argparse.Namespace:
@@ -68,31 +68,14 @@ def variant_args(spec: str) -> argparse.Namespace:
 
 
 def gram_ids(x: torch.Tensor, orders: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hashed ids of every 1..``orders``-gram of each padded name ``x [N, L]`` (with begin/end
-    marks) and of the whole name, and which of them are real (not padding): ``[N, G]`` each."""
-    n, width = x.shape
-    lengths = (x != 0).sum(1)
-    marked = torch.zeros(n, width + 2, dtype=torch.long)
-    marked[:, 1: width + 1] = x
-    marked[:, 0] = BEGIN
-    marked[torch.arange(n), lengths + 1] = END
-    real = marked != 0
-    ids, masks = [], []
-    for order in range(1, min(orders, width + 2) + 1):
-        span = width + 3 - order
-        h = torch.full((n, span), order, dtype=torch.long)
-        m = torch.ones(n, span, dtype=torch.bool)
-        for j in range(order):
-            h = h * 1_000_003 + marked[:, j: j + span]
-            m &= real[:, j: j + span]
-        ids.append(h)
-        masks.append(m)
-    whole = torch.zeros(n, dtype=torch.long)
-    for j in range(width):
+    """Hashed ids of every 1..``orders``-gram of each padded name ``x [N, L]`` (``ngram_ids``, with
+    begin/end marks) and of the whole name, and which of them are real (not padding): ``[N, G]`` each."""
+    ids, masks = ngram_ids(x, orders, buckets)
+    whole = torch.zeros(x.shape[0], dtype=torch.long)
+    for j in range(x.shape[1]):
         whole = (whole * 1_000_003 + x[:, j]) % (1 << 40)
-    ids.append(whole[:, None] * 7 + 99_991)
-    masks.append(torch.ones(n, 1, dtype=torch.bool))
-    return torch.cat(ids, 1) % buckets, torch.cat(masks, 1)
+    return (torch.cat([ids, (whole[:, None] * 7 + 99_991) % buckets], 1),
+            torch.cat([masks, torch.ones(x.shape[0], 1, dtype=torch.bool)], 1))
 
 
 class Variant(nn.Module):

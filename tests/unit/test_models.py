@@ -22,13 +22,14 @@ MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS els
 # Their backward pass is the costliest of all; resnet18 takes the same wrapper's path through it.
 LIGHT_MODELS = [name for name in CLASSIFIERS if name not in HEAVY_MODELS]
 # Sequence models take token ids [N, T] (0 is padding for name_rnn) instead of images.
-SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen", "char_transformer"}
+SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen", "char_transformer",
+                   "name_ngrams", "name_ensemble", "name_generator"}
 
 
 def sample_input(name, n):
     if name in SEQUENCE_MODELS:
         # char_rnn: one position per row; name_gen: a category and one character (one position) per row
-        return torch.randint(1, 5, (n, {"char_rnn": 1, "char_transformer": 1, "name_gen": 2}.get(name, 5)))
+        return torch.randint(1, 5, (n, {"char_rnn": 1, "char_transformer": 1, "name_gen": 2, "name_generator": 2}.get(name, 5)))
     size = INPUT_SIZE.get(name, 28)
     return torch.randn(n, 1, size, size)
 
@@ -53,7 +54,8 @@ def test_model_features_head_split_equals_forward(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_reset_classifier_changes_output_width_only(name):
     model = create_model(name, n_classes=10, **MODEL_ARGS.get(name, {}))
-    before = {k: v.clone() for k, v in model.named_parameters() if not k.startswith("head")}
+    # A head is "head.*", or "members.i.head.*" for an ensemble's members.
+    before = {k: v.clone() for k, v in model.named_parameters() if "head" not in k.split(".")}
     model.reset_classifier(3)
     assert model.eval()(sample_input(name, 2)).shape == (2, 3)
     after = dict(model.named_parameters())

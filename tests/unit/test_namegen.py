@@ -123,3 +123,26 @@ def test_category_flags_do_not_apply_to_a_char_rnn(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(run), "--category", "Alpha"]) == 2
     assert "--category does not apply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("condition", ["state", "both"])
+def test_the_language_as_initial_state_conditions_the_first_letter(condition):
+    from nnlab.models import create_model
+    torch.manual_seed(0)
+    model = create_model("name_generator", n_classes=10, n_categories=2, embed=4, category_embed=4, hidden=8,
+                         condition=condition).eval()
+    x = torch.tensor([[0, BOUNDARY], [1, BOUNDARY]])
+    logits, state = model.forward_sequence(x)
+    assert not torch.allclose(logits[0], logits[1])           # the language alone changes the first letter
+    again, _ = model.forward_sequence(x, model.initial_state(x[:, 0]))
+    assert torch.allclose(logits, again)                      # no state given: the language's initial state
+    if condition == "state":
+        assert model.rnn.input_size == 4                      # the letters alone are the input
+
+
+def test_condition_and_eval_top_k_are_checked(names_dir, tmp_path, capsys):
+    for key, value, message in (("condition", "prefix", "condition: expected input or state or both"),
+                                ("eval_top_k", "0", "eval_top_k must be at least 1")):
+        assert main(["train", "names-generate", "--data", str(names_dir), "--out", str(tmp_path / "r"),
+                     "--set", f"{key}={value}"]) == 2
+        assert message in capsys.readouterr().err

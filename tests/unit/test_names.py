@@ -258,3 +258,46 @@ def test_a_folder_of_one_repeated_name_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 distinct names (after removing 98 duplicate lines) are too few" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_ngram_bag_ignores_padding_and_hashes_each_ngram_alike():
+    from nnlab.models.names import ngram_ids
+    ids, mask = ngram_ids(encode_names(["Abc", "Abcdefgh"]), orders=3, buckets=1000)
+    first = sorted(ids[0][mask[0]].tolist())
+    alone, alone_mask = ngram_ids(encode_names(["Abc"]), orders=3, buckets=1000)
+    assert first == sorted(alone[0][alone_mask[0]].tolist())
+    assert len(first) == 5 + 4 + 3       # "^Abc$": 5 unigrams (marks included), 4 bigrams, 3 trigrams
+    model = create_model("name_ngrams", n_classes=3, orders=3, buckets=1000, embed=8, dropout=0.0).eval()
+    assert torch.allclose(model(encode_names(["Abc"])), model(encode_names(["Abc", "Abcdefgh"]))[:1], atol=1e-6)
+
+
+def test_ensemble_predicts_by_the_members_mean_log_probability_and_trains_each_on_its_own_loss():
+    from nnlab.models.names import MemberLoss, MembersInTraining, ensemble_correct
+    torch.manual_seed(0)
+    model = create_model("name_ensemble", n_classes=3, n_tokens=60, members=["cnn", "rnn", "ngrams"], embed=8,
+                         filters=6, widths=[2, 3], hidden=8, buckets=512, dropout=0.0).eval()
+    x, y = encode_names(["Abc", "Defgh", "Ij"]), torch.tensor([0, 1, 2])
+    members = [member(x) for member in model.members]
+    expected = torch.stack([m.log_softmax(1) for m in members]).mean(0)
+    assert torch.allclose(model(x), expected, atol=1e-6)
+    wrapper = MembersInTraining(model)
+    assert wrapper.eval()(x).shape == (3, 3) and wrapper.train()(x).shape == (3, 3, 3)
+    stacked = torch.stack(members)
+    ce = torch.nn.functional.cross_entropy
+    assert MemberLoss()(stacked, y).item() == pytest.approx(sum(ce(m, y).item() for m in members) / 3, rel=1e-5)
+    assert ensemble_correct(stacked, y) == ensemble_correct(expected, y) == (expected.argmax(1) == y).sum()
+
+
+def test_ensemble_trains_through_the_cli_and_evaluates_to_its_summary(names_dir, tmp_path, capsys):
+    run = tmp_path / "ens"
+    assert main(["train", "names-cnn", "--data", str(names_dir), "--out", str(run), "--epochs", "4",
+                 "--batch-size", "32", "--set", "model=ensemble", "--set", "members=cnn,ngrams", "--set", "filters=16",
+                 "--set", "embed=8", "--set", "buckets=4096", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "name_ensemble" and summary["test_accuracy"] > 0.9
+    assert names_task.evaluate(run)["test_accuracy"] == summary["test_accuracy"]
+    top = names_task.predict(run, ["Petrov"], top_k=3)[0]["top"]
+    assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-4)
+    assert main(["train", "names-cnn", "--data", str(names_dir), "--set", "model=ensemble",
+                 "--set", "members=cnn,svm"]) == 2
+    assert "members: expected cnn or rnn or ngrams" in capsys.readouterr().err

@@ -27,10 +27,12 @@ from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best, read_summary
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
+from nnlab.models.names import CONDITIONS
 
 LN2 = math.log(2.0)
 # `nnlab sample` options this kind takes beyond the char-RNN's (the CLI refuses them for other kinds).
 SAMPLE_OPTIONS = ("category", "start", "count")
+MODEL = "name_generator"  # nnlab.models.names (runs saved before it name "name_gen", which still loads)
 SAMPLE_CONTINUES = False  # sample draws whole names, it does not continue a text: nnlab serve sends it in one piece
 
 
@@ -43,7 +45,8 @@ class NameGenConfig(RunConfig):
     layers: int = 1
     hidden_size: int = 256
     embed: int = 32                     # letter embedding
-    category_embed: int = 32            # language embedding, fed at every step
+    category_embed: int = 32            # language embedding
+    condition: str = "input"            # the language fed at every step (input), as the initial state (state), or both
     dropout: float = 0.2
     epochs: int = 15
     batch_size: int = 64
@@ -52,6 +55,7 @@ class NameGenConfig(RunConfig):
     clip: float | None = 1.0
     samples: int = 1000                 # names drawn per language by `nnlab eval`
     eval_temperature: float = 0.8       # the temperature `nnlab eval` samples them at
+    eval_top_k: int | None = None       # and the letters it draws from (the K likeliest; None: all)
     device: str = "cpu"                 # short sequences in small batches: the CPU is as fast
 
     unused = frozenset({"test_fraction"})
@@ -60,17 +64,20 @@ class NameGenConfig(RunConfig):
         """Reject settings no name-generation run could use, naming the setting."""
         super().check()
         check_choice("cell", self.cell, ("lstm", "gru"))
+        check_choice("condition", self.condition, CONDITIONS)
         check_positive(self, "layers", "hidden_size", "embed", "category_embed", "samples")
         check_dropout(self.dropout)
         if self.eval_temperature <= 0:
             raise ConfigError(f"eval_temperature must be positive, got {self.eval_temperature}")
+        if self.eval_top_k is not None and self.eval_top_k < 1:
+            raise ConfigError(f"eval_top_k must be at least 1, got {self.eval_top_k}")
 
 
 def model_args(config: NameGenConfig, n_categories: int) -> dict[str, Any]:
-    """Arguments of the registry's ``name_gen`` for this config and ``n_categories`` languages."""
+    """Arguments of the registry's ``name_generator`` for this config and ``n_categories`` languages."""
     return {"n_classes": len(ALPHABET) + 2, "n_categories": n_categories, "embed": config.embed,
             "category_embed": config.category_embed, "hidden": config.hidden_size, "layers": config.layers,
-            "cell": config.cell, "dropout": config.dropout}
+            "cell": config.cell, "dropout": config.dropout, "condition": config.condition}
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
@@ -94,10 +101,10 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     args = model_args(config, len(data.classes))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # initialization, without touching the caller's global RNG
-        model = create_model("name_gen", **args)
+        model = create_model(MODEL, **args)
     longest = max(len(n) for n in data.names)
     spec = Spec(model, train_batches, valid_batches, torch.nn.CrossEntropyLoss(),
-                saved={"model_name": "name_gen", "model_args": args, "classes": list(data.classes),
+                saved={"model_name": MODEL, "model_args": args, "classes": list(data.classes),
                        "alphabet": ALPHABET, "longest": longest},
                 generator=generator, epochs=1 if dry_run else config.epochs, dry_run=dry_run,
                 dropout_seed=config.seed)
@@ -106,7 +113,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     valid_loss = trained.best["best"]["score"] if trained.best else trained.history[-1]["valid_loss"]
     return summarize(start, trained, {
-        "dataset": data.source, "model": "name_gen", "cell": config.cell, "duplicates_removed": removed,
+        "dataset": data.source, "model": MODEL, "cell": config.cell, "condition": config.condition,
+        "duplicates_removed": removed,
         "names": {"train": len(train_rows), "valid": len(valid_rows)},
         "split": "(name, language) pairs deduplicated; validation grouped by name string",
         "valid_loss": valid_loss, "valid_bpc": valid_loss / LN2, "classes": list(data.classes),
@@ -245,23 +253,25 @@ def quality(names_by_language: dict[str, list[str]], known: set[str], classifier
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,
-             classifier: str | None = None, temperature: float | None = None) -> dict[str, Any]:
-    """Draw ``samples`` names per language (at ``temperature``, default the run's ``eval_temperature``)
-    and score them (``quality``); ``classifier`` is a names run that judges their language
-    (without it only novelty is measured)."""
+             classifier: str | None = None, temperature: float | None = None,
+             top_k: int | None = None) -> dict[str, Any]:
+    """Draw ``samples`` names per language (at ``temperature`` from the ``top_k`` likeliest letters,
+    default the run's ``eval_temperature`` and ``eval_top_k``) and score them (``quality``);
+    ``classifier`` is a names run that judges their language (without it only novelty is measured)."""
     run_dir = Path(run_dir)
     device = resolve_device(device_name or "cpu")
     config, model, state = load_run(run_dir, device)
     temperature = config.eval_temperature if temperature is None else temperature
-    check_sample_args(temperature, None, None)
+    top_k = config.eval_top_k if top_k is None else top_k
+    check_sample_args(temperature, top_k, None)
     data = load_names(data_path or config.data, state["alphabet"])
     generator = torch.Generator(device=device).manual_seed(config.seed)
     drawn = {language: generate(model, i, [""] * config.samples, state["alphabet"], 2 * state["longest"],
-                                temperature, None, generator)
+                                temperature, top_k, generator)
              for i, language in enumerate(state["classes"])}
     result = quality(drawn, set(data.names), classifier)
     return {"run_dir": str(run_dir), "recipe": config.recipe, "classifier": classifier,
-            "samples_per_language": config.samples, "temperature": temperature,
+            "samples_per_language": config.samples, "temperature": temperature, "top_k": top_k,
             "in_language_macro": result["macro"].get("in_language"), "novel_macro": result["macro"]["novel"],
             **result, "examples": {language: names[:5] for language, names in drawn.items()}}
 

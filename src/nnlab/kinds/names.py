@@ -32,9 +32,11 @@ from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timi
                                   train_options)
 from nnlab.kit.rundir import load_best
 from nnlab.kit.run import RunStart, stopped_summary, summarize
+from nnlab.models.names import MEMBER_KINDS
 
 
 PROTOCOLS = ("grouped", "tutorial")
+MODELS = ("rnn", "cnn", "ngrams", "ensemble")
 TUTORIAL_TEST_FRACTION = 0.15  # the tutorial's random_split(..., [.85, .15])
 
 
@@ -44,6 +46,10 @@ class NamesConfig(RunConfig):
 
     kind: str = "names"
     model: str = "rnn"                  # rnn: name_rnn (bidirectional GRU/LSTM) | cnn: name_cnn (character CNN)
+    #                                     | ngrams: name_ngrams (hashed n-gram bag) | ensemble: name_ensemble
+    members: tuple[str, ...] = ("cnn", "cnn", "rnn")  # model ensemble: its members (cnn | rnn | ngrams), trained side by side
+    orders: int = 5                     # model ngrams (or an ngrams member): n-gram orders 1..orders
+    buckets: int = 2 ** 14              # model ngrams: hashed n-gram embeddings
     cell: str = "gru"                   # gru | lstm, bidirectional (model rnn)
     pooling: str = "last"               # model rnn: last | max | attention (additive attention over the states)
     filters: int = 256                  # model cnn: filters per kernel width
@@ -64,13 +70,17 @@ class NamesConfig(RunConfig):
     def check(self) -> None:
         """Reject settings no names run could use, naming the setting."""
         super().check()
-        check_choice("model", self.model, ("rnn", "cnn"))
+        check_choice("model", self.model, MODELS)
+        if not self.members:
+            raise ConfigError("members: an ensemble needs at least one member (cnn, rnn or ngrams)")
+        for member in self.members:
+            check_choice("members", member, MEMBER_KINDS)
         check_choice("cell", self.cell, ("lstm", "gru"))
         check_choice("pooling", self.pooling, ("last", "max", "attention"))
         check_choice("protocol", self.protocol, PROTOCOLS)
         if not self.widths or any(w < 1 for w in self.widths):
             raise ConfigError(f"widths must be at least 1, got {self.widths}")
-        check_positive(self, "filters", "layers", "hidden_size", "embed")
+        check_positive(self, "filters", "layers", "hidden_size", "embed", "orders", "buckets")
         check_dropout(self.dropout)
 
 
@@ -133,10 +143,18 @@ def batches(data: NamesDataset, rows: torch.Tensor, batch_size: int, device: tor
 
 
 def model_args(config: NamesConfig, n_classes: int) -> tuple[str, dict[str, Any]]:
-    """The registry's model for ``config.model`` (``name_rnn`` or ``name_cnn``) and its arguments."""
+    """The registry's model for ``config.model`` (``name_rnn``, ``name_cnn``, ``name_ngrams`` or
+    ``name_ensemble``) and its arguments."""
     common = {"n_classes": n_classes, "n_tokens": len(ALPHABET) + 1, "embed": config.embed, "dropout": config.dropout}
     if config.model == "cnn":
         return "name_cnn", {**common, "filters": config.filters, "widths": list(config.widths)}
+    if config.model == "ngrams":
+        del common["n_tokens"]
+        return "name_ngrams", {**common, "orders": config.orders, "buckets": config.buckets}
+    if config.model == "ensemble":
+        return "name_ensemble", {**common, "members": list(config.members), "filters": config.filters,
+                                 "widths": list(config.widths), "hidden": config.hidden_size,
+                                 "orders": config.orders, "buckets": config.buckets}
     return "name_rnn", {**common, "hidden": config.hidden_size, "layers": config.layers, "cell": config.cell,
                         "pooling": config.pooling}
 

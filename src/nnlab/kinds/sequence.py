@@ -18,6 +18,7 @@ from nnlab.errors import DataError
 from nnlab.kit.rundir import read_summary
 from nnlab.kit.run import RunStart, Spec, Trained, train_model
 from nnlab.models import create_model
+from nnlab.models.names import MemberLoss, MembersInTraining, NameEnsemble, ensemble_correct
 
 
 def split_stratified(labels: torch.Tensor, config: Any, source: str, noun: str) -> dict[str, torch.Tensor]:
@@ -65,9 +66,14 @@ def fit(start: RunStart, model_name: str, args: dict[str, Any], train_batches: A
         model = create_model(model_name, **args)
     weight = class_weights(train_labels, n_classes).to(start.device) if config.balance == "weighted-loss" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    spec = Spec(model, train_batches, valid_batches, loss_fn, saved={"model_name": model_name, "model_args": args,
-                                                                     **saved},
-                generator=train_batches.generator, epochs=epochs, dry_run=dry_run, dropout_seed=config.seed)
+    ensemble: dict[str, Any] = {}
+    if isinstance(model, NameEnsemble):  # each member learns from its own loss; the ensemble is scored
+        ensemble = {"module": MembersInTraining(model), "metric": ensemble_correct,
+                    "loss": MemberLoss(weight, config.label_smoothing)}
+    spec = Spec(model, train_batches, valid_batches, ensemble.pop("loss", loss_fn),
+                saved={"model_name": model_name, "model_args": args, **saved},
+                generator=train_batches.generator, epochs=epochs, dry_run=dry_run, dropout_seed=config.seed,
+                **ensemble)
     return train_model(start, spec, stream)
 
 
