@@ -51,7 +51,7 @@ def test_the_average_is_validated_and_saved_and_the_weights_go_back_to_training(
 
 
 def test_an_image_run_with_the_average_scores_saves_and_resumes_it(squares, tmp_path, capsys):
-    settings = tiny_image(squares, epochs=3, ema=0.9)
+    settings = tiny_image(squares, epochs=2, ema=0.9)
     summary = train("fashion-cnn", out=tmp_path / "whole", overrides=settings, stream=io.StringIO())
     best = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)
     assert best["ema"]["updates"] == best["step"] > 0

@@ -59,8 +59,12 @@ def test_pretrains_on_source_classes_then_compares_on_the_same_budget(squares, t
     assert set(tried) == {"0.003", "0.03"} and first["valid_images"] == 30 and len(first["scratch_lr_per_seed"]) == 2
     assert all(lr in (3e-3, 3e-2) for lr in first["scratch_lr_per_seed"])
     assert 0 <= first["scratch_valid_accuracy"] <= max(tried.values())
+    # every option's epochs are logged, the chosen ones marked; the probe has none (a closed fit)
     transfer = [r for r in rows if r["init"] == "transfer" and r["shots"] == 2 and r["seed"] == 0]
-    scratch = [r for r in rows if r["init"] == "scratch" and r["shots"] == 2 and r["seed"] == 0]
+    assert {r["option"] for r in transfer} == {"fine-tune"}
+    assert all(r["chosen"] == (r["option"] == first["transfer_method_per_seed"][0]) for r in transfer)
+    assert set(first["transfer_valid_accuracy_by_method"]) == {"probe", "fine-tune"}
+    scratch = [r for r in rows if r["init"] == "scratch" and r["shots"] == 2 and r["seed"] == 0 and r["chosen"]]
     assert len(transfer) == len(scratch) == 3  # the same budget
     assert transfer[0]["trainable"] == ["head"] and transfer[1]["trainable"] == ["stem", "body", "head"]
     assert scratch[0]["trainable"] == ["stem", "body", "head"]

@@ -256,6 +256,6 @@ def test_learners_are_built_in_one_place_and_backward_runs_only_where_it_is_read
     assert builders == ["kit/run.py"]
     backward = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if ".backward()" in p.read_text())
     # the Learner; the lessons and the perceptron's XOR demonstration (loops to be read); stylize's
-    # pixels; Grad-CAM's gradients
-    assert backward == ["engine/learner.py", "inspection/cam.py", "kinds/perceptron.py",
+    # pixels; Grad-CAM's gradients; fashion-transfer's linear probe (an L-BFGS fit of a closed problem)
+    assert backward == ["engine/learner.py", "inspection/cam.py", "kinds/fashion_transfer.py", "kinds/perceptron.py",
                         "lessons/gradient_descent.py", "workflows/stylize.py"]

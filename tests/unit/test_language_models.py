@@ -14,7 +14,7 @@ from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT
 from nnlab.recipes import train as train_recipe
 
-TINY = {"hidden_size": 32, "layers": 1, "batch_size": 8, "eval_batch_size": 4, "device": "cpu"}
+TINY = {"hidden_size": 32, "layers": 1, "batch_size": 8, "eval_batch_size": 4, "device": "cpu", "tensorboard": False}
 TRANSFORMER = {**TINY, "model": "transformer", "heads": 2, "bptt": 16, "dropout": 0.0, "lr": 1e-2,
                "precision": "fp32"}
 WORDS = {**TINY, "tokens": "word", "max_vocab": 12, "embed": 32, "bptt": 8, "lr": 1e-2}
@@ -22,15 +22,25 @@ WORDS = {**TINY, "tokens": "word", "max_vocab": 12, "embed": 32, "bptt": 8, "lr"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A 12,000-character text with an easy pattern: a handful of phrases in a seeded order."""
+def _phrases(path, count):
+    """A text with an easy pattern: ``count`` of a handful of phrases in a seeded order."""
     words = ["to be", "or not", "the king", "ROMEO:", "and thou", "O, fair Verona!"]
     gen = torch.Generator().manual_seed(0)
-    picks = torch.randint(len(words), (1800,), generator=gen).tolist()
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    picks = torch.randint(len(words), (count,), generator=gen).tolist()
     path.write_text("\n".join(words[i] for i in picks), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """About 12,000 characters (1,800 phrases)."""
+    return _phrases(tmp_path_factory.mktemp("corpus") / "corpus.txt", 1800)
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    """About 4,000 characters: for the tests that train three runs."""
+    return _phrases(tmp_path_factory.mktemp("short") / "short.txt", 600)
 
 
 def _quiet_train(out, overrides, recipe="shakespeare-lstm"):
@@ -134,8 +144,8 @@ def test_bad_transformer_and_word_settings_are_one_line_errors(corpus, tmp_path,
     assert not (tmp_path / "r").exists()
 
 
-def test_transformer_run_resumes_to_the_uninterrupted_result(corpus, tmp_path, capsys):
-    overrides = {"data": str(corpus), "epochs": 2, **TRANSFORMER, "dropout": 0.1}
+def test_transformer_run_resumes_to_the_uninterrupted_result(short, tmp_path, capsys):
+    overrides = {"data": str(short), "epochs": 2, **TRANSFORMER, "dropout": 0.1}
     whole = _quiet_train(tmp_path / "whole", overrides)
     _quiet_train(tmp_path / "cut", {**overrides, "stop_after_epochs": 1})
     code, out, _ = run_cli(capsys, "train", "--resume", str(tmp_path / "cut"), "--json")
@@ -206,8 +216,8 @@ def test_word_sample_generates_words_and_reads_unknown_prime_words_as_unk(word_r
     assert code == 0 and json.loads(out.strip().splitlines()[-1])[0]["top"][0]["class"] == "king"
 
 
-def test_word_run_resumes_to_the_uninterrupted_result_and_refuses_another_text(corpus, tmp_path, capsys):
-    overrides = {"data": str(corpus), "epochs": 2, **WORDS, "dropout": 0.2}
+def test_word_run_resumes_to_the_uninterrupted_result_and_refuses_another_text(short, tmp_path, capsys):
+    overrides = {"data": str(short), "epochs": 2, **WORDS, "dropout": 0.2}
     whole = _quiet_train(tmp_path / "whole", overrides)
     _quiet_train(tmp_path / "cut", {**overrides, "stop_after_epochs": 1})
     other = tmp_path / "other.txt"
@@ -219,9 +229,9 @@ def test_word_run_resumes_to_the_uninterrupted_result_and_refuses_another_text(c
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
 
 
-def test_a_char_run_written_before_these_settings_still_evaluates_samples_and_resumes(corpus, tmp_path, capsys):
+def test_a_char_run_written_before_these_settings_still_evaluates_samples_and_resumes(short, tmp_path, capsys):
     """A config.json without model/tokens/heads/eval_bptt/max_vocab (today's main wrote none) is a char LSTM."""
-    overrides = {"data": str(corpus), "epochs": 2, "embed": 16, "bptt": 16, **TINY}
+    overrides = {"data": str(short), "epochs": 2, "embed": 16, "bptt": 16, **TINY}
     whole = _quiet_train(tmp_path / "whole", overrides)
     _quiet_train(tmp_path / "cut", {**overrides, "stop_after_epochs": 1})
     for run in ("whole", "cut"):

@@ -3,21 +3,28 @@
 ``train`` pretrains a conv net on every training image of the source classes (0-4: T-shirt,
 trouser, pullover, dress, coat), in memory through the run kit, and keeps it in
 ``RUN/pretrain.pt`` (or takes that file from ``--from RUN_DIR``, an earlier fashion-transfer
-run). Then for each K in ``shots`` it draws K labelled training images of each target class
-(5-9: sandal, shirt, sneaker, bag, ankle boot) by the seed and trains the same architecture
-twice with the same seed, batches and epochs: ``transfer`` from the pretrained weights with a
-fresh 5-way head (fine-tune schedule: the head alone for ``freeze_epochs``, then every layer
-group at discriminative rates), ``scratch`` from random weights (one-cycle; its learning rate is
-the best of ``scratch_lrs`` on a validation set of ``valid_per_class`` training images of each
-target class, drawn by the seed and disjoint from the K-shot set, unless ``scratch_lr`` fixes it).
-Both are tested on every test image of the target classes (5,000 on Fashion-MNIST). With
-``repeats`` N everything after pretraining runs for seeds ``seed`` .. ``seed + N - 1`` (the
-drawn images and the initializations change) and the summary gives means and spreads.
+run). Then for each K in ``shots`` it draws, by the seed, a validation set of ``valid_per_class``
+training images of each target class (5-9: sandal, shirt, sneaker, bag, ankle boot) and, apart
+from it, K labelled training images of each, and learns the target classes from the K-shot set
+twice:
+
+- ``transfer`` from the pretrained weights, by the best on validation of ``transfer_methods``:
+  ``probe`` (a linear head fitted by L2 logistic regression on the frozen pretrained features,
+  its L2 the best of ``probe_weight_decays`` on validation) and ``fine-tune`` (a fresh head alone
+  for ``freeze_epochs``, then every layer group at discriminative rates ``lr * lr_mult**k``);
+- ``scratch`` from random weights, the same architecture, batches and epochs (one-cycle; its
+  learning rate the best of ``scratch_lrs`` on validation, unless ``scratch_lr`` fixes it).
+
+Validation images choose every setting; the test images (every test image of the target
+classes, 5,000 on Fashion-MNIST) only score the chosen models. With ``repeats`` N everything
+after pretraining runs for seeds ``seed`` .. ``seed + N - 1`` (the drawn images and the
+initializations change) and the summary gives means and spreads.
 
 The run directory holds ``config.json``, ``pretrain.pt``, ``metrics.jsonl`` (every epoch of
-every few-shot run), the few-shot models in ``models/``, ``transfer.png`` (test accuracy
-against K, both starts, with the spread over seeds) and ``summary.json`` with both accuracies
-per K and ``transfer_gain_points`` (transfer minus scratch, accuracy points, per K).
+every option tried, the chosen ones marked), the chosen few-shot models in ``models/``,
+``transfer.png`` (test accuracy against K, both starts, with the spread over seeds) and
+``summary.json`` with both accuracies per K, what validation chose, and ``transfer_gain_points``
+(transfer minus scratch, accuracy points, per K).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence, TextIO
 
 import torch
+import torch.nn.functional as F
 
 from nnlab.config import RunConfig, check_positive
 from nnlab.data.batches import TensorBatches, make_augment
@@ -45,7 +53,7 @@ from nnlab.models import create_model
 @dataclass
 class FashionTransferConfig(RunConfig):
     """Pretrain on Fashion-MNIST classes 0-4 (or ``--from RUN_DIR``), then learn classes 5-9 from K
-    images each, fine-tuned from the pretrained net and from scratch on the same budget."""
+    images each, from the pretrained net (probe or fine-tune, chosen on validation) and from scratch."""
 
     kind: str = "fashion-transfer"
     dataset: str = "fashion-mnist"
@@ -69,7 +77,12 @@ class FashionTransferConfig(RunConfig):
     scratch_lrs: tuple[float, ...] = (3e-3, 1e-2, 3e-2)  # scored on the validation images, never the test ones
     valid_per_class: int = 200          # validation images of each target class, drawn from the training images
     lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next
-    augment: tuple[str, ...] = ("flip_lr",)  # batched augmentations, pretraining and both few-shot runs alike
+    # Batched augmentations of the few-shot runs, transfer and scratch alike: none, since Fashion-MNIST's
+    # shoes all point one way and mirroring lowered both starts' validation accuracy (docs/benchmarks.md).
+    augment: tuple[str, ...] = ()
+    pretrain_augment: tuple[str, ...] = ("flip_lr",)  # of pretraining (the source classes are left-right symmetric)
+    transfer_methods: tuple[str, ...] = ("probe", "fine-tune")  # each seed's transfer: the best on validation
+    probe_weight_decays: tuple[float, ...] = (0.01, 0.1)  # the probe's L2, chosen on validation
     repeats: int = 1                    # seeds (seed, seed + 1, ...) of the few-shot draws; means and spreads
     weight_decay: float = 5e-4
     eval_batch_size: int = 1000
@@ -77,7 +90,8 @@ class FashionTransferConfig(RunConfig):
     precision: str = "auto"
     channels_last: bool = True          # bf16 convolutions on the CPU: 2.4x faster per step than NCHW (measured)
 
-    # Each few-shot run has its own fixed schedule (fine-tune or one-cycle) and no validation split.
+    # Each few-shot run has its own fixed schedule (fine-tune or one-cycle) and no kit validation split
+    # (the validation images choose between whole runs).
     unused: ClassVar[frozenset[str]] = frozenset((
         "schedule", "pct_start", "cycles", "cycle_mult", "step_every", "gamma", "patience", "monitor", "time_budget",
         "valid_fraction", "test_fraction", "stop_after_epochs", "label_smoothing", "clip"))
@@ -89,6 +103,11 @@ class FashionTransferConfig(RunConfig):
             raise ConfigError(f"shots must be positive image counts per class, got {self.shots}")
         check_comparison(self)
         check_positive(self, "valid_per_class")
+        if not self.transfer_methods or set(self.transfer_methods) - set(TRANSFER_METHODS):
+            raise ConfigError(f"transfer_methods must be some of {', '.join(TRANSFER_METHODS)}, "
+                              f"got {self.transfer_methods}")
+        if "probe" in self.transfer_methods and (not self.probe_weight_decays or min(self.probe_weight_decays) < 0):
+            raise ConfigError(f"probe_weight_decays must be weights >= 0, got {self.probe_weight_decays}")
         if self.scratch_lr is None and (not self.scratch_lrs or min(self.scratch_lrs) <= 0):
             raise ConfigError(f"scratch_lrs must be positive learning rates, got {self.scratch_lrs}")
         if self.pretrain_per_class < 0:
@@ -100,6 +119,9 @@ class FashionTransferConfig(RunConfig):
 
 
 INITS = ("scratch", "transfer")
+# probe: a linear head on the frozen pretrained features (logistic regression); fine-tune: the head
+# alone, then every layer group at discriminative rates.
+TRANSFER_METHODS = ("probe", "fine-tune")
 
 
 def subset(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +186,8 @@ def pretrain(config: FashionTransferConfig, data, run_dir: Path, device: torch.d
     torch.manual_seed(config.seed)
     model = create_model(config.model, n_classes=len(config.source_classes), **config.model_args)
     generator = torch.Generator().manual_seed(config.seed)
-    batches = batches_for(config, images, labels, data.mean, data.std, device, generator, config.pretrain_batch_size)
+    batches = batches_for(dataclasses.replace(config, augment=config.pretrain_augment), images, labels, data.mean,
+                          data.std, device, generator, config.pretrain_batch_size)
     run = dataclasses.replace(config, epochs=1 if dry_run else config.pretrain_epochs, lr=config.pretrain_lr,
                               batch_size=config.pretrain_batch_size, schedule="one-cycle", lr_mult=1.0,
                               stop_after_epochs=None, time_budget=None, patience=None)
@@ -238,22 +261,91 @@ def _spread(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def probe_args(state: dict) -> dict[str, Any]:
+    """The source architecture's arguments with a plain linear head (no hidden layer, no dropout)."""
+    return {**state["model_args"], "head_hidden": 0, "dropout": 0.0}
+
+
+def head_inputs(model: torch.nn.Module, images: torch.Tensor, state: dict, device: torch.device,
+                config: FashionTransferConfig) -> torch.Tensor:
+    """What the model's last linear layer reads for each image, [N, D] fp32 (eval mode): the frozen
+    pretrained features a probe is fitted on."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    captured: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda module, args, out: captured.append(args[0].detach().float().cpu()))
+    try:
+        predict_probs(model, TensorBatches(images, torch.zeros(len(images), dtype=torch.long), config.eval_batch_size,
+                                           mean=state["mean"], std=state["std"], device=device,
+                                           channels_last=config.channels_last), device)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+def logistic_regression(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
+                        weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression with an L2 penalty (``weight_decay * |W|^2`` on the mean loss),
+    fitted by L-BFGS on standardized features; returns ``(W, b)`` for the raw features."""
+    mean, std = features.mean(0), features.std(0) + 1e-3
+    z = (features - mean) / std  # [N, D]
+    weight = torch.zeros(n_classes, features.shape[1], requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=500, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(z @ weight.T + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():  # z @ W.T + b == x @ (W / std).T + (b - W @ (mean / std))
+        return weight / std, bias - weight @ (mean / std)
+
+
+def fit_probe(config: FashionTransferConfig, state: dict, train: tuple[torch.Tensor, torch.Tensor],
+              valid: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> torch.nn.Module:
+    """The pretrained net with a linear head fitted on its frozen features of the K-shot images (no
+    augmentation: Fashion-MNIST's shoes all point one way, and mirrored copies lowered the validation
+    accuracy), its L2 the best of ``probe_weight_decays`` on the validation images."""
+    torch.manual_seed(config.seed)
+    model = create_model(state["model_name"], n_classes=len(config.target_classes), **probe_args(state))
+    missing, unexpected = model.load_state_dict({k: v for k, v in state["model"].items()
+                                                 if not k.startswith("head.")}, strict=False)
+    if unexpected or any(not key.startswith("head.") for key in missing):
+        raise CheckpointError(f"the pretrained {state['model_name']} does not fit its own body: {missing or unexpected}")
+    model = model.to(device)
+    x, valid_x = head_inputs(model, train[0], state, device, config), head_inputs(model, valid[0], state, device, config)
+    fits = [logistic_regression(x, train[1], len(config.target_classes), wd) for wd in config.probe_weight_decays]
+    scores = [((valid_x @ w.T + b).argmax(1) == valid[1]).float().mean().item() for w, b in fits]
+    weight, bias = fits[scores.index(max(scores))]
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.copy_(weight)
+        last.bias.copy_(bias)
+    return model
+
+
 def fit_chosen(config: FashionTransferConfig, state: dict, init: str, train: tuple[torch.Tensor, torch.Tensor],
                valid: tuple[torch.Tensor, torch.Tensor], device: torch.device, epochs: int,
-               freeze_epochs: int) -> tuple[torch.nn.Module, list[dict], float, dict[float, float]]:
-    """One few-shot model, and for ``scratch`` without a fixed ``scratch_lr`` the best of ``scratch_lrs``
-    on the validation images (the first best on a tie): the model, its epochs, its learning rate and
-    the validation accuracy of every rate tried."""
-    lrs = (config.lr,) if init == "transfer" else (
-        (config.scratch_lr,) if config.scratch_lr is not None else config.scratch_lrs)
-    tried = []
-    for lr in lrs:
-        run = config if init == "transfer" else dataclasses.replace(config, scratch_lr=lr)
-        model, history = fit_fewshot(run, state, init, *train, device, epochs, freeze_epochs)
-        tried.append((accuracy(model, *valid, state, device, config.eval_batch_size, config.channels_last),
-                      lr, model, history))
-    _, lr, model, history = max(tried, key=lambda t: t[0])
-    return model, history, lr, {t[1]: t[0] for t in tried}
+               freeze_epochs: int) -> tuple[str, dict[str, tuple[float, torch.nn.Module, list[dict]]]]:
+    """Every option of one few-shot model, and the name of the best on the validation images (the first
+    best on a tie): for ``transfer`` the ``transfer_methods``, for ``scratch`` the learning rates
+    ``scratch_lrs`` (or the fixed ``scratch_lr``). Each option: its validation accuracy, model, epochs."""
+    if init == "transfer":
+        options = {method: (lambda: (fit_probe(config, state, train, valid, device), [])) if method == "probe" else
+                   (lambda: fit_fewshot(config, state, "transfer", *train, device, epochs, freeze_epochs))
+                   for method in config.transfer_methods}
+    else:
+        lrs = (config.scratch_lr,) if config.scratch_lr is not None else config.scratch_lrs
+        options = {f"{lr:g}": (lambda lr=lr: fit_fewshot(dataclasses.replace(config, scratch_lr=lr), state, "scratch",
+                                                         *train, device, epochs, freeze_epochs)) for lr in lrs}
+    tried = {}
+    for name, fit in options.items():
+        model, history = fit()
+        tried[name] = (accuracy(model, *valid, state, device, config.eval_batch_size, config.channels_last),
+                       model, history)
+    return max(tried, key=lambda name: tried[name][0]), tried
 
 
 def compare(config: FashionTransferConfig, state: dict, data, run_dir: Path, k: int, device: torch.device,
@@ -264,36 +356,36 @@ def compare(config: FashionTransferConfig, state: dict, data, run_dir: Path, k: 
     test_x, test_y = subset(data.test_images, data.test_labels, config.target_classes)
     scores: dict[str, list[float]] = {init: [] for init in INITS}
     valids: dict[str, list[float]] = {init: [] for init in INITS}
-    scratch_lrs: list[float] = []
-    valid_by_lr: dict[float, list[float]] = {}
+    picked: dict[str, list[str]] = {init: [] for init in INITS}   # each seed's option (scratch: its lr)
+    options: dict[str, dict[str, list[float]]] = {init: {} for init in INITS}  # option -> validation per seed
     gains: list[float] = []
     for repeat in range(config.repeats):
         seeded = dataclasses.replace(config, seed=config.seed + repeat)
         chosen, valid = draw_split(train_y, k, config.valid_per_class, torch.Generator().manual_seed(seeded.seed))
         for init in INITS:
             began = time.perf_counter()
-            model, history, lr, tried = fit_chosen(seeded, state, init, (train_x[chosen], train_y[chosen]),
-                                                   (train_x[valid], train_y[valid]), device, epochs, freeze_epochs)
+            name, tried = fit_chosen(seeded, state, init, (train_x[chosen], train_y[chosen]),
+                                     (train_x[valid], train_y[valid]), device, epochs, freeze_epochs)
+            model = tried[name][1]
             scores[init].append(accuracy(model, test_x, test_y, state, device, config.eval_batch_size,
                                          config.channels_last))
-            valids[init].append(tried[lr])
-            note = ""
-            if init == "scratch":
-                scratch_lrs.append(lr)
-                for rate, score in tried.items():
-                    valid_by_lr.setdefault(rate, []).append(score)
-                if len(tried) > 1:
-                    note = f", lr {lr:g} of {', '.join(f'{r:g}' for r in tried)} by validation"
-            rows += [{"init": init, "shots": k, "seed": seeded.seed, "lr": lr, **row} for row in history]
+            valids[init].append(tried[name][0])
+            picked[init].append(name)
+            for option, (score, _, history) in tried.items():
+                options[init].setdefault(option, []).append(score)
+                rows += [{"init": init, "shots": k, "seed": seeded.seed, "option": option, "chosen": option == name,
+                          "lr": float(option) if init == "scratch" else config.lr, **row} for row in history]
             save_checkpoint(run_dir / "models" / f"{model_file(init, k, repeat)}.pt",
                             {"model": model.state_dict(), "model_name": state["model_name"],
-                             "model_args": state["model_args"],
+                             "model_args": probe_args(state) if name == "probe" else state["model_args"],
                              "classes": [data.classes[c] for c in config.target_classes],
                              "mean": list(state["mean"]), "std": list(state["std"]),
                              "input_shape": list(state["input_shape"]), "shots": k, "init": init,
-                             "seed": seeded.seed, "lr": lr})
+                             "seed": seeded.seed, "option": name})
+            what = f"lr {name}" if init == "scratch" else name
+            note = f" ({what}, the best on validation of {', '.join(tried)})" if len(tried) > 1 else f" ({what})"
             print(f"K={k:>3} ({len(chosen)} images), seed {seeded.seed}, {init:<8}: test accuracy "
-                  f"{scores[init][-1]:.4f}, validation {tried[lr]:.4f}{note} ({time.perf_counter() - began:.1f}s)",
+                  f"{scores[init][-1]:.4f}, validation {tried[name][0]:.4f}{note} ({time.perf_counter() - began:.1f}s)",
                   file=stream, flush=True)
         gains.append(100 * (scores["transfer"][-1] - scores["scratch"][-1]))
     scratch, transfer = (sum(scores[init]) / config.repeats for init in INITS)
@@ -304,8 +396,10 @@ def compare(config: FashionTransferConfig, state: dict, data, run_dir: Path, k: 
             "repeats": config.repeats, "scratch_per_seed": scores["scratch"], "transfer_per_seed": scores["transfer"],
             "scratch_valid_accuracy": sum(valids["scratch"]) / config.repeats,
             "transfer_valid_accuracy": sum(valids["transfer"]) / config.repeats,
-            "scratch_lr_per_seed": scratch_lrs,
-            "scratch_valid_accuracy_by_lr": {f"{lr:g}": sum(v) / len(v) for lr, v in valid_by_lr.items()}}
+            "scratch_lr_per_seed": [float(name) for name in picked["scratch"]],
+            "transfer_method_per_seed": picked["transfer"],
+            "scratch_valid_accuracy_by_lr": {name: sum(v) / len(v) for name, v in options["scratch"].items()},
+            "transfer_valid_accuracy_by_method": {name: sum(v) / len(v) for name, v in options["transfer"].items()}}
 
 
 def plot_transfer(results: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -363,7 +457,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         "scratch_lrs": list(config.scratch_lrs) if config.scratch_lr is None else [config.scratch_lr],
         "scratch_lr_chosen_on": (f"validation: {config.valid_per_class} training images of each target class, "
                                  "disjoint from the K-shot set" if config.scratch_lr is None else "fixed (scratch_lr)"),
-        "lr_mult": config.lr_mult, "repeats": config.repeats, "results": results,
+        "lr_mult": config.lr_mult, "transfer_methods": list(config.transfer_methods),
+        "transfer_method_chosen_on": "the same validation images", "repeats": config.repeats, "results": results,
         "transfer_gain_points": {str(r["shots"]): r["gain_points"] for r in results},
         "pretrain_seconds": round(pretrain_seconds, 3) if not config.from_run else 0.0,
         "train_seconds": round(time.perf_counter() - began, 3), "dry_run": dry_run, **environment(),
