@@ -8,9 +8,12 @@ served answers; the baseline is the same server with ``--max-batch 1`` (no batch
 mixed load (issue 19) makes every ``--bad-every``-th request a bad one (bytes that are no image, a
 truncated PNG, a JSON body, an unknown model, in turn): the good ones must all get 200, the bad
 ones a 4xx, never a 5xx. Each configuration reports the server's resident memory (VmRSS) after the
-warm-up and after the load.
+warm-up and after the load. ``--backends torch,onnx`` (issue 18) adds, for each further backend,
+the micro-batched load again with ``nnlab serve --backend B`` (onnxruntime running the run's ONNX
+graph), and the throughput and p99 ratios to the first backend.
 
     python benchmarks/serve_load.py --run runs/f1          # or no --run: trains fashion-cnn for 1 epoch first
+    python benchmarks/serve_load.py --backends torch,onnx
 """
 from __future__ import annotations
 
@@ -169,17 +172,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--bad-every", type=int, default=4, help="mixed load: every N-th request is a bad one")
+    parser.add_argument("--backends", default="auto", help="comma-separated `nnlab serve --backend` values; "
+                        "the first runs every configuration, each further one the micro-batched load")
     args = parser.parse_args()
+    backends = args.backends.split(",")
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_default(Path(scratch) / "fashion-cnn")
         items = payloads(min(args.requests, 10_000))
-        batched = run_config(run, [], items, args.requests, args.clients)
-        unbatched = run_config(run, ["--max-batch", "1", "--batch-wait-ms", "0"], items, args.requests, args.clients)
-        mixed = run_config(run, [], items, args.requests, args.clients, args.bad_every)
+        first = ["--backend", backends[0]]
+        batched = run_config(run, first, items, args.requests, args.clients)
+        unbatched = run_config(run, [*first, "--max-batch", "1", "--batch-wait-ms", "0"], items, args.requests,
+                               args.clients)
+        mixed = run_config(run, first, items, args.requests, args.clients, args.bad_every)
+        others = {backend: run_config(run, ["--backend", backend], items, args.requests, args.clients)
+                  for backend in backends[1:]}
+    for backend, result in others.items():
+        result["throughput_ratio_to_" + backends[0]] = round(result["throughput_rps"] / batched["throughput_rps"], 2)
+        result["p99_ratio_to_" + backends[0]] = round(result["p99_ms"] / batched["p99_ms"], 2)
     print(json.dumps({
         "benchmark": "serve_load", "run": str(args.run or "fashion-cnn, 1 epoch"), "requests": args.requests,
         "clients": args.clients, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-        "micro_batched": batched, "baseline_max_batch_1": unbatched, f"mixed_1_in_{args.bad_every}_bad": mixed,
+        "backend": backends[0], "micro_batched": batched, "baseline_max_batch_1": unbatched,
+        f"mixed_1_in_{args.bad_every}_bad": mixed, **{f"micro_batched_{b}": r for b, r in others.items()},
         "throughput_ratio": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
         "p99_ratio": round(batched["p99_ms"] / unbatched["p99_ms"], 2),
     }, indent=2))

@@ -248,7 +248,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _print_json(info) if args.json else print(f"serving {served} on {info['url']}", flush=True)
 
     serve(args.run_dirs, host=args.host, port=args.port, device=args.device, batch_wait_ms=args.batch_wait_ms,
-          max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready, runs_root=args.runs)
+          max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready, runs_root=args.runs,
+          backend=args.backend)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -596,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=2.0, dest="batch_wait_ms",
                    help="how long a request waits for others to batch with (default 2 ms)")
     p.add_argument("--max-mb", type=float, default=8.0, dest="max_mb", help="request size limit in MiB (default 8)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="what computes image runs' predictions: the PyTorch model, or its ONNX graph through "
+                        "onnxruntime (RUN/model.onnx from `nnlab export`, or exported at start-up; checked "
+                        "against PyTorch before it serves); auto (default): onnx on the CPU, torch on a GPU")
     p = add("runs", cmd_runs, "list the run directories under DIR: recipe, kind, started, status (finished, "
                               "interrupted and resumable, broken and why), epochs, metric, seconds")
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where to look (default runs/)")

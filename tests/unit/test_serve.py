@@ -402,3 +402,39 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(image_run, tmp
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_onnx_backend_serves_what_torch_serves_and_says_which_graph(image_run, names_run, samples, tmp_path):
+    from nnlab.commands.export import export
+    run = shutil.copytree(image_run, tmp_path / "squares")
+    with TestClient(create_app([run], device="cpu", backend="torch")) as torch_client:
+        assert torch_client.get("/models").json()[0]["backend"] == "torch"
+        expected = [upload(torch_client, data, top_k=3).json()["top"] for data, _ in samples[:6]]
+    with TestClient(create_app([run, names_run], device="cpu")) as client:  # auto: onnx on the CPU
+        info = {m["name"]: m for m in client.get("/models").json()}
+        assert info["squares"]["backend"] == "onnx" and info["squares"]["onnx_graph"] == "exported at load"
+        assert info["names"]["backend"] == "torch"  # onnxruntime serves what export exports: image runs
+        for (data, label), want in zip(samples[:6], expected):
+            got = upload(client, data, top_k=3).json()["top"]
+            assert [t["class"] for t in got] == [t["class"] for t in want]
+            for g, w in zip(got, want):
+                assert g["probability"] == pytest.approx(w["probability"], abs=1e-5)
+    export(run, "onnx")  # RUN/model.onnx, checked: the server takes that file
+    with TestClient(create_app([run], device="cpu", backend="onnx")) as client:
+        assert client.get("/models").json()[0]["onnx_graph"] == "file"
+        assert upload(client, samples[0][0]).json()["top"][0]["class"] == expected[0][0]["class"]
+    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes()[:-1] + b"\0")  # no longer what was checked
+    with TestClient(create_app([run], device="cpu", backend="onnx")) as client:
+        assert client.get("/models").json()[0]["onnx_graph"] == "exported at load"
+    with pytest.raises(ConfigError, match="--backend: expected one of auto, torch, onnx, got .tensorrt."):
+        create_app([run], device="cpu", backend="tensorrt")
+    assert build_parser().parse_args(["serve", "r"]).backend == "auto"
+
+
+def test_an_onnx_graph_that_disagrees_with_pytorch_is_refused_at_start(image_run, tmp_path, monkeypatch):
+    from nnlab.commands import export as export_module
+    run = shutil.copytree(image_run, tmp_path / "squares")
+    real = export_module.OnnxPredictor.logits
+    monkeypatch.setattr(export_module.OnnxPredictor, "logits", lambda self, x: real(self, x) + 0.01)
+    with pytest.raises(CheckpointError, match="does not reproduce the PyTorch model.*--backend torch"):
+        create_app([run], device="cpu", backend="onnx")

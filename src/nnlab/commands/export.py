@@ -194,3 +194,68 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     write_json(metadata_path(out), meta)
     return {**meta, "metadata": str(metadata_path(out))}
 
+
+
+class OnnxPredictor:
+    """Class probabilities of an image run's model through onnxruntime (``nnlab serve --backend onnx``).
+
+    The graph is the run's ONNX export ``RUN_DIR/model.onnx`` when its metadata says it passed
+    export's check, its bytes still have the recorded sha256 and it is not older than ``best.pt``;
+    otherwise the model is exported here, in memory, the same way. Either way it must reproduce
+    the PyTorch model (``compare``) on ``CHECK_INPUTS`` images before it serves: the run's test
+    images are not needed, so the check runs on random pixels normalized as the run's inputs.
+    ``source`` says which graph serves. ``threads`` onnxruntime threads (default: torch's).
+    """
+
+    def __init__(self, run_dir: str | Path, model: torch.nn.Module, state: dict, tta_flip: bool = False,
+                 threads: int | None = None) -> None:
+        import onnxruntime
+        run_dir = Path(run_dir)
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        channels, height, width = state["input_shape"]
+        generator = torch.Generator().manual_seed(0)
+        pixels = torch.randint(0, 256, (CHECK_INPUTS, channels, height, width), dtype=torch.uint8, generator=generator)
+        inputs = next(iter(TensorBatches(pixels, torch.zeros(len(pixels), dtype=torch.long), len(pixels),
+                                         mean=state["mean"], std=state["std"])))[0]
+        blob, self.source = self._saved_graph(run_dir), "file"
+        if blob is None:
+            blob, _ = _onnx(model, inputs[:2], state)
+            self.source = "exported at load"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = model(inputs)
+        check = compare(expected, self.logits(inputs))
+        if not check["passed"]:
+            reason = check.get("reason") or f"max |diff| {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}"
+            raise CheckpointError(f"{run_dir}: the ONNX graph ({self.source}) does not reproduce the PyTorch "
+                                  f"model ({reason}); serve it with --backend torch, or export it again")
+        self.tta_flip = tta_flip
+
+    @staticmethod
+    def _saved_graph(run_dir: Path) -> bytes | None:
+        """The bytes of ``run_dir/model.onnx`` if its metadata vouches for them and ``best.pt`` is not newer."""
+        path, meta_path, best = run_dir / "model.onnx", metadata_path(run_dir / "model.onnx"), run_dir / "best.pt"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            blob = path.read_bytes()
+            fresh = not best.exists() or path.stat().st_mtime >= best.stat().st_mtime
+        except (OSError, ValueError):
+            return None
+        ok = (fresh and meta.get("format") == "onnx" and (meta.get("check") or {}).get("passed") is True
+              and meta.get("sha256") == hashlib.sha256(blob).hexdigest())
+        return blob if ok else None
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [N, K] of normalized float32 inputs [N, C, H, W]."""
+        (out,) = self.session.run(["logits"], {"input": inputs.float().contiguous().numpy()})
+        return torch.from_numpy(out)
+
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [N, K], averaged with the mirrored images' where the run predicts with TTA."""
+        probs = self.logits(inputs).softmax(1)
+        if self.tta_flip:
+            probs = (probs + self.logits(inputs.flip(3)).softmax(1)) / 2
+        return probs

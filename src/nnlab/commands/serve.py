@@ -72,6 +72,11 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 # What a served run can do, by the table of kinds: predict (serve, with cam for images), sample, translate.
 SERVED_FEATURES = {"serve": "predict", "sample": "sample", "translate": "translate"}
 STUDIO_FEATURES = ("serve", "cam", "sample", "translate")
+# How image runs' predictions are computed: the PyTorch model, or its ONNX graph through onnxruntime
+# (``nnlab.commands.export.OnnxPredictor``; Grad-CAM maps still come from the PyTorch model). ``auto``:
+# onnxruntime on the CPU (fashion-cnn's forward pass took 0.22-0.48x of PyTorch's time per batch of
+# 1-64 there, docs/benchmarks.md), PyTorch on a GPU.
+BACKENDS = ("auto", "torch", "onnx")
 
 
 class UploadRejected(Exception):
@@ -129,6 +134,7 @@ class Loaded:
     state: dict
     loaded_at: float
     checkpoint_mtime: float
+    predictor: Any = None  # an ``OnnxPredictor`` where the image run is served through onnxruntime
 
 
 def servable_kind(run_dir: str | Path) -> Kind:
@@ -150,7 +156,8 @@ class ServedModel:
     translating runs are served through their kind's ``sample`` and ``translate``.
     """
 
-    def __init__(self, run_dir: Path, device: torch.device, device_name: str = "auto") -> None:
+    def __init__(self, run_dir: Path, device: torch.device, device_name: str = "auto",
+                 backend: str = "auto") -> None:
         self.run_dir = run_dir
         self.name = run_dir.resolve().name
         self.device = device
@@ -162,6 +169,11 @@ class ServedModel:
         self.runner = kind.runner()
         # strings (names, texts); otherwise images
         self.takes_text = "serve" in self.features and hasattr(self.runner, "encode_inputs")
+        # onnxruntime serves what `nnlab export` exports (image classifiers); other kinds run in PyTorch
+        if backend == "auto":
+            backend = "onnx" if device.type == "cpu" else "torch"
+        self.backend = backend if backend == "onnx" and "serve" in self.features and not self.takes_text \
+            and kind.supports("export") else "torch"
         self.reloads = 0
         self.current = self._load()
 
@@ -177,9 +189,13 @@ class ServedModel:
     def _load(self) -> Loaded:
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
         config, model, state = load_best(self.run_dir, self.kind, self.device)
+        predictor = None
+        if self.backend == "onnx":
+            from nnlab.commands.export import OnnxPredictor
+            predictor = OnnxPredictor(self.run_dir, model, state, tta_flip=bool(config.tta))
         if getattr(config, "channels_last", False):
             model.to(memory_format=torch.channels_last)
-        return Loaded(config, model, state, time.time(), mtime)
+        return Loaded(config, model, state, time.time(), mtime, predictor)
 
     def reload(self) -> None:
         """Load ``best.pt`` again; on any error the old model keeps serving and the error propagates."""
@@ -193,7 +209,9 @@ class ServedModel:
                   "recipe": loaded.config.recipe, "model": loaded.state.get("model_name"),
                   "classes": list(loaded.state.get("classes") or []),
                   "device": str(self.device), "loaded_at": loaded.loaded_at,
-                  "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads}
+                  "checkpoint_mtime": loaded.checkpoint_mtime, "reloads": self.reloads, "backend": self.backend}
+        if loaded.predictor is not None:
+            common["onnx_graph"] = loaded.predictor.source
         if self.can("sample"):
             common["sample_options"] = list(getattr(self.runner, "SAMPLE_OPTIONS", ()))
         if self.takes_text:
@@ -206,6 +224,10 @@ class ServedModel:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, K] for uint8 images [N, C, H, W], as ``nnlab predict`` computes them."""
         loaded = self.current  # one generation for the whole batch, even if a reload lands meanwhile
+        if loaded.predictor is not None:
+            batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images),
+                                    mean=loaded.state["mean"], std=loaded.state["std"])
+            return loaded.predictor.probabilities(next(iter(batches))[0])
         batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images),
                                 mean=loaded.state["mean"], std=loaded.state["std"], device=self.device,
                                 channels_last=loaded.config.channels_last)
@@ -369,21 +391,26 @@ def wrong_kind(served: ServedModel, feature: str, endpoint: str) -> None:
 def create_app(run_dirs: list[str | Path], device: str = "auto", max_bytes: int = MAX_UPLOAD_BYTES,
                batch_wait: float = BATCH_WAIT_S, max_batch: int = MAX_BATCH,
                receive_timeout: float = RECEIVE_TIMEOUT_S, inference_timeout: float = INFERENCE_TIMEOUT_S,
-               reload_on_sighup: bool = False, runs_root: str | Path | None = None) -> FastAPI:
+               reload_on_sighup: bool = False, runs_root: str | Path | None = None,
+               backend: str = "auto") -> FastAPI:
     """The FastAPI app serving the runs in ``run_dirs``, each under its directory's name, and the
     runs under ``runs_root`` (default ``runs/``, where it exists) to browse.
 
     Models load here, before the app exists, so a missing, unsafe or unservable run is a
     ``CheckpointError``/``ConfigError`` at start-up rather than at the first request; so is a
-    ``runs_root`` given but missing. With ``reload_on_sighup`` (the ``nnlab serve`` command) a
+    ``runs_root`` given but missing. ``backend`` (``auto``, ``torch`` or ``onnx``) computes image
+    runs' predictions (``BACKENDS``); an ONNX graph that does not reproduce the PyTorch model is refused
+    at start-up too. With ``reload_on_sighup`` (the ``nnlab serve`` command) a
     SIGHUP reloads every model.
     """
     from nnlab.commands import studio, studio_runs
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     root = studio_runs.runs_folder(runs_root, required=not run_dirs)
     torch_device = resolve_device(device)
     models: dict[str, ServedModel] = {}
     for run_dir in run_dirs:
-        served = ServedModel(Path(run_dir), torch_device, device)
+        served = ServedModel(Path(run_dir), torch_device, device, backend)
         if served.name in models:
             raise ConfigError(f"serve: two runs are named {served.name!r} ({models[served.name].run_dir} and "
                               f"{run_dir}); models are named by their directory, rename one")
@@ -533,7 +560,7 @@ def header_timeout_protocol() -> type:
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           batch_wait_ms: float = BATCH_WAIT_S * 1000, max_batch: int = MAX_BATCH,
           max_bytes: int = MAX_UPLOAD_BYTES, on_ready: Callable[[dict[str, Any]], None] | None = None,
-          runs_root: str | Path | None = None) -> None:
+          runs_root: str | Path | None = None, backend: str = "auto") -> None:
     """Serve ``run_dirs`` (and the runs under ``runs_root`` to browse) with uvicorn on ``host:port``
     until interrupted; SIGHUP reloads every model.
 
@@ -546,7 +573,7 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
     if max_batch < 1 or batch_wait_ms < 0:
         raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0, got {max_batch} and {batch_wait_ms}")
     app = create_app(run_dirs, device=device, max_bytes=max_bytes, batch_wait=batch_wait_ms / 1000,
-                     max_batch=max_batch, reload_on_sighup=True, runs_root=runs_root)
+                     max_batch=max_batch, reload_on_sighup=True, runs_root=runs_root, backend=backend)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
