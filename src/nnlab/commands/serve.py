@@ -74,7 +74,7 @@ SERVED_FEATURES = {"serve": "predict", "sample": "sample", "translate": "transla
 STUDIO_FEATURES = ("serve", "cam", "sample", "translate")
 # How image runs' predictions are computed: the PyTorch model, or its ONNX graph through onnxruntime
 # (``nnlab.commands.export.OnnxPredictor``; Grad-CAM maps still come from the PyTorch model). ``auto``:
-# onnxruntime on the CPU (fashion-cnn's forward pass took 0.22-0.48x of PyTorch's time per batch of
+# onnxruntime on the CPU (fashion-cnn's forward pass took 0.14-0.56x of PyTorch's time per batch of
 # 1-64 there, docs/benchmarks.md), PyTorch on a GPU.
 BACKENDS = ("auto", "torch", "onnx")
 
