@@ -12,6 +12,9 @@ each, and the ratios to the tutorial's.
 
     NNLAB_DATA=../shared/data python benchmarks/names_vs_tutorial.py                 # leak-free split
     NNLAB_DATA=../shared/data python benchmarks/names_vs_tutorial.py --protocol tutorial
+    ... --variant 'names-cnn;model=ensemble;members=cnn,ngrams;filters=128'     # a recipe with --set's
+
+Each recipe's line also has its best validation accuracy, so variants are chosen on validation.
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ import random
 import string
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from nnlab.config import parse_set_args
 from nnlab.data.names import load_names
 from nnlab.engine.metrics import score
 from nnlab.kinds.names import split_names
@@ -105,6 +110,8 @@ def main() -> None:
                              "scaled to 27 epochs for the ratios)")
     parser.add_argument("--recipes", default="names-rnn,names-cnn")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", action="append", default=[], metavar="RECIPE;KEY=VALUE;...",
+                        help="also train RECIPE with these settings (as `--set KEY=VALUE`), named by the whole string")
     args = parser.parse_args()
     overrides = {"protocol": args.protocol, "seed": args.seed}
     config = recipe_config("names-cnn", overrides)
@@ -124,11 +131,19 @@ def main() -> None:
     out = {"protocol": args.protocol, "split": split.about, "names": {k: len(v) for k, v in rows.items()},
            "torch_threads": torch.get_num_threads(), "load_before": load_before, "tutorial": tutorial}
     print(json.dumps({"tutorial": tutorial}), flush=True)  # each result as it comes: a long run cut short keeps it
-    for recipe in args.recipes.split(","):
+    runs = [(recipe, recipe, {}) for recipe in args.recipes.split(",")]
+    for variant in args.variant:
+        recipe, *settings = variant.split(";")
+        runs.append((variant, recipe, parse_set_args(settings)))
+    for name, recipe, settings in runs:
         get_recipe(recipe)
         with tempfile.TemporaryDirectory() as tmp:
-            summary = train_recipe(recipe, out=f"{tmp}/run", overrides=overrides, stream=io.StringIO())
+            summary = train_recipe(recipe, out=f"{tmp}/run", overrides={**overrides, **settings}, stream=io.StringIO())
+            rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        recipe = name
         out[recipe] = {"test_accuracy": round(summary["test_accuracy"], 4),
+                       "valid_accuracy_best_epoch": round(next(r["valid_acc"] for r in rows
+                                                               if r["epoch"] == summary["best_epoch"]), 4),
                        "test_macro_f1": round(summary["test_macro_f1"], 4),
                        "train_seconds": summary["train_seconds"], "epochs": summary["epochs"],
                        "model": summary["model"],
