@@ -642,4 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `nnlab ... | head`: the reader left; say nothing more, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as error:  # the filesystem refused a path: no such folder, read-only, no space, ...
+        if error.filename is None:
+            raise
+        print(f"nnlab: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return 0

@@ -229,3 +229,23 @@ def test_a_corrupt_cifar_archive_is_one_line_naming_the_file(tmp_path, capsys):
                            str(tmp_path / "r"))
     assert code == 2 and err.startswith(f"nnlab: error: {archive}: not a readable gzip-compressed tar archive")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_path_the_filesystem_refuses_is_one_line_naming_it(image_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from nnlab.engine import checkpoint
+    (tmp_path / "afile").write_text("mine")
+    beneath = tmp_path / "afile" / "run"                  # a folder inside a file: the OS refuses it, even for root
+    code, _, err = run_cli(capsys, "train", "iris-mlp", "--out", str(beneath))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(tmp_path / "afile") in err
+    code, _, err = run_cli(capsys, "export", str(image_run), "--format", "onnx", "-o", str(beneath / "m.onnx"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    target = tmp_path / "out" / "m.bin"
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        checkpoint.atomic_write_bytes(target, full)
+    assert caught.value.filename == str(target) and not any((tmp_path / "out").iterdir())  # no temp file left
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -24,9 +24,20 @@ from nnlab.errors import CheckpointError
 def atomic_write_bytes(path: Path, write: Any) -> Path:
     """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
 
-    A crash at any moment leaves either the old file or the new one, never a torn mix.
+    A crash at any moment leaves either the old file or the new one, never a torn mix. A
+    filesystem error (no such folder, read-only, no space left) is an ``OSError`` naming ``path``,
+    not the temp file.
     """
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except OSError as error:
+        if error.filename is not None and Path(error.filename) != path and Path(error.filename).parent != path.parent:
+            raise  # about another file: let it name itself
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
