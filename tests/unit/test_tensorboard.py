@@ -82,3 +82,17 @@ def test_the_switch_turns_tensorboard_off(squares, tmp_path):
 def test_hparam_values_flatten_and_stringify():
     assert hparam_values({"lr": 0.1, "model_args": {"widths": (8, 16)}, "clip": None, "tta": True}) == {
         "lr": 0.1, "model_args.widths": "[8, 16]", "clip": "null", "tta": True}
+
+
+def test_a_resumed_runs_event_file_sorts_after_the_ones_before_it(tmp_path):
+    """TensorBoard reads event files in name order; the name starts with the second it was made in."""
+    import time
+
+    from nnlab.engine.tensorboard import wait_for_a_later_second
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now:010d}.host.1.9").write_bytes(b"")
+    wait_for_a_later_second(tmp_path)
+    assert int(time.time()) > now                                  # a file made now sorts after it
+    began = time.time()
+    wait_for_a_later_second(tmp_path / "empty-folder")               # nothing to sort after: no wait
+    assert time.time() - began < 0.05

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,19 @@ def hparam_values(config: dict[str, Any]) -> dict[str, int | float | str | bool]
     return out
 
 
+def wait_for_a_later_second(log_dir: Path) -> None:
+    """Sleep (under a second) until the clock is past the second the newest event file in ``log_dir`` was made.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<writer count>``: a resumed run's file made in the
+    same second as the last one could sort before it (count 10 before 9) and its epochs be read first.
+    """
+    seconds = [int(part) for part in (p.name.split(".")[3] for p in log_dir.glob("events.out.tfevents.*"))
+               if part.isdigit()]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)
+
+
 class TensorBoardLog(Callback):
     """Writes the run's metrics, per-step learning rates and config as TensorBoard events into ``log_dir``."""
 
@@ -51,6 +65,8 @@ class TensorBoardLog(Callback):
         if not self.learner.history:  # a new run: events a killed start left here would be read as this run's
             for old in self.log_dir.glob("events.out.tfevents.*"):
                 old.unlink()
+        else:
+            wait_for_a_later_second(self.log_dir)
         self.writer = SummaryWriter(str(self.log_dir))
         experiment, start, end = hparams(hparam_values(self.config), {name: 0.0 for name in HPARAM_METRICS})
         for summary in (experiment, start, end):
