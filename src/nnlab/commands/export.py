@@ -132,6 +132,11 @@ def compare(expected: torch.Tensor, got: torch.Tensor) -> dict[str, Any]:
     return {"passed": diff <= tolerance, "max_abs_diff": diff, "tolerance": tolerance, "top1_agreement": agree}
 
 
+def mismatch(check: dict[str, Any]) -> str:
+    """Why a ``compare`` result failed, in a few words."""
+    return check.get("reason") or f"max |diff| {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}"
+
+
 def metadata_path(out: Path) -> Path:
     """Where the metadata of export ``out`` goes: ``FILE.json`` beside it."""
     return out.with_name(out.name + ".json")
@@ -165,9 +170,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     check = {"inputs": len(inputs), "source": f"{config.dataset} test split, first {len(inputs)} images",
              **compare(expected, run(blob, inputs, state))}
     if not check["passed"]:
-        reason = check.get("reason") or f"max |diff| {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}"
-        raise CheckpointError(f"{run_dir}: the {fmt} export does not reproduce the PyTorch model ({reason}); "
-                              "nothing written")
+        raise CheckpointError(f"{run_dir}: the {fmt} export does not reproduce the PyTorch model "
+                              f"({mismatch(check)}); nothing written")
     out = Path(out) if out else run_dir / f"model{FORMATS[fmt]}"
     atomic_write_bytes(out, lambda handle: handle.write(blob))
     channels, height, width = state["input_shape"]
@@ -229,9 +233,8 @@ class OnnxPredictor:
             expected = model(inputs)
         check = compare(expected, self.logits(inputs))
         if not check["passed"]:
-            reason = check.get("reason") or f"max |diff| {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}"
             raise CheckpointError(f"{run_dir}: the ONNX graph ({self.source}) does not reproduce the PyTorch "
-                                  f"model ({reason}); serve it with --backend torch, or export it again")
+                                  f"model ({mismatch(check)}); serve it with --backend torch, or export it again")
         self.tta_flip = tta_flip
 
     @staticmethod

@@ -224,13 +224,13 @@ class ServedModel:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, K] for uint8 images [N, C, H, W], as ``nnlab predict`` computes them."""
         loaded = self.current  # one generation for the whole batch, even if a reload lands meanwhile
-        if loaded.predictor is not None:
-            batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images),
-                                    mean=loaded.state["mean"], std=loaded.state["std"])
-            return loaded.predictor.probabilities(next(iter(batches))[0])
+        onnx = loaded.predictor is not None  # onnxruntime takes contiguous float32 inputs on the CPU
         batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images),
-                                mean=loaded.state["mean"], std=loaded.state["std"], device=self.device,
-                                channels_last=loaded.config.channels_last)
+                                mean=loaded.state["mean"], std=loaded.state["std"],
+                                device=torch.device("cpu") if onnx else self.device,
+                                channels_last=not onnx and loaded.config.channels_last)
+        if onnx:
+            return loaded.predictor.probabilities(next(iter(batches))[0])
         probs, _ = predict_probs(loaded.model, batches, self.device, "fp32", loaded.config.tta)
         return probs
 

@@ -32,8 +32,8 @@ def atomic_write_bytes(path: Path, write: Any) -> Path:
     try:
         return _atomic_write(path, write)
     except OSError as error:
-        if error.filename is not None and Path(error.filename) != path and Path(error.filename).parent != path.parent:
-            raise  # about another file: let it name itself
+        if error.filename is not None and Path(error.filename).parent != path.parent:
+            raise  # about another path (a folder mkdir could not make): let it name itself
         raise OSError(error.errno, error.strerror or str(error), str(path)) from None
 
 

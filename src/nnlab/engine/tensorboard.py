@@ -45,8 +45,8 @@ def wait_for_a_later_second(log_dir: Path) -> None:
     """
     seconds = [int(part) for part in (p.name.split(".")[3] for p in log_dir.glob("events.out.tfevents.*"))
                if part.isdigit()]
-    while seconds and time.time() < max(seconds) + 1:
-        time.sleep(0.05)
+    if seconds:
+        time.sleep(max(0.0, max(seconds) + 1 - time.time()))
 
 
 class TensorBoardLog(Callback):

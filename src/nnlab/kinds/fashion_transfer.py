@@ -266,11 +266,16 @@ def probe_args(state: dict) -> dict[str, Any]:
     return {**state["model_args"], "head_hidden": 0, "dropout": 0.0}
 
 
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """The model's last linear layer: its classifier, which a probe replaces."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
 def head_inputs(model: torch.nn.Module, images: torch.Tensor, state: dict, device: torch.device,
                 config: FashionTransferConfig) -> torch.Tensor:
     """What the model's last linear layer reads for each image, [N, D] fp32 (eval mode): the frozen
     pretrained features a probe is fitted on."""
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last = last_linear(model)
     captured: list[torch.Tensor] = []
     hook = last.register_forward_hook(lambda module, args, out: captured.append(args[0].detach().float().cpu()))
     try:
@@ -319,7 +324,7 @@ def fit_probe(config: FashionTransferConfig, state: dict, train: tuple[torch.Ten
     fits = [logistic_regression(x, train[1], len(config.target_classes), wd) for wd in config.probe_weight_decays]
     scores = [((valid_x @ w.T + b).argmax(1) == valid[1]).float().mean().item() for w, b in fits]
     weight, bias = fits[scores.index(max(scores))]
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last = last_linear(model)
     with torch.no_grad():
         last.weight.copy_(weight)
         last.bias.copy_(bias)

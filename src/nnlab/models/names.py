@@ -108,6 +108,11 @@ def name_member(kind: str, n_classes: int, n_tokens: int, embed: int, dropout: f
     raise ValueError(f"member must be one of {', '.join(MEMBER_KINDS)}, got {kind!r}")
 
 
+def mean_log_probability(logits: torch.Tensor) -> torch.Tensor:
+    """The ensemble's scores ``[N, C]`` from its members' logits ``[K, N, C]``: their mean log-probability."""
+    return logits.float().log_softmax(-1).mean(0)
+
+
 class NameEnsemble(Classifier):
     """Members trained side by side, each on its own loss; predicts by the mean of their log-probabilities.
 
@@ -127,7 +132,7 @@ class NameEnsemble(Classifier):
         return torch.stack([member(x) for member in self.members])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.members_logits(x).float().log_softmax(-1).mean(0)
+        return mean_log_probability(self.members_logits(x))
 
     def reset_classifier(self, n_classes: int) -> None:
         for member in self.members:
@@ -170,7 +175,7 @@ def ensemble_correct(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     """Correct predictions of the ensemble in a batch: from member logits ``[K, N, C]`` (their mean
     log-probability) or from scores ``[N, C]``."""
     if output.dim() == 3:
-        output = output.float().log_softmax(-1).mean(0)
+        output = mean_log_probability(output)
     return (output.argmax(1) == target).sum()
 
 
