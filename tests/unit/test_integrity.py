@@ -138,6 +138,23 @@ def test_a_batch_larger_than_the_training_split_is_refused_not_trained_for_zero_
     assert code == 2 and "larger than the training split" in err and not (tmp_path / "r").exists()
 
 
+def test_a_batch_larger_than_a_tabular_split_is_refused_with_the_largest_it_allows(tmp_path, capsys):
+    from conftest import write_csv
+    data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, "yes" if i % 2 else "no"] for i in range(40)])
+    train = ["train", "tabular", "--csv", str(data), "--target", "y", "--epochs", "1", "--dry-run"]
+    code, _, err = run_cli(capsys, *train, "--batch-size", "100000", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--batch-size 100000: larger than the training split (28 samples); give at most 28" in err
+    assert not (tmp_path / "r").exists()
+    assert run_cli(capsys, *train, "--batch-size", "28", "--out", str(tmp_path / "ok"))[0] == 0
+
+
+def test_fit_refuses_a_batch_larger_than_the_dataset():
+    from torch.utils.data import TensorDataset
+    data = TensorDataset(torch.randn(20, 3), torch.randint(0, 2, (20,)))
+    with pytest.raises(ConfigError, match=r"larger than the training split \(20 samples\); give at most 20"):
+        nnlab.fit(torch.nn.Linear(3, 2), data, epochs=1, batch_size=64)
+
+
 def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(tmp_path, capsys):
     from conftest import write_csv
     rows = [[i, "yes" if i % 2 else "no"] for i in range(40)]
@@ -146,7 +163,7 @@ def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(t
     assert code == 2 and f"{bad}: line 12: empty 'y'" in err
     good = write_csv(tmp_path / "good.csv", ["a", "y"], rows)
     code, _, err = run_cli(capsys, "train", "tabular", "--csv", str(good), "--target", "y", "--epochs", "2",
-                           "--out", str(tmp_path / "run"))
+                           "--batch-size", "16", "--out", str(tmp_path / "run"))
     assert code == 0, err
     before = good.read_bytes()
     code, _, err = run_cli(capsys, "predict", str(tmp_path / "run"), "--csv", str(good), "-o", str(good))
@@ -156,7 +173,7 @@ def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(t
 def test_force_replaces_a_run_or_writes_among_other_files_but_never_beside_a_live_writer(tmp_path, capsys):
     from conftest import write_csv
     data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, "yes" if i % 2 else "no"] for i in range(40)])
-    train = ["train", "tabular", "--csv", str(data), "--target", "y"]
+    train = ["train", "tabular", "--csv", str(data), "--target", "y", "--batch-size", "16"]
     run = tmp_path / "run"
     assert run_cli(capsys, *train, "--epochs", "3", "--out", str(run))[0] == 0
     (run / "snapshots").mkdir()

@@ -231,7 +231,7 @@ def test_vocabulary_comes_from_the_training_rows_only(tmp_path):
     path.write_text("text,label\n" + "".join(f"w{i} common,{'ab'[i % 2]}\n" for i in range(40)), encoding="utf-8")
     code, summary = run_cli(["train", "text-classify", "--csv", str(path), "--text-column", "text",
                              "--label-column", "label", "--out", str(tmp_path / "r"), "--dry-run", "--device", "cpu",
-                             "--set", "min_freq=1", *TINY, "--json"])
+                             "--set", "min_freq=1", "--batch-size", "16", *TINY, "--json"])
     assert code == 0, summary
     config = load_config(tmp_path / "r" / "config.json")
     train_rows = textcls.split_rows(load_text_csv(path, "text", "label"), config)["train"].tolist()

@@ -174,6 +174,11 @@ class TensorBatches:
     def _shard_size(self) -> int:
         return len(self.images) // self.world_size if self.world_size > 1 else len(self.images)
 
+    @property
+    def samples(self) -> int:
+        """The samples one pass draws from (this rank's shard when distributed)."""
+        return self._shard_size()
+
     def __len__(self) -> int:
         n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

@@ -112,6 +112,10 @@ class NameBatches:
         self.generator = generator
         self.device = torch.device(device)
 
+    @property
+    def samples(self) -> int:
+        return len(self.labels)
+
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
@@ -247,6 +251,10 @@ class GenerationBatches:
         self.shuffle = shuffle
         self.generator = generator
         self.device = torch.device(device)
+
+    @property
+    def samples(self) -> int:
+        return len(self.names)
 
     def __len__(self) -> int:
         return -(-len(self.names) // self.batch_size)

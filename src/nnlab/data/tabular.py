@@ -261,6 +261,10 @@ class FeatureBatches:
         self.shuffle = shuffle
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
+    @property
+    def samples(self) -> int:
+        return len(self.features)
+
     def __len__(self) -> int:
         return math.ceil(len(self.features) / self.batch_size)
 

@@ -256,6 +256,10 @@ class PairBatches:
         self.batch_size, self.shuffle, self.device = batch_size, shuffle, torch.device(device)
         self.generator = generator if generator is not None else torch.Generator()
 
+    @property
+    def samples(self) -> int:
+        return len(self.source)
+
     def __len__(self) -> int:
         return (len(self.source) + self.batch_size - 1) // self.batch_size
 

@@ -70,7 +70,7 @@ class FashionTransferConfig(RunConfig):
     shots: tuple[int, ...] = (5, 10, 50, 100)  # K labelled training images per target class
     epochs: int = 12                    # per few-shot run, transfer and scratch alike
     freeze_epochs: int = 3              # transfer: head-only epochs (fine-tune schedule)
-    batch_size: int = 32
+    batch_size: int = 32                # a cap: a K-shot set smaller than it trains as one batch
     min_epoch_images: int = 256         # an epoch draws the K-shot set repeatedly to at least this many images
     lr: float = 3e-3                    # transfer's peak learning rate (the head's)
     scratch_lr: float | None = None     # scratch's (one-cycle); None: each seed takes the best of scratch_lrs

@@ -48,7 +48,7 @@ class TransferConfig(RunConfig):
     percents: tuple[int, ...] = (10, 25, 100)  # shares of the digits' training split, each trained twice
     epochs: int = 10                    # per digits run, transfer and scratch alike
     freeze_epochs: int = 2              # transfer: head-only epochs (fine-tune schedule)
-    batch_size: int = 32
+    batch_size: int = 32                # a cap: a share of the digits smaller than it trains as one batch
     lr: float = 3e-3                    # transfer's peak learning rate (the head's)
     scratch_lr: float = 1e-2            # scratch's: the best of 3e-3 and 1e-2 measured from scratch
     lr_mult: float = 0.3                # transfer: each earlier layer group trains at this times the next

@@ -46,6 +46,10 @@ class DeviceBatches:
         self.source = source
         self.device = device
         self.generator = getattr(source, "generator", None)
+        # a DataLoader over a sized map-style Dataset says how many samples a batch draws from
+        dataset, self.batch_size = getattr(source, "dataset", None), getattr(source, "batch_size", None)
+        sized = isinstance(dataset, Dataset) and not isinstance(dataset, torch.utils.data.IterableDataset)
+        self.samples = len(dataset) if sized and hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]

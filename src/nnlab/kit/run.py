@@ -217,6 +217,20 @@ def check_pair(run_dir: Path, checkpoint: dict[str, Any]) -> None:
                               "the pair is inconsistent (start a new run)")
 
 
+def check_batch_size(batches: Any, batch_size: int) -> None:
+    """A ``ConfigError`` naming ``--batch-size`` when a batch is larger than the training split (its
+    batcher's ``samples``, where it says) or an epoch has no step at all (batches that drop an
+    incomplete last batch): such a run would train full-batch, or not at all, without saying so."""
+    samples, size = getattr(batches, "samples", None), getattr(batches, "batch_size", None)
+    if samples is not None and size is not None and size > samples:
+        most = batch_size * samples // size  # as --batch-size counts (the global batch under torchrun)
+        raise ConfigError(f"--batch-size {batch_size}: larger than the training split ({samples * world_size()} "
+                          f"samples); give at most {most}")
+    if len(batches) == 0:
+        raise ConfigError(f"--batch-size {batch_size}: larger than the training split, so an epoch has no step; "
+                          "lower it")
+
+
 def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Trained:
     """Fit ``spec.model`` as ``start.config`` says, into ``start.run_dir``; the model ends at its best epoch.
 
@@ -224,9 +238,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     wrapped in ``DistributedDataParallel`` (gradients averaged during backward).
     """
     config, checkpoint = start.config, start.checkpoint
-    if len(spec.train) == 0:  # batches that drop an incomplete last batch: none at all
-        raise ConfigError(f"--batch-size {config.batch_size}: larger than the training split, so an epoch "
-                          "has no step; lower it")
+    check_batch_size(spec.train, config.batch_size)
     run_dir = start.open()
     stream = stream if stream is not None else sys.stderr
     writes = run_dir is not None and is_main()
