@@ -49,6 +49,7 @@ class RunConfig:
     patience: int | None = None         # early stopping: epochs without improvement of `monitor`
     monitor: str = "valid_loss"         # picks best.pt and drives early stopping (valid_/train_ loss|acc)
     time_budget: float | None = None    # seconds of training; the schedule runs on the fraction of it used
+    limit_train_batches: float = 1.0    # each epoch trains on this share of its batches (a quick check; Lightning's)
     valid_fraction: float = 0.1         # held out of the training rows: picks the best epoch
     test_fraction: float = 0.2          # held out for the reported scores (kinds without a test split of their own)
     seed: int = 0
@@ -81,6 +82,8 @@ class RunConfig:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 < self.limit_train_batches <= 1.0:
+            raise ConfigError(f"limit_train_batches must be a share in (0, 1], got {self.limit_train_batches}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"--time-budget must be positive seconds, got {self.time_budget}")
         if self.patience is not None and self.patience < 1:

@@ -259,3 +259,27 @@ def test_learners_are_built_in_one_place_and_backward_runs_only_where_it_is_read
     # pixels; Grad-CAM's gradients; fashion-transfer's linear probe (an L-BFGS fit of a closed problem)
     assert backward == ["engine/learner.py", "inspection/cam.py", "kinds/fashion_transfer.py", "kinds/perceptron.py",
                         "lessons/gradient_descent.py", "workflows/stylize.py"]
+
+
+def test_limit_train_batches_trains_each_epoch_on_the_start_of_a_fresh_order(tmp_path):
+    from nnlab.engine.learner import Callback
+
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.labels: list[list[int]] = []
+
+        def before_epoch(self) -> None:
+            self.labels.append([])
+
+        def after_batch(self) -> None:
+            self.labels[-1].extend(self.learner.y.tolist())
+
+    seen = Seen()
+    run = nnlab.fit(fresh_model(), Blobs(320, 0), Blobs(64, 1), epochs=3, batch_size=32, out=tmp_path / "run",
+                    limit_train_batches=0.25, callbacks=[seen], stream=io.StringIO())
+    assert [len(epoch) for epoch in seen.labels] == [96, 96, 96]  # ceil(10 * 0.25) = 3 batches of 32
+    assert seen.labels[0] != seen.labels[1]                       # each epoch a new order
+    steps = (tmp_path / "run" / "lr.csv").read_text().strip().splitlines()[1:]
+    assert len(steps) == 9 and run.config.limit_train_batches == 0.25
+    with pytest.raises(ConfigError, match=r"limit_train_batches must be a share in \(0, 1\], got 0.0"):
+        nnlab.fit(fresh_model(), Blobs(64, 0), epochs=1, limit_train_batches=0.0)

@@ -94,7 +94,7 @@ class FashionTransferConfig(RunConfig):
     # (the validation images choose between whole runs).
     unused: ClassVar[frozenset[str]] = frozenset((
         "schedule", "pct_start", "cycles", "cycle_mult", "step_every", "gamma", "patience", "monitor", "time_budget",
-        "valid_fraction", "test_fraction", "stop_after_epochs", "label_smoothing", "clip"))
+        "valid_fraction", "test_fraction", "stop_after_epochs", "label_smoothing", "clip", "limit_train_batches"))
 
     def check(self) -> None:
         """Reject settings no fashion-transfer run could use, naming the setting."""

@@ -58,7 +58,7 @@ class PerceptronConfig(RunConfig):
         "data", "batch_size", "eval_batch_size", "optimizer", "momentum", "weight_decay", "schedule", "pct_start",
         "cycles", "cycle_mult", "step_every", "gamma", "lr_mult", "freeze_epochs", "clip", "label_smoothing",
         "patience", "monitor", "time_budget", "valid_fraction", "device", "precision", "compile", "threads",
-        "stop_after_epochs", "optimizer_args", "tensorboard"))
+        "stop_after_epochs", "optimizer_args", "tensorboard", "limit_train_batches"))
 
     def check(self) -> None:
         """Reject settings no perceptron run could use, naming the setting."""

@@ -61,7 +61,7 @@ class TransferConfig(RunConfig):
     # Each digits run has its own fixed schedule (fine-tune or one-cycle) and no validation split.
     unused: ClassVar[frozenset[str]] = frozenset((
         "schedule", "pct_start", "cycles", "cycle_mult", "step_every", "gamma", "patience", "monitor", "time_budget",
-        "valid_fraction", "stop_after_epochs", "eval_batch_size", "label_smoothing", "clip"))
+        "valid_fraction", "stop_after_epochs", "eval_batch_size", "label_smoothing", "clip", "limit_train_batches"))
 
     def check(self) -> None:
         """Reject settings no transfer run could use, naming the setting."""

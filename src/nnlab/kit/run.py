@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import torch
 from torch import nn
@@ -217,6 +219,21 @@ def check_pair(run_dir: Path, checkpoint: dict[str, Any]) -> None:
                               "the pair is inconsistent (start a new run)")
 
 
+class FirstBatches:
+    """The first ``count`` batches of each pass over ``batches`` (``--set limit_train_batches=SHARE``): each
+    epoch draws its order as usual and trains on the start of it; ``generator`` is kept for checkpoints."""
+
+    def __init__(self, batches: Any, count: int) -> None:
+        self.batches, self.count = batches, count
+        self.generator = getattr(batches, "generator", None)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.batches), self.count)
+
+
 def check_batch_size(batches: Any, batch_size: int) -> None:
     """A ``ConfigError`` naming ``--batch-size`` when a batch is larger than the training split (its
     batcher's ``samples``, where it says) or an epoch has no step at all (batches that drop an
@@ -248,6 +265,8 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
         raise ConfigError("--schedule fine-tune trains in one process; drop --nproc")
     budget = None
     train_batches = spec.train
+    if config.limit_train_batches < 1.0:
+        train_batches = FirstBatches(train_batches, math.ceil(len(spec.train) * config.limit_train_batches))
     if config.time_budget is not None and not spec.dry_run:
         budget = TimeBudget(config.time_budget, spent=(checkpoint or {}).get("budget_spent") or 0.0)
         train_batches = budget.wrap(train_batches)
@@ -256,7 +275,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
                                  config.lr_mult, split=fine_tune, args=config.optimizer_args)
     # fine-tune: epochs that train the head alone (a dry run's single epoch is one of them)
     freeze_epochs = (min(config.freeze_epochs, epochs) if spec.dry_run else config.freeze_epochs) if fine_tune else 0
-    steps_per_epoch = len(spec.train)
+    steps_per_epoch = len(train_batches)
     total_steps = epochs * steps_per_epoch
     scheduler = create_scheduler(config.schedule, optimizer, [group["lr"] for group in optimizer.param_groups],
                                  total_steps, config.pct_start, cycles=config.cycles, cycle_mult=config.cycle_mult,
