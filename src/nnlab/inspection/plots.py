@@ -19,6 +19,8 @@ from matplotlib.ticker import MaxNLocator
 from nnlab.engine.checkpoint import atomic_write_bytes
 
 DPI = 100
+# Text at matplotlib's default 10 pt is about this wide per character (DejaVu Sans, on average).
+CHAR_IN = 0.085
 # Beyond this many classes the per-cell numbers overlap and make the plot unreadable; colour alone
 # still shows the structure.
 MAX_ANNOTATED_CLASSES = 20
@@ -27,6 +29,21 @@ MAX_ANNOTATED_CLASSES = 20
 def _save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` via a temp file beside it and a rename, so readers never see half a file."""
     return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=DPI))
+
+
+def _margins(fig: Figure, left: float, bottom: float, right: float = 0.2, top: float = 0.4,
+             gap: float | None = None) -> None:
+    """Fixed margins, in inches, for a figure whose texts are known in advance (``gap``: between panels).
+
+    This is what ``layout="tight"`` would find, without it measuring the extent of every text on
+    every save: that measuring was about 45% of each plot's time, and every run writes its plots.
+    """
+    width, height = fig.get_size_inches()
+    left, right = left / width, 1 - right / width
+    columns = len(fig.axes) or 1
+    panel = (right - left) * width / columns
+    fig.subplots_adjust(left=left, right=right, bottom=bottom / height, top=1 - top / height,
+                        wspace=None if gap is None else gap / max(panel - gap, 0.1))
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -56,10 +73,11 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
     Rows need ``epoch`` and may lack any of ``train_loss``, ``train_acc``, ``valid_loss`` and
     ``valid_acc`` (or hold None, as runs without a validation split do); missing points are skipped.
     """
-    fig = Figure(figsize=(10, 4), layout="tight")
+    fig = Figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     _plot_panel(loss_ax, rows, "loss", "loss")
     _plot_panel(acc_ax, rows, "acc", "accuracy")
+    _margins(fig, left=0.8, bottom=0.55, gap=0.85)
     return _save(fig, path)
 
 
@@ -89,8 +107,10 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, n
     n = len(classes)
     values = _row_normalised(cm.detach().cpu()) if normalize else cm.detach().cpu().to(torch.float64)
     side = min(4 + 0.5 * n, 20)
-    fig = Figure(figsize=(side + 1, side), layout="tight")
+    fig = Figure(figsize=(side + 1, side))
     ax = fig.subplots()
+    longest = max((len(name) for name in classes), default=1) * CHAR_IN  # the class names' width
+    _margins(fig, left=0.45 + longest, bottom=0.5 + 0.72 * longest, right=0.3)  # x labels at 45 degrees
     image = ax.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
     fig.colorbar(image, ax=ax, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(n), labels=classes, rotation=45, ha="right", rotation_mode="anchor")
@@ -105,7 +125,7 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, n
 
 def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     """Plot the learning rate of every optimizer step, to check a schedule's shape; returns ``path``."""
-    fig = Figure(figsize=(6, 4), layout="tight")
+    fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot(range(len(lrs)), list(lrs))
     ax.set_title("Learning rate schedule")
@@ -113,6 +133,7 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     ax.set_ylabel("learning rate")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
+    _margins(fig, left=0.85, bottom=0.55)
     return _save(fig, path)
 
 
@@ -123,7 +144,7 @@ def plot_lr_csv(csv_path: str | Path, path: str | Path) -> Path | None:
         return None
     header = lines[0].split(",")
     table = [[float(v) for v in line.split(",")] for line in lines[1:]]
-    fig = Figure(figsize=(6, 4), layout="tight")
+    fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     steps = [row[0] for row in table]
     for i, name in enumerate(header[1:], start=1):
@@ -132,12 +153,13 @@ def plot_lr_csv(csv_path: str | Path, path: str | Path) -> Path | None:
     ax.set_ylabel("learning rate")
     if len(header) > 2:
         ax.legend()
+    _margins(fig, left=0.85, bottom=0.55, top=0.25)
     return _save(fig, path)
 
 
 def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float], path: str | Path) -> Path:
     """Smoothed loss against learning rate (log scale) from an LR sweep, with the suggestions marked."""
-    fig = Figure(figsize=(6, 4), layout="tight")
+    fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot(lrs, losses)
     ax.set_xscale("log")
@@ -146,4 +168,5 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str,
     for name, lr in marks.items():
         ax.axvline(lr, linestyle="--", color="C1" if "steep" in name else "C2", label=f"{name} {lr:.2g}")
     ax.legend()
+    _margins(fig, left=0.7, bottom=0.55, top=0.25)
     return _save(fig, path)
