@@ -13,15 +13,12 @@ setup: $(STAMP) data
 
 # Plain pip on purpose: it takes the pinned torch/torchvision from the machine's local wheel store.
 # (The pip that venv brings, 23.x, is new enough: no upgrade step on the critical path.)
-# `--no-compile`: pip would byte-compile every module of the 6 GB of wheels up front (about 40 s
-# of the install on the 2-core machine); instead Python compiles what a process imports, once, and
-# caches it. That needs bytecode writing on, so this Makefile's commands run without
-# PYTHONDONTWRITEBYTECODE (set on some machines: with it, every process compiled torch again and
-# the suite took 351 s instead of 220; docs/benchmarks.md).
-unexport PYTHONDONTWRITEBYTECODE
+# pip byte-compiles every installed module (about 35-45 s of the install on the 2-core machine);
+# keep it: where PYTHONDONTWRITEBYTECODE is set (as here), `--no-compile` left every process
+# compiling torch again on import and the suite took 351 s instead of 220 (docs/benchmarks.md).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Debian packages, in one apt-get call for whatever is missing (one `apt-get update`, not one per
