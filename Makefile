@@ -13,14 +13,15 @@ setup: $(STAMP) data
 
 # Plain pip on purpose: it takes the pinned torch/torchvision from the machine's local wheel store.
 # (The pip that venv brings, 23.x, is new enough: no upgrade step on the critical path.)
-# pip byte-compiles every installed module (about 35-45 s of the install on the 2-core machine);
-# keep it: where PYTHONDONTWRITEBYTECODE is set (as here), `--no-compile` left every process
-# compiling torch again on import and the suite took 351 s instead of 220 (docs/benchmarks.md).
-# Compiling lazily instead (`--no-compile` with bytecode writing on for make's commands) saved ~20 s
-# of a fresh `make test`, but left every command run outside make compiling torch at start (+6.5 s).
+# `--no-compile`: pip would byte-compile all 13,000 modules of the 6 GB of wheels up front (67 s of
+# a 154 s setup on the 2-core machine); instead Python compiles the ~5,800 that get imported, once,
+# and caches them. Where PYTHONDONTWRITEBYTECODE is set (as on this machine) nothing would be cached
+# and every process would compile torch again (the suite took 351 s instead of 220), so the
+# virtualenv's own `nnlab-bytecode.pth` turns caching back on for this virtualenv only.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -c 'import sysconfig; open(sysconfig.get_path("purelib") + "/nnlab-bytecode.pth", "w").write("import sys; sys.dont_write_bytecode = False\n")'
 	touch $(STAMP)
 
 # Debian packages, in one apt-get call for whatever is missing (one `apt-get update`, not one per
