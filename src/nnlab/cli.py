@@ -249,7 +249,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve(args.run_dirs, host=args.host, port=args.port, device=args.device, batch_wait_ms=args.batch_wait_ms,
           max_batch=args.max_batch, max_bytes=args.max_mb * 2**20, on_ready=ready, runs_root=args.runs,
-          backend=args.backend)
+          backend=args.backend, header_timeout=args.header_timeout)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -597,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=2.0, dest="batch_wait_ms",
                    help="how long a request waits for others to batch with (default 2 ms)")
     p.add_argument("--max-mb", type=float, default=8.0, dest="max_mb", help="request size limit in MiB (default 8)")
+    p.add_argument("--header-timeout", type=float, default=5.0, dest="header_timeout", metavar="S",
+                   help="close a connection whose request headers are not all there after S seconds (default 5)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="what computes image runs' predictions: the PyTorch model, or its ONNX graph through "
                         "onnxruntime (RUN/model.onnx from `nnlab export`, or exported at start-up; checked "

@@ -33,11 +33,11 @@ def nnlab(*argv, env=None):
 def test_fashion_cnn_one_epoch_on_real_data(fashion_dir, tmp_path):
     env = {**os.environ, "NNLAB_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "run"
-    # one epoch over half the training batches: 89.2% on the idle 2-core machine (90.6% for a whole epoch)
-    proc = nnlab("train", "fashion-cnn", "--out", str(run), "--epochs", "1", "--set", "limit_train_batches=0.5",
+    # one epoch over 30% of the training batches: 87.2% on the idle 2-core machine (90.6% for a whole epoch)
+    proc = nnlab("train", "fashion-cnn", "--out", str(run), "--epochs", "1", "--set", "limit_train_batches=0.3",
                  "--json", env=env)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["test_accuracy"] > 0.875, summary["test_accuracy"]
+    assert summary["test_accuracy"] > 0.86, summary["test_accuracy"]
     assert summary["dataset_source"] and summary["per_class"]["Trouser"]["recall"] > 0.9
 
     evaluated = json.loads(nnlab("eval", str(run), "--json", env=env).stdout.strip().splitlines()[-1])

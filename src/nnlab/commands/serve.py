@@ -536,15 +536,15 @@ HEADER_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 256
 
 
-def header_timeout_protocol() -> type:
+def header_timeout_protocol(seconds: float = HEADER_TIMEOUT_S) -> type:
     """uvicorn's h11 protocol, closing a connection whose first request's headers are not complete
-    ``HEADER_TIMEOUT_S`` after it opened (slow-header clients; uvicorn only times out idle keep-alives)."""
+    ``seconds`` after it opened (slow-header clients; uvicorn only times out idle keep-alives)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutH11Protocol(H11Protocol):
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self.header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self.close_if_no_request)
+            self.header_timer = self.loop.call_later(seconds, self.close_if_no_request)
 
         def close_if_no_request(self) -> None:
             if self.cycle is None and not self.transport.is_closing():
@@ -560,9 +560,11 @@ def header_timeout_protocol() -> type:
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           batch_wait_ms: float = BATCH_WAIT_S * 1000, max_batch: int = MAX_BATCH,
           max_bytes: int = MAX_UPLOAD_BYTES, on_ready: Callable[[dict[str, Any]], None] | None = None,
-          runs_root: str | Path | None = None, backend: str = "auto") -> None:
+          runs_root: str | Path | None = None, backend: str = "auto",
+          header_timeout: float = HEADER_TIMEOUT_S) -> None:
     """Serve ``run_dirs`` (and the runs under ``runs_root`` to browse) with uvicorn on ``host:port``
-    until interrupted; SIGHUP reloads every model.
+    until interrupted; SIGHUP reloads every model. A connection whose request headers are not all
+    there ``header_timeout`` seconds after it opened is closed.
 
     The socket is bound here, so a port in use is a one-line ``ConfigError`` and port 0 picks a
     free one; ``on_ready`` then gets the URL and model names, before the first request is accepted.
@@ -572,6 +574,8 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"--port: expected 0 to 65535, got {port}")
     if max_batch < 1 or batch_wait_ms < 0:
         raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0, got {max_batch} and {batch_wait_ms}")
+    if not 0 < header_timeout < float("inf"):
+        raise ConfigError(f"--header-timeout: expected positive seconds, got {header_timeout}")
     app = create_app(run_dirs, device=device, max_bytes=max_bytes, batch_wait=batch_wait_ms / 1000,
                      max_batch=max_batch, reload_on_sighup=True, runs_root=runs_root, backend=backend)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -586,8 +590,8 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
         on_ready({"url": f"http://{host}:{port}/", "models": [Path(r).resolve().name for r in run_dirs],
                   "runs": str(app.state.runs_root) if app.state.runs_root else None})
     # Keep-alive connections idle for 5 s are closed and so are connections whose request headers have
-    # not arrived within HEADER_TIMEOUT_S, so idle or slow clients cannot pin the server's sockets;
+    # not arrived within header_timeout, so idle or slow clients cannot pin the server's sockets;
     # past MAX_CONNECTIONS uvicorn answers 503 at once.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
-                            http=header_timeout_protocol(), limit_concurrency=MAX_CONNECTIONS)
+                            http=header_timeout_protocol(header_timeout), limit_concurrency=MAX_CONNECTIONS)
     uvicorn.Server(config).run(sockets=[sock])
