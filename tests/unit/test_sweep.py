@@ -178,6 +178,7 @@ def test_two_workers_finish_a_2x2_grid_with_2_seeds_in_exactly_8_trials(squares,
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes did some
     assert json.loads(stdout.strip().splitlines()[-1])["trials_done"] == 8
     assert len([p for p in out.iterdir() if (p / "summary.json").is_file()]) == 8
+    assert not list(out.glob("*/*.png"))  # trials write no plots of their own (--set plots=true would)
 
 
 @pytest.mark.slow

@@ -186,7 +186,8 @@ class Plan:
             setting = dict(self.variants[params["variant"]])
         else:
             setting = {key: axes[key].value(param) for key, param in params.items()}
-        return {**self.fixed, **setting, "seed": seed}
+        # a trial writes no PNGs of its own (the sweep plots them side by side; --set plots=true for them)
+        return {"plots": False, **self.fixed, **setting, "seed": seed}
 
     def label(self, params: dict[str, Any]) -> str:
         axes = {axis.key: axis for axis in self.axes}

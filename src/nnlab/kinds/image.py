@@ -133,7 +133,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         data = prepared.data
         probs, targets = trained.learner.predict(test_batches(config, data, prepared.device), tta_flip=config.tta)
         result = score(probs, targets, data.classes)
-        plot_confusion(torch.tensor(result["confusion"]), data.classes, start.run_dir / "confusion.png")
+        if config.plots:
+            plot_confusion(torch.tensor(result["confusion"]), data.classes, start.run_dir / "confusion.png")
         images_seen = len(prepared.train) * config.batch_size * len(trained.history)
         return summarize(start, trained, {
             "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,

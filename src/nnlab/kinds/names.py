@@ -182,7 +182,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     result = test_scores(trained.model, batches(data, rows["test"], config.eval_batch_size, device),
                          data.classes, device)
-    plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
+    if config.plots:
+        plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
     return summarize(start, trained, {
         "dataset": data.source, "model": model_name, "cell": config.cell if config.model == "rnn" else None,
         "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),

@@ -184,7 +184,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
                 progress=EpochLines(stream, max(1, epochs // 10)))
     trained = train_model(start, spec, stream)
     result = score_outputs(model_outputs(model, splits.x["test"].to(device)), splits)
-    if classify:
+    if classify and config.plots:
         plot_confusion(torch.tensor(result["confusion"]), splits.pre.classes, start.run_dir / "confusion.png")
     return summarize(start, trained, {
         "dataset": table.source, "task": config.task, "model": config.model, "hidden": list(args.get("hidden", ())),

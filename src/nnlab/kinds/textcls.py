@@ -124,7 +124,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
     result = test_scores(trained.model, test, data.classes, device)
-    plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
+    if config.plots:
+        plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
     return summarize(start, trained, {
         "dataset": data.source, "model": "text_rnn", "cell": config.cell, "bidirectional": config.bidirectional,
         "pooling": config.pooling,

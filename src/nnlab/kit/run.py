@@ -329,8 +329,9 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     if writes and not stopped:
         best = load_checkpoint(run_dir / "best.pt", map_location=start.device)
         spec.model.load_state_dict(best["model"])  # early stopping and last epochs: the best weights win
-        plot_curves(history, run_dir / "curves.png")
-        plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
+        if config.plots:
+            plot_curves(history, run_dir / "curves.png")
+            plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
     return Trained(spec.model, learner, history, best, train_seconds, stopped, epochs, freeze_epochs)
 
 
