@@ -135,7 +135,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         result = score(probs, targets, data.classes)
         if config.plots:
             plot_confusion(torch.tensor(result["confusion"]), data.classes, start.run_dir / "confusion.png")
-        images_seen = len(prepared.train) * config.batch_size * len(trained.history)
+        images_seen = trained.learner.step * config.batch_size  # steps taken (a share of each epoch, a budget)
         return summarize(start, trained, {
             "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,
             "images_per_s": round(images_seen / trained.train_seconds, 1) if trained.train_seconds else None,
