@@ -39,11 +39,10 @@ def _margins(fig: Figure, left: float, bottom: float, right: float = 0.2, top: f
     every save: that measuring was about 45% of each plot's time, and every run writes its plots.
     """
     width, height = fig.get_size_inches()
-    left, right = left / width, 1 - right / width
-    columns = len(fig.axes) or 1
-    panel = (right - left) * width / columns
-    fig.subplots_adjust(left=left, right=right, bottom=bottom / height, top=1 - top / height,
-                        wspace=None if gap is None else gap / max(panel - gap, 0.1))
+    columns = len(fig.axes) or 1  # panels side by side
+    panel = (width - left - right - (columns - 1) * (gap or 0.0)) / columns  # each panel's width, inches
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=None if gap is None else gap / max(panel, 0.1))  # wspace: a share of a panel
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
