@@ -29,9 +29,8 @@ from nnlab.engine.learner import predict_probs, resolve_device, resolve_precisio
 from nnlab.engine.metrics import check_predict_args, ranked, score
 from nnlab.engine.optim import freeze
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.inspection.plots import plot_confusion
 from nnlab.kit.rundir import check_output, load_best, read_summary, rebuild_args
-from nnlab.kit.run import RunStart, Spec, find_lr, stopped_summary, summarize, train_model
+from nnlab.kit.run import RunStart, Spec, find_lr, plot_run_confusion, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 
 
@@ -133,8 +132,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         data = prepared.data
         probs, targets = trained.learner.predict(test_batches(config, data, prepared.device), tta_flip=config.tta)
         result = score(probs, targets, data.classes)
-        if config.plots:
-            plot_confusion(torch.tensor(result["confusion"]), data.classes, start.run_dir / "confusion.png")
+        plot_run_confusion(start, result["confusion"], data.classes)
         images_seen = trained.learner.step * config.batch_size  # steps taken (a share of each epoch, a budget)
         return summarize(start, trained, {
             "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,

@@ -27,11 +27,10 @@ from nnlab.data.names import (ALPHABET, NameBatches, NamesDataset, ceiling, dedu
 from nnlab.engine.learner import resolve_device
 from nnlab.engine.metrics import check_predict_args
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.inspection.plots import plot_confusion
 from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kit.rundir import load_best
-from nnlab.kit.run import RunStart, stopped_summary, summarize
+from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
 from nnlab.models.names import MEMBER_KINDS
 
 
@@ -164,7 +163,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
 
     ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    config, device, run_dir = start.config, start.device, start.run_dir
+    config, device = start.config, start.device
     split = split_names(load_names(config.data), config)
     data, rows = split.data, split.rows
     n_classes = len(data.classes)
@@ -182,8 +181,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     result = test_scores(trained.model, batches(data, rows["test"], config.eval_batch_size, device),
                          data.classes, device)
-    if config.plots:
-        plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
+    plot_run_confusion(start, result["confusion"], data.classes)
     return summarize(start, trained, {
         "dataset": data.source, "model": model_name, "cell": config.cell if config.model == "rnn" else None,
         "balance": config.balance, "test_accuracy": result.pop("test_accuracy"),

@@ -28,9 +28,8 @@ from nnlab.engine.learner import count_correct, resolve_device
 from nnlab.engine.metrics import score
 from nnlab.engine.scores import regression_report, roc_auc_ovr
 from nnlab.errors import ConfigError, DataError
-from nnlab.inspection.plots import plot_confusion
 from nnlab.kit.rundir import check_output, load_best, read_summary
-from nnlab.kit.run import RunStart, Spec, summarize, train_model
+from nnlab.kit.run import RunStart, Spec, plot_run_confusion, summarize, train_model
 from nnlab.models import create_model
 
 
@@ -184,8 +183,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
                 progress=EpochLines(stream, max(1, epochs // 10)))
     trained = train_model(start, spec, stream)
     result = score_outputs(model_outputs(model, splits.x["test"].to(device)), splits)
-    if classify and config.plots:
-        plot_confusion(torch.tensor(result["confusion"]), splits.pre.classes, start.run_dir / "confusion.png")
+    if classify:
+        plot_run_confusion(start, result["confusion"], splits.pre.classes)
     return summarize(start, trained, {
         "dataset": table.source, "task": config.task, "model": config.model, "hidden": list(args.get("hidden", ())),
         **result, "rows": {k: len(v) for k, v in splits.rows.items()}, "n_features": len(splits.pre.feature_names),

@@ -26,12 +26,11 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.engine.metrics import check_predict_args
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.inspection.plots import plot_confusion
 from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kinds.tabular import class_predictions_csv
 from nnlab.kit.rundir import load_best
-from nnlab.kit.run import RunStart, stopped_summary, summarize
+from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
 
 
 @dataclass
@@ -104,7 +103,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
 
     ``dry_run`` trains one epoch on a few batches: a smoke test of the whole path.
     """
-    config, device, run_dir = start.config, start.device, start.run_dir
+    config, device = start.config, start.device
     data = load_data(config)
     rows = split_rows(data, config)
     n_classes = len(data.classes)
@@ -124,8 +123,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     test = batches(data, rows["test"], vocab, config, config.eval_batch_size, device)
     result = test_scores(trained.model, test, data.classes, device)
-    if config.plots:
-        plot_confusion(torch.tensor(result["confusion"]), data.classes, run_dir / "confusion.png")
+    plot_run_confusion(start, result["confusion"], data.classes)
     return summarize(start, trained, {
         "dataset": data.source, "model": "text_rnn", "cell": config.cell, "bidirectional": config.bidirectional,
         "pooling": config.pooling,

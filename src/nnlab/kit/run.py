@@ -33,7 +33,7 @@ from nnlab.engine.learner import Callback, Learner, count_correct, resolve_devic
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.inspection.plots import plot_curves, plot_lr_csv
+from nnlab.inspection.plots import plot_confusion, plot_curves, plot_lr_csv
 from nnlab.kit.rundir import (RunLock, environment, new_run_dir, read_rows, remove_orphans, remove_run_files,
                               write_jsonl)
 
@@ -232,6 +232,12 @@ class FirstBatches:
 
     def __iter__(self) -> Iterator[Any]:
         return itertools.islice(iter(self.batches), self.count)
+
+
+def plot_run_confusion(start: RunStart, confusion: list[list[int]], classes: list[str]) -> None:
+    """``RUN/confusion.png`` of a classifier's test confusion matrix, unless the run's ``plots`` is off."""
+    if start.config.plots:
+        plot_confusion(torch.tensor(confusion), classes, start.run_dir / "confusion.png")
 
 
 def check_batch_size(batches: Any, batch_size: int) -> None:
