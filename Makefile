@@ -11,16 +11,23 @@ ARGS   ?=
 
 setup: $(STAMP) data
 
-# Plain pip on purpose: it takes the pinned torch/torchvision from the machine's local wheel store.
+# Two installers, each where it is fast. Plain pip for torch and torchvision: it takes the pinned
+# wheels (and their 3 GB of nvidia-* wheels) from the machine's local wheel store, where uv would
+# download them again. uv for everything else: pip spent 46 s resolving and installing the ~85 other
+# packages (mostly reading PyPI's index pages), uv 8 s. If uv cannot reach the index, pip does it.
 # (The pip that venv brings, 23.x, is new enough: no upgrade step on the critical path.)
-# `--no-compile`: pip would byte-compile all 13,000 modules of the 6 GB of wheels up front (67 s of
-# a 154 s setup on the 2-core machine); instead Python compiles the ~5,800 that get imported, once,
-# and caches them. Where PYTHONDONTWRITEBYTECODE is set (as on this machine) nothing would be cached
-# and every process would compile torch again (the suite took 351 s instead of 220), so the
-# virtualenv's own `nnlab-bytecode.pth` turns caching back on for this virtualenv only.
+# `--no-compile` (uv's default too): pip would byte-compile all 13,000 modules of the 6 GB of wheels
+# up front (67 s of a 154 s setup on the 2-core machine); instead Python compiles the ~5,800 that get
+# imported, once, and caches them. Where PYTHONDONTWRITEBYTECODE is set (as on this machine) nothing
+# would be cached and every process would compile torch again (the suite took 351 s instead of 220),
+# so the virtualenv's own `nnlab-bytecode.pth` turns caching back on for this virtualenv only.
+TORCH_PINS = $(BIN)/python -c 'import tomllib; print(*(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))'
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile $$($(TORCH_PINS)) 'uv>=0.13,<0.14'
+	UV_NATIVE_TLS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' \
+		|| { echo "uv could not install the dependencies (above): pip installs them"; \
+		     $(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'; }
 	$(BIN)/python -c 'import sysconfig; open(sysconfig.get_path("purelib") + "/nnlab-bytecode.pth", "w").write("import sys; sys.dont_write_bytecode = False\n")'
 	touch $(STAMP)
 
