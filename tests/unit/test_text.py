@@ -284,3 +284,51 @@ def test_resume_on_another_text_is_refused(corpus, tmp_path, capsys):
     other.write_text("completely different letters: xyzq XYZQ 0123456789 " * 300, encoding="utf-8")
     assert main(["train", "--resume", str(tmp_path / "cut"), "--data", str(other)]) == 2
     assert "is not the text this run was trained on" in capsys.readouterr().err
+
+
+def test_locked_dropout_holds_one_mask_over_the_time_steps_and_keeps_the_scale():
+    from nnlab.models.rnn import LockedDropout
+    drop = LockedDropout(0.5).train()
+    out = drop(torch.ones(64, 30, 8))
+    kept = out != 0
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))          # a unit is dropped at every step or none
+    assert set(out.unique().tolist()) == {0.0, 2.0}                 # the kept ones scaled by 1 / (1 - p)
+    assert 0.4 < kept[:, 0].float().mean().item() < 0.6
+    assert torch.equal(drop.eval()(out), out)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_locked_dropout_stack_is_the_same_recurrence_as_the_fused_layers(cell):
+    """Without dropout (eval), the stack of one-layer cells computes what nn.LSTM/GRU of L layers does."""
+    torch.manual_seed(0)
+    fused = create_model("char_rnn", n_classes=20, embed=8, hidden=12, layers=3, cell=cell).eval()
+    locked = create_model("char_rnn", n_classes=20, embed=8, hidden=12, layers=3, cell=cell, locked_dropout=True).eval()
+    weights = {k: v for k, v in fused.state_dict().items() if not k.startswith("rnn.")}
+    for name, value in fused.rnn.state_dict().items():               # weight_ih_l2 -> layers.2.weight_ih_l0
+        stem, layer = name.rsplit("_l", 1)
+        weights[f"rnn.layers.{layer}.{stem}_l0"] = value
+    locked.load_state_dict(weights)
+    x = torch.randint(0, 20, (3, 7))
+    (a, ha), (b, hb) = fused.forward_sequence(x), locked.forward_sequence(x)
+    assert torch.allclose(a, b, atol=1e-6)
+    for got, want in zip(*(h if isinstance(h, tuple) else (h,) for h in (hb, ha))):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+    # and it carries the state on: the second window from the first one's final state
+    assert torch.allclose(fused.forward_sequence(x, ha)[0], locked.forward_sequence(x, hb)[0], atol=1e-6)
+
+
+def test_a_locked_dropout_run_trains_samples_and_resumes(corpus, tmp_path, capsys):
+    overrides = {"data": str(corpus), "epochs": 2, "dropout": 0.2, "layers": 2, "locked_dropout": True, **TINY}
+    with open(os.devnull, "w") as quiet:
+        whole = train_recipe("shakespeare-lstm", out=tmp_path / "whole", overrides=overrides, stream=quiet)
+        train_recipe("shakespeare-lstm", out=tmp_path / "cut", overrides={**overrides, "stop_after_epochs": 1},
+                     stream=quiet)
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["valid_loss"] == whole["valid_loss"]
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")
+    assert whole["valid_loss"] < math.log(whole["vocab_size"])       # it learned something
+    assert main(["sample", str(tmp_path / "whole"), "--prime", "the ", "--length", "20"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+    assert main(["train", "shakespeare-transformer", "--data", str(corpus), "--set", "locked_dropout=true",
+                 "--dry-run"]) == 2
+    assert "locked_dropout is for model=rnn" in capsys.readouterr().err

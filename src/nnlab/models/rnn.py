@@ -6,7 +6,9 @@ All take token ids (or values) and return logits, like every registered model, a
 - ``char_rnn``: embedding -> LSTM/GRU -> linear over the vocabulary. ``forward(x [B, T])``
   gives logits ``[B*T, V]`` (one row per position, so ``CrossEntropyLoss`` and accuracy apply
   as to any classifier); ``forward_sequence`` also takes and returns the hidden state, and
-  ``TruncatedBPTT`` carries that state from one window to the next, detached.
+  ``TruncatedBPTT`` carries that state from one window to the next, detached. With
+  ``locked_dropout`` its dropout masks (between layers and before the output layer) are drawn
+  once per sequence and held over every time step (``LockedDropout``).
 - ``name_rnn`` and ``text_rnn``: two sizes of ``SequenceRNN``, embedding -> LSTM/GRU over
   padded, packed sequences (id 0 is padding) -> linear over the classes, from the final states.
   ``name_rnn`` is a bidirectional GRU over characters; ``text_rnn`` an LSTM over words,
@@ -48,9 +50,59 @@ def _cell(name: str) -> type[nn.RNNBase]:
     return CELLS[name]
 
 
+class LockedDropout(nn.Module):
+    """Dropout whose mask is drawn once per sequence and held over its time steps (AWD-LSTM's
+    "locked" or variational dropout, fastai's ``RNNDropout``): inputs ``[B, T, H]``, a mask ``[B, 1, H]``.
+
+    The same units are dropped at every position of a window, so the recurrent layers cannot
+    route around them step to step, and the mask needs T times fewer random numbers: on the
+    2-core CPU, drawing a full ``[64, 100, 512]`` dropout mask took 41 ms, this one 1.4 ms
+    (docs/benchmarks.md, "Locked dropout"). Inputs of other ranks get an ordinary mask.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (x.shape[0], 1, x.shape[2]) if x.dim() == 3 else x.shape
+        return x * x.new_empty(shape).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LockedDropoutRNN(nn.Module):
+    """A stack of one-layer LSTMs/GRUs with ``LockedDropout`` between layers, called as
+    ``nn.LSTM(..., batch_first=True)`` is: ``(x [B, T, I], hidden) -> (out [B, T, H], hidden)``,
+    the hidden state stacked over layers ``[L, B, H]`` (an ``(h, c)`` pair for an LSTM)."""
+
+    def __init__(self, cell: type[nn.RNNBase], input_size: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(cell(input_size if i == 0 else hidden, hidden, 1, batch_first=True)
+                                    for i in range(layers))
+        self.drop = LockedDropout(dropout)
+
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        finals = []
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = self.drop(x)
+            state = None if hidden is None else (tuple(h[i:i + 1] for h in hidden) if isinstance(hidden, tuple)
+                                                 else hidden[i:i + 1])
+            x, final = layer(x, state)
+            finals.append(final)
+        if isinstance(finals[0], tuple):
+            return x, tuple(torch.cat(parts) for parts in zip(*finals))
+        return x, torch.cat(finals)
+
+
 @dataclass
 class CharRNNConfig:
-    """Sizes of a character-level language model; ``tie_weights`` needs ``embed == hidden``."""
+    """Sizes of a character-level language model; ``tie_weights`` needs ``embed == hidden``;
+    ``locked_dropout``: one dropout mask per sequence (``LockedDropout``), not one per position."""
 
     vocab_size: int = 65
     embed: int = 64
@@ -59,6 +111,7 @@ class CharRNNConfig:
     cell: str = "lstm"
     dropout: float = 0.2
     tie_weights: bool = False
+    locked_dropout: bool = False
 
 
 class CharRNN(Classifier):
@@ -70,9 +123,14 @@ class CharRNN(Classifier):
             raise ValueError(f"tie_weights needs embed == hidden, got {config.embed} and {config.hidden}")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed)
-        self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
-                                      dropout=config.dropout if config.layers > 1 else 0.0)
-        self.drop = nn.Dropout(config.dropout)
+        self.rnn: nn.Module
+        if config.locked_dropout:
+            self.rnn = LockedDropoutRNN(_cell(config.cell), config.embed, config.hidden, config.layers, config.dropout)
+            self.drop: nn.Module = LockedDropout(config.dropout)
+        else:
+            self.rnn = _cell(config.cell)(config.embed, config.hidden, config.layers, batch_first=True,
+                                          dropout=config.dropout if config.layers > 1 else 0.0)
+            self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.tie_weights:
             self.head.weight = self.embed.weight
