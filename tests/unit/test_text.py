@@ -173,25 +173,6 @@ def test_a_time_budget_runs_the_same_one_cycle_on_the_share_of_time_used():
     assert progress_factor("one-cycle", 0.5, 0.1) == pytest.approx(one_cycle_factor(0.5 * 999, 1000, 0.1), abs=1e-3)
 
 
-def test_a_budgeted_schedule_ends_with_the_epochs_when_they_end_first():
-    """Under a time budget the LR follows the larger share done: of the budget, or of the steps."""
-    from nnlab.engine.schedules import create_scheduler, progress_factor
-    shares = {"clock": 0.0}
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = create_scheduler("one-cycle", optimizer, 1.0, total_steps=20, pct_start=0.1,
-                                 clock=lambda: shares["clock"])
-    lrs = []
-    for _ in range(20):  # a run faster than its budget: the clock stays near 0
-        optimizer.step()
-        scheduler.step()
-        lrs.append(optimizer.param_groups[0]["lr"])
-    assert max(lrs) == pytest.approx(1.0, abs=0.05) and lrs[-1] < 1e-3   # warmed up, then annealed by the steps
-    shares["clock"] = 0.8  # now the clock is ahead of the steps (11 of 20): it sets the rate
-    scheduler.last_epoch = 10
-    scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(progress_factor("one-cycle", 0.8, 0.1))
-
-
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     """A tiny LSTM trained for 3 passes over the corpus: the run directory (shared by the tests below)."""

@@ -8,9 +8,8 @@ restart in the last few steps of a run would end it at a high learning rate. ``f
 a one-cycle for the head alone, then a second one-cycle for every layer group.
 
 Every schedule is a function of progress through the run. Progress is usually steps done over
-the run's steps; under a time budget it is whichever is further on, seconds used over the budget
-(``clock``) or steps done over the run's steps, so the schedule ends with whichever limit ends the
-run; the same factors (``progress_factor``) set the learning rate: one owner of the LR either way.
+the run's steps; under a time budget it is seconds used over the budget (``clock``), and the
+same factors (``progress_factor``) set the learning rate: one owner of the LR either way.
 """
 from __future__ import annotations
 
@@ -108,17 +107,14 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
     times ``gamma`` every ``step_every`` epochs; ``constant``; ``fine-tune``: the first
     ``freeze_steps`` train the parameter groups named ``head`` alone, then all (``fine_tune_factor``).
     With ``clock`` (progress in [0, 1], e.g. the share of a time budget used) the schedule is
-    ``progress_factor`` of the clock or of the share of ``total_steps`` done, whichever is
-    larger (a run whose epochs end before its budget still anneals), stepped like any other.
+    ``progress_factor`` of the clock, stepped like any other.
     """
     if clock is not None:
         if name not in CLOCKED:
             raise ConfigError(f"schedule {name!r} cannot follow a time budget; use one of {', '.join(CLOCKED)}")
         if not 0.0 < pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
-        steps = max(total_steps, 1)
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: progress_factor(name, max(clock(), min(step / steps, 1.0)), pct_start))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: progress_factor(name, clock(), pct_start))
     if name == "one-cycle":
         if not 0.0 < pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
