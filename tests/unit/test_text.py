@@ -329,6 +329,3 @@ def test_a_locked_dropout_run_trains_samples_and_resumes(corpus, tmp_path, capsy
     assert whole["valid_loss"] < math.log(whole["vocab_size"])       # it learned something
     assert main(["sample", str(tmp_path / "whole"), "--prime", "the ", "--length", "20"]) == 0
     assert capsys.readouterr().out.startswith("the ")
-    assert main(["train", "shakespeare-transformer", "--data", str(corpus), "--set", "locked_dropout=true",
-                 "--dry-run"]) == 2
-    assert "locked_dropout is for model=rnn" in capsys.readouterr().err

@@ -58,7 +58,7 @@ class CharLMConfig(RunConfig):
     embed: int = 64                     # RNN: token embedding width (= hidden_size to tie weights)
     heads: int = 4                      # transformer: attention heads (hidden_size must divide into them)
     dropout: float = 0.2
-    locked_dropout: bool = False        # RNN: one dropout mask per sequence, held over its steps (faster on a CPU)
+    locked_dropout: bool = False        # RNN (like cell and embed): one dropout mask per window, held over its steps
     tie_weights: bool = False           # the output layer's weight is the token embedding's
     bptt: int = 128                     # window length T: gradients flow back at most this far (transformer: its context)
     eval_bptt: int | None = None        # validation window (None: bptt for an RNN, bptt // 2 for a transformer)
@@ -87,8 +87,6 @@ class CharLMConfig(RunConfig):
         if self.max_vocab < 2:
             raise ConfigError(f"max_vocab must be at least 2 (<unk> and one word), got {self.max_vocab}")
         check_dropout(self.dropout)
-        if self.locked_dropout and self.model != "rnn":
-            raise ConfigError(f"locked_dropout is for model=rnn (an LSTM/GRU), not model={self.model}")
         if self.valid_fraction == 0.0:
             raise ConfigError(f"valid_fraction must be in (0, 1) for a language model, got {self.valid_fraction}")
         if self.tokens == "word" and self.valid_fraction + self.test_fraction >= 1.0:
