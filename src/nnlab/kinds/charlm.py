@@ -184,9 +184,9 @@ def model_args(config: CharLMConfig, vocab_size: int) -> dict[str, Any]:
         return {"n_classes": vocab_size, "context": config.bptt, "width": config.hidden_size,
                 "layers": config.layers, "heads": config.heads, "dropout": config.dropout,
                 "tie_weights": config.tie_weights}
-    args = {"n_classes": vocab_size, "embed": config.embed, "hidden": config.hidden_size, "layers": config.layers,
-            "cell": config.cell, "dropout": config.dropout, "tie_weights": config.tie_weights}
-    return {**args, "locked_dropout": True} if config.locked_dropout else args  # runs without it saved no such key
+    return {"n_classes": vocab_size, "embed": config.embed, "hidden": config.hidden_size, "layers": config.layers,
+            "cell": config.cell, "dropout": config.dropout, "tie_weights": config.tie_weights,
+            "locked_dropout": config.locked_dropout}
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
