@@ -98,10 +98,11 @@ def stem_maker(seed: int, length: int):
 
 
 def tiny_image(squares, **extra):
-    """Overrides that make an image recipe a second-long run on ``squares``: a tiny conv net, one thread."""
+    """Overrides that make an image recipe a second-long run on ``squares``: a tiny conv net, one thread,
+    no plots (``plots=True`` where a test reads them: they were a sixth of the suite's time)."""
     return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 1,
             "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "threads": 1, "valid_fraction": 0.2,
-            **extra}
+            "plots": False, **extra}
 
 
 @pytest.fixture(scope="session")

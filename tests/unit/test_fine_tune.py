@@ -19,7 +19,7 @@ def fine_tune(squares, **extra):
     """Overrides for a seconds-long fine-tune run: tiny net, 1 head-only epoch of 3, lr_mult 0.1."""
     return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 3,
             "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "model_args.dropout": 0.2,
-            "threads": 1, "schedule": "fine-tune", "freeze_epochs": 1, "lr_mult": 0.1, **extra}
+            "threads": 1, "schedule": "fine-tune", "freeze_epochs": 1, "lr_mult": 0.1, "plots": False, **extra}
 
 
 def initial_weights():

@@ -13,7 +13,7 @@ from nnlab.kit.rundir import RunLock
 from conftest import assert_same_run, run_cli
 from test_kit import Blobs, TwoLayer, fresh_model
 
-SETTINGS = {"epochs": 4, "lr": 1e-2, "batch_size": 32}
+SETTINGS = {"epochs": 4, "lr": 1e-2, "batch_size": 32, "plots": False}
 
 
 def fit(out, **extra):

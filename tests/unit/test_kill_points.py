@@ -222,7 +222,7 @@ def reviews(root: Path) -> dict:
 
 def squares(root: Path) -> dict:
     from conftest import tiny_image, write_square_fashion
-    return tiny_image(write_square_fashion(root / "fashion-mnist", n_train=200, n_test=50))
+    return tiny_image(write_square_fashion(root / "fashion-mnist", n_train=200, n_test=50), plots=True)
 
 
 # A tiny run of every kind that resumes (the custom kind is the test above): recipe, its data and settings.

@@ -14,7 +14,8 @@ from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT
 from nnlab.recipes import train as train_recipe
 
-TINY = {"hidden_size": 32, "layers": 1, "batch_size": 8, "eval_batch_size": 4, "device": "cpu", "tensorboard": False}
+TINY = {"hidden_size": 32, "layers": 1, "batch_size": 8, "eval_batch_size": 4, "device": "cpu", "tensorboard": False,
+        "plots": False}
 TRANSFORMER = {**TINY, "model": "transformer", "heads": 2, "bptt": 16, "dropout": 0.0, "lr": 1e-2,
                "precision": "fp32"}
 WORDS = {**TINY, "tokens": "word", "max_vocab": 12, "embed": 32, "bptt": 8, "lr": 1e-2}

@@ -145,7 +145,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(names_dir, tmp_path
     """Stopped after 2 of 4 epochs (dropout on, sampler drawing), then resumed through the CLI: the
     metrics, the final weights and the test accuracy are those of the run that was never stopped."""
     overrides = {"data": str(names_dir), "epochs": 4, "hidden_size": 16, "embed": 8, "batch_size": 64,
-                 "dropout": 0.3, "balance": "sampler"}
+                 "dropout": 0.3, "balance": "sampler", "plots": False}
     with open(os.devnull, "w") as quiet:
         whole = train_recipe("names-rnn", out=tmp_path / "whole", overrides=overrides, stream=quiet)
         cut = tmp_path / "cut"

@@ -18,7 +18,7 @@ def folder(tmp_path_factory):
     data = write_square_fashion(base / "fashion-mnist", n_train=300, n_test=100)
     tiny = {"data": str(data), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 2,
             "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "threads": 1, "valid_fraction": 0.2,
-            "tensorboard": False}
+            "tensorboard": False, "plots": False}
     runs = base / "runs"
     train("fashion-cnn", out=runs / "finished", overrides=tiny, stream=io.StringIO())
     train("fashion-cnn", out=runs / "sweep" / "lr-0.03", overrides={**tiny, "lr": 0.03}, stream=io.StringIO())

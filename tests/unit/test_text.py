@@ -16,7 +16,7 @@ from nnlab.kinds import charlm
 from nnlab.recipes import train as train_recipe
 
 TINY = {"hidden_size": 32, "embed": 16, "layers": 1, "batch_size": 8, "bptt": 16, "eval_batch_size": 4,
-        "device": "cpu"}
+        "device": "cpu", "plots": False}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -178,7 +178,8 @@ def trained(corpus, tmp_path_factory):
     """A tiny LSTM trained for 3 passes over the corpus: the run directory (shared by the tests below)."""
     run = tmp_path_factory.mktemp("charlm") / "run"
     with open(os.devnull, "w") as quiet:
-        train_recipe("shakespeare-lstm", out=run, overrides={"data": str(corpus), "epochs": 3, "lr": 1e-2, **TINY},
+        train_recipe("shakespeare-lstm", out=run, overrides={"data": str(corpus), "epochs": 3, "lr": 1e-2, **TINY,
+                                                                  "plots": True},
                      stream=quiet)
     return run
 

@@ -24,10 +24,11 @@ def squares(tmp_path_factory):
 
 
 def small(squares, **extra):
-    """Overrides for a seconds-long run: tiny net (with dropout, so torch's RNG matters), flips."""
+    """Overrides for a seconds-long run: tiny net (with dropout, so torch's RNG matters), flips; no plots
+    (``plots=True`` where a test reads them)."""
     return {"data": str(squares), "device": "cpu", "batch_size": 50, "eval_batch_size": 100, "epochs": 3,
             "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "model_args.dropout": 0.2,
-            "threads": 1, **extra}
+            "threads": 1, "plots": False, **extra}
 
 
 def test_resumed_run_ends_bitwise_equal_to_uninterrupted_run(squares, tmp_path):
@@ -99,7 +100,7 @@ def test_sgdr_boundaries_end_exactly_at_the_last_step():
 
 def test_sgdr_run_saves_a_snapshot_per_cycle_and_ensembles_them(squares, tmp_path):
     run = tmp_path / "sgdr"
-    train("fashion-cnn", out=run, overrides=small(squares, schedule="sgdr", cycles=3, epochs=3),
+    train("fashion-cnn", out=run, overrides=small(squares, schedule="sgdr", cycles=3, epochs=3, plots=True),
           stream=io.StringIO())
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["cycle-1.pt", "cycle-2.pt", "cycle-3.pt"]
     result = evaluate(run, ensemble="snapshots")

@@ -23,7 +23,8 @@ def squares(tmp_path_factory):
 
 def quick(**extra):
     """A seconds-long digits-transfer: one share of 10%, 3 epochs (1 head-only), one thread."""
-    return {"percents": (10,), "epochs": 3, "freeze_epochs": 1, "batch_size": 32, "threads": 1, **extra}
+    return {"percents": (10,), "epochs": 3, "freeze_epochs": 1, "batch_size": 32, "threads": 1, "plots": False,
+            **extra}
 
 
 def test_digits_are_upscaled_to_28x28_bright_ink_on_dark():

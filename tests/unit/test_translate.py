@@ -249,9 +249,11 @@ def test_eng_fra_download_checks_structure_and_size_then_extracts(tmp_path):
 
 
 @pytest.mark.slow
-def test_dates_recipe_learns_the_held_out_dates_in_four_epochs(tmp_path):
+def test_dates_recipe_learns_the_held_out_dates_in_three_epochs(tmp_path):
     # A fixed number of epochs, not the recipe's time budget: a wall-clock budget on a loaded machine
     # measured the load (0.2% exact match under load 8), not the model; speed is in benchmarks/.
+    # 5,000 pairs, 3 epochs at lr 0.015 (117 steps): 96.6-99.0% over seeds 0-3 in ~11 s alone; the
+    # recipe's lr 0.005 needed 6,000 pairs x 4 epochs (21 s) for the same.
     summary = train("translate-dates", out=tmp_path / "run",
-                    overrides={"pairs": 6000, "time_budget": None, "epochs": 4, "threads": 1, "beam": 1})
+                    overrides={"pairs": 5000, "time_budget": None, "epochs": 3, "lr": 0.015, "threads": 1, "beam": 1})
     assert summary["test_exact_match"] >= 0.9, summary["examples"]
