@@ -1,8 +1,8 @@
 """Screenshots of the nnlab studio (``nnlab serve``'s page) for the README: ``make screenshots``.
 
-Trains a few small runs in seconds each (a conv net on 6,000 real Fashion-MNIST images, a names
-classifier pooling by attention, a char-RNN on part of Tiny Shakespeare, and the same char-RNN
-stopped after one epoch, so the runs view has an interrupted run), serves them with
+Trains a few small runs in seconds each (a conv net for one epoch on 6,000 real Fashion-MNIST images,
+77.9% test accuracy; a names classifier pooling by attention; a char-RNN on part of Tiny Shakespeare;
+the same char-RNN stopped after one epoch, so the runs view has an interrupted run), serves them with
 ``nnlab serve``'s app on a loopback port, drives Debian's Chromium through Playwright and writes
 ``docs/studio-image.png``, ``docs/studio-names.png`` and ``docs/studio-runs.png``.
 
@@ -26,25 +26,45 @@ from typing import Any, Iterator
 import torch
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FASHION_FILES = {"train-images-idx3-ubyte.gz": 6000, "train-labels-idx1-ubyte.gz": 6000,
-                 "t10k-images-idx3-ubyte.gz": 2000, "t10k-labels-idx1-ubyte.gz": 2000}
+FASHION_FILES = {"train-images-idx3-ubyte": 6000, "train-labels-idx1-ubyte": 6000,  # written uncompressed
+                 "t10k-images-idx3-ubyte": 2000, "t10k-labels-idx1-ubyte": 2000}
 TEXT_CHARS = 150_000          # of Tiny Shakespeare: a char-RNN learns words from it in seconds
 MADE_UP_TEXT = "".join(f"the {w} sat on the mat. " for w in ("cat", "dog", "bat", "rat", "hen")) * 200
 VIEWPORT = {"width": 960, "height": 760}
 
 
 def fashion_subset(folder: Path) -> Path:
-    """The first 6,000 training and 2,000 test images of the real Fashion-MNIST, written under ``folder``
-    (a ``DataError`` where the real data cannot be found without a download)."""
-    from nnlab.data.idx import read_idx, write_idx
+    """The first 6,000 training and 2,000 test images of the real Fashion-MNIST, written uncompressed under
+    ``folder`` (a ``DataError`` where the real data cannot be found without a download)."""
+    from nnlab.data.idx import write_idx
     from nnlab.data.sources import locate
     from nnlab.data.vision import FASHION_MNIST
     directory, _ = locate(FASHION_MNIST.spec, download=False)
     folder.mkdir(parents=True, exist_ok=True)
     for name, n in FASHION_FILES.items():
-        source = directory / name if (directory / name).exists() else directory / name.removesuffix(".gz")
-        write_idx(folder / name, read_idx(source)[:n])
+        source = directory / f"{name}.gz" if (directory / f"{name}.gz").exists() else directory / name
+        write_idx(folder / name, idx_head(source, n))  # uncompressed: gzip took 2 s
     return folder
+
+
+def idx_head(path: Path, n: int) -> "np.ndarray":
+    """The first ``n`` records of an unsigned-byte IDX file (gzipped or not), decompressing only those:
+    reading all 60,000 training images to keep 6,000 took 3 of the fixture's 11 s."""
+    import gzip
+    import struct
+
+    import numpy as np
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as stream:
+        zero, code, ndim = struct.unpack(">HBB", stream.read(4))
+        if zero != 0 or code != 0x08:
+            raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {zero:#06x} {code:#04x})")
+        dims = struct.unpack(f">{ndim}I", stream.read(4 * ndim))
+        count = min(n, dims[0])
+        record = int(np.prod(dims[1:], dtype=np.int64))
+        data = stream.read(count * record)
+    if len(data) != count * record:
+        raise ValueError(f"{path}: ends after {len(data) // max(record, 1)} of {count} records")
+    return np.frombuffer(data, dtype=np.uint8).reshape(count, *dims[1:])
 
 
 def made_up_names(folder: Path) -> Path:
@@ -77,7 +97,7 @@ def train_demo_runs(base: Path, real_names: bool = False, real_text: bool = Fals
         return train(recipe, out=runs / out, stream=io.StringIO(),
                      overrides={"threads": 1, "tensorboard": False, "device": "cpu", **overrides})
 
-    image = tiny("fashion-cnn", "fashion-cnn", data=str(fashion_subset(base / "fashion-mnist")), epochs=2,
+    image = tiny("fashion-cnn", "fashion-cnn", data=str(fashion_subset(base / "fashion-mnist")), epochs=1,
                  precision="fp32", channels_last=False, augment=[], **{"model_args.widths": (16, 32, 32),
                                                                        "model_args.head_hidden": 64})
     names = default_names_dir()[0] if real_names else made_up_names(base / "names")
@@ -139,7 +159,7 @@ def sample_image(runs: Path, path: Path, label: int = 1) -> Path:
 
     from nnlab.data.idx import read_idx
     folder = runs.parent / "fashion-mnist"
-    images, labels = read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+    images, labels = read_idx(folder / "t10k-images-idx3-ubyte"), read_idx(folder / "t10k-labels-idx1-ubyte")
     index = int((labels == label).nonzero()[0][0])
     Image.fromarray(images[index]).save(path)
     return path

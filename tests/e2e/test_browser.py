@@ -26,8 +26,8 @@ SERVED = ("fashion-cnn", "names-attention", "shakespeare-lstm")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The demo runs (a conv net on 6,000 real Fashion-MNIST images, made-up names, a made-up text,
-    an interrupted char-RNN): about 15 s on two cores."""
+    """The demo runs (a conv net, one epoch on 6,000 real Fashion-MNIST images; made-up names; a made-up text;
+    an interrupted char-RNN): about 7 s alone."""
     if not Path(demo.CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {demo.CHROMIUM}: install Debian's chromium (make test does, as root)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
