@@ -13,7 +13,8 @@ from nnlab.recipes import train as train_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"hidden_size": 32, "embed": 8, "category_embed": 8, "batch_size": 32, "lr": 1e-2, "samples": 100, "plots": False}
+TINY = {"hidden_size": 32, "embed": 8, "category_embed": 8, "batch_size": 32, "lr": 1e-2, "samples": 100,
+        "plots": False}
 
 
 @pytest.fixture(scope="module")

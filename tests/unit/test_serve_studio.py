@@ -46,8 +46,8 @@ def runs(tmp_path_factory, image_run, one_thread):
     (names / "Ovian.txt").write_text("\n".join(s + "ov" for s in stems[:150]), encoding="utf-8")
     (names / "Inian.txt").write_text("\n".join(s + "ini" for s in stems[150:]), encoding="utf-8")
     def tiny(recipe, out, **overrides):
-        train(recipe, out=folder / out, stream=io.StringIO(), overrides={"threads": 1, "tensorboard": False, "plots": False,
-                                                                         **overrides})
+        train(recipe, out=folder / out, stream=io.StringIO(),
+              overrides={"threads": 1, "tensorboard": False, "plots": False, **overrides})
 
     tiny("names-rnn", "names", data=str(names), epochs=4, hidden_size=16, embed=8, batch_size=32, lr=1e-2,
          pooling="attention", dropout=0.0, label_smoothing=0.0)

@@ -21,7 +21,8 @@ POSITIVE = "great superb lovely wonderful excellent brilliant delightful charmin
 NEGATIVE = "awful terrible boring dreadful horrible poor dull clumsy".split()
 NOISE = ("the a film movie plot actor scene story it was and of to in this that with script camera music "
          "ending cast director").split()
-TINY = ["--set", "hidden_size=16", "--set", "embed=16", "--set", "threads=1", "--set", "dropout=0.1", "--set", "plots=false"]
+TINY = ["--set", "hidden_size=16", "--set", "embed=16", "--set", "threads=1", "--set", "dropout=0.1",
+        "--set", "plots=false"]
 
 
 def write_reviews(path, n=400, seed=0):
@@ -116,8 +117,8 @@ def trained(reviews, tmp_path_factory):
     run = tmp_path_factory.mktemp("textcls-run") / "run"
     code, summary = run_cli(["train", "text-classify", "--csv", str(reviews), "--text-column", "review",
                              "--label-column", "sentiment", "--out", str(run), "--epochs", "10", "--batch-size",
-                             "32", "--lr", "1e-2", "--device", "cpu", *TINY, "--set", "hidden_size=32", "--set", "plots=true",
-                             "--json"])
+                             "32", "--lr", "1e-2", "--device", "cpu", *TINY, "--set", "hidden_size=32",
+                             "--set", "plots=true", "--json"])
     assert code == 0, summary
     return run, summary
 
