@@ -51,6 +51,20 @@ def test_write_then_read_round_trips_every_dtype_and_ndim(tmp_path, dtype, shape
     assert back.flags.writeable and back.dtype.isnative
 
 
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_limit_reads_only_the_first_records_and_checks_them(tmp_path, suffix):
+    array = np.arange(7 * 3 * 2, dtype=np.uint8).reshape(7, 3, 2)
+    path = tmp_path / f"a-idx3-ubyte{suffix}"
+    write_idx(path, array)
+    assert np.array_equal(read_idx(path, limit=4), array[:4])
+    assert np.array_equal(read_idx(path, limit=100), array)  # more than it holds: all of it
+    cut = tmp_path / "cut-idx3-ubyte"
+    cut.write_bytes(gzip.decompress(path.read_bytes())[:-10] if suffix else path.read_bytes()[:-10])
+    assert np.array_equal(read_idx(cut, limit=5), array[:5])  # the damage lies past the records asked for
+    with pytest.raises(DataError, match="truncated IDX file"):
+        read_idx(cut, limit=7)
+
+
 def test_written_header_matches_upstream_magic_numbers(tmp_path):
     write_idx(tmp_path / "images", np.zeros((3, 28, 28), np.uint8))
     write_idx(tmp_path / "labels", np.zeros(3, np.uint8))

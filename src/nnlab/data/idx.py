@@ -95,20 +95,25 @@ def _parse_magic(path: Path, magic: bytes) -> tuple[np.dtype, int]:
     return IDX_DTYPES[code], ndim
 
 
-def _read_idx_stream(path: Path, stream: BinaryIO) -> np.ndarray:
-    """Parse and validate the IDX content of an open stream; ``path`` is only for messages."""
+def _read_idx_stream(path: Path, stream: BinaryIO, limit: int | None = None) -> np.ndarray:
+    """Parse and validate the IDX content of an open stream; ``path`` is only for messages.
+
+    ``limit``: read only the first ``limit`` records (the rest is neither read nor checked).
+    """
     dtype, ndim = _parse_magic(path, stream.read(4))
     dims = stream.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header: expected {4 * ndim} bytes of dimensions "
                         f"for {ndim} dimensions, found {len(dims)}")
     shape = struct.unpack(f">{ndim}I", dims)
+    if limit is not None:
+        shape = (min(limit, shape[0]), *shape[1:])
     expected = math.prod(shape) * dtype.itemsize
     payload = _read_exactly(stream, expected)
     if len(payload) < expected:
         raise DataError(f"{path}: truncated IDX file: expected {expected} data bytes for shape {shape} "
                         f"after the {4 + 4 * ndim}-byte header, found {len(payload)}")
-    extra = _count_rest(stream)
+    extra = 0 if limit is not None else _count_rest(stream)
     if extra:
         raise DataError(f"{path}: {extra} trailing bytes after the IDX data: expected exactly "
                         f"{expected} data bytes for shape {shape}")
@@ -119,17 +124,18 @@ def _read_idx_stream(path: Path, stream: BinaryIO) -> np.ndarray:
     return array
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
     """Read a raw or gzip-compressed IDX file into a writable, native-endian numpy array.
 
     The header, the exact payload size and the gzip stream (including its CRC) are all
     checked, so a damaged download fails here with a message naming the file instead of
-    training on garbage.
+    training on garbage. ``limit``: only the first ``limit`` records, decompressing no more
+    (their header and size are checked; what follows them is not read).
     """
     path = Path(path)
     with _open_idx_stream(path) as stream:
         try:
-            return _read_idx_stream(path, stream)
+            return _read_idx_stream(path, stream, limit)
         except GZIP_ERRORS as error:
             raise DataError(f"{path}: corrupt gzip data ({error}): the archive is damaged or "
                             "incomplete, expected a complete gzip stream; delete it and download again") from None
