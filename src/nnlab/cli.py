@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", dest="text_column", help="text-classify runs: the CSV column of texts")
     p.add_argument("--label-column", dest="label_column", help="text-classify runs: the CSV column of labels")
     p.add_argument("--time-budget", type=float, dest="time_budget", metavar="SECONDS",
-                   help="char-RNN runs: stop training (validated, best kept) within SECONDS; the schedule fits it")
+                   help="stop training (validated, best kept) within SECONDS; the schedule fits it and the epoch "
+                        "limit is lifted (--epochs alone trains that many epochs, also in a recipe with a budget)")
 
     p = add("lr-find", cmd_lr_find, "sweep the learning rate exponentially and suggest one (model left untouched)")
     p.add_argument("recipe", help="recipe name (see `nnlab recipes`)")

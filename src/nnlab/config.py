@@ -48,7 +48,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     patience: int | None = None         # early stopping: epochs without improvement of `monitor`
     monitor: str = "valid_loss"         # picks best.pt and drives early stopping (valid_/train_ loss|acc)
-    time_budget: float | None = None    # seconds of training; the schedule runs on the fraction of it used
+    time_budget: float | None = None    # seconds of training (no epoch limit); the schedule runs on the fraction used
     limit_train_batches: float = 1.0    # each epoch trains on this share of its batches (a quick check; Lightning's)
     valid_fraction: float = 0.1         # held out of the training rows: picks the best epoch
     test_fraction: float = 0.2          # held out for the reported scores (kinds without a test split of their own)

@@ -246,8 +246,12 @@ def recipe_config(recipe: str, overrides: dict[str, Any]) -> Any:
     When ``overrides`` change the model of a config with ``model_args``, the recipe's
     ``model_args`` (widths, head, dropout of its own model) are dropped except those in
     ``DATA_MODEL_ARGS``; ``model_args.NAME`` overrides still apply, to the new model.
+    The limit the caller names ends the run: ``epochs`` without ``time_budget`` trains that many
+    epochs even where the recipe has a time budget (which would lift the epoch limit).
     """
     base = get_recipe(recipe).config
+    if "epochs" in overrides and "time_budget" not in overrides and getattr(base, "time_budget", None) is not None:
+        overrides = {**overrides, "time_budget": None}
     model_args = getattr(base, "model_args", None)
     if model_args is not None and overrides.get("model", base.model) != base.model:
         kept = {key: value for key, value in model_args.items() if key in DATA_MODEL_ARGS}

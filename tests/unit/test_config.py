@@ -48,3 +48,12 @@ def test_config_round_trips_through_json(tmp_path):
     save_config(c, tmp_path / "config.json")
     back = load_config(tmp_path / "config.json")
     assert back.augment == c.augment and back.recipe == "x" and list(back.model_args["widths"]) == [4, 8]
+
+
+def test_epochs_alone_overrule_a_recipes_time_budget():
+    from nnlab.recipes import recipe_config
+    assert recipe_config("fashion-rnn", {}).time_budget == 280.0
+    assert recipe_config("fashion-rnn", {"epochs": 2}).time_budget is None  # exactly 2 epochs, as asked
+    both = recipe_config("fashion-rnn", {"epochs": 2, "time_budget": 30.0})
+    assert (both.epochs, both.time_budget) == (2, 30.0)
+    assert recipe_config("fashion-mlp", {"epochs": 2}).time_budget is None

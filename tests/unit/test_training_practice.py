@@ -223,3 +223,28 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(squares,
         assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=0.1)
     assert 0.0 <= two["test_accuracy"] <= 1.0 and two["epochs"] == single["epochs"] == 2
     assert (tmp_path / "two" / "summary.json").is_file() and (tmp_path / "two" / "best.pt").is_file()
+
+
+def test_a_time_budget_lifts_the_epoch_limit_and_the_progress_lines_say_no_total(squares, tmp_path):
+    log = io.StringIO()
+    summary = train("fashion-cnn", out=tmp_path / "budget", overrides={**small(squares), "epochs": 1, "time_budget": 2.0},
+                    stream=log)
+    lines = log.getvalue().splitlines()
+    assert summary["epochs"] > 1 and summary["train_seconds"] < 2.0 + 5.0  # the budget, not epochs=1, ended it
+    assert lines[0].startswith("epoch 1  train_loss") and lines[1].startswith("epoch 2  train_loss")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_under_a_time_budget_stops_every_rank_at_the_same_batch(squares, tmp_path):
+    """Each rank has its own clock; without a vote one rank would stop mid-epoch and leave the
+    other waiting in its next gradient all-reduce (the run would hang until the timeout)."""
+    import subprocess
+    import sys
+    args = ["fashion-cnn", "--data", str(squares), "--batch-size", "10", "--time-budget", "3", "--device", "cpu",
+            "--set", "model_args.widths=(8,16,16)", "--set", "model_args.head_hidden=32",
+            "--set", "eval_batch_size=100", "--set", "threads=1", "--set", "plots=false", "--json"]
+    done = subprocess.run([sys.executable, "-m", "nnlab", "train", *args, "--out", str(tmp_path / "two"),
+                           "--nproc", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["epochs"] >= 1 and summary["train_seconds"] < 3.0 + 5.0

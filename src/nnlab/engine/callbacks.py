@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 from tqdm.auto import tqdm
 
 from nnlab.engine.checkpoint import atomic_write_bytes, save_checkpoint
+from nnlab.engine.distributed import any_rank
 from nnlab.engine.learner import Callback, CancelFitException
 from nnlab.engine.optim import trainable_groups
 
@@ -25,6 +26,13 @@ def in_notebook() -> bool:
     shell = sys.modules.get("IPython")
     ipython = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
     return ipython is not None and "IPKernelApp" in getattr(ipython, "config", {})
+
+
+NO_EPOCH_LIMIT = 100_000  # the epochs of a fit that a time budget ends (the progress lines show no total)
+
+
+def _epoch_label(epoch: int, n_epochs: int) -> str:
+    return f"epoch {epoch}" if n_epochs >= NO_EPOCH_LIMIT else f"epoch {epoch}/{n_epochs}"
 
 
 class ProgressCallback(Callback):
@@ -48,7 +56,7 @@ class ProgressCallback(Callback):
         self.correct = 0
         if self.stream.isatty() or in_notebook():
             total = len(self.learner.train_batches) if hasattr(self.learner.train_batches, "__len__") else None
-            self.bar = tqdm(total=total, desc=f"epoch {self.learner.epoch + 1}/{self.learner.n_epochs}",
+            self.bar = tqdm(total=total, desc=_epoch_label(self.learner.epoch + 1, self.learner.n_epochs),
                             file=self.stream, leave=False, dynamic_ncols=True)
 
     def after_batch(self) -> None:
@@ -67,7 +75,7 @@ class ProgressCallback(Callback):
             self.bar.close()
             self.bar = None
         m = self.learner.metrics
-        print(f"epoch {m['epoch']}/{self.learner.n_epochs}  train_loss {_fmt(m['train_loss'])}  "
+        print(f"{_epoch_label(m['epoch'], self.learner.n_epochs)}  train_loss {_fmt(m['train_loss'])}  "
               f"train_acc {_fmt(m['train_acc'])}  valid_loss {_fmt(m['valid_loss'])}  "
               f"valid_acc {_fmt(m['valid_acc'])}  lr {m['lr']:.2e}  "
               f"{m['train_images_per_s']:.0f} img/s  {m['seconds']:.1f}s", file=self.stream, flush=True)
@@ -334,8 +342,11 @@ class TimeBudget(Callback):
         return BudgetedBatches(batches, self)
 
     def check(self) -> bool:
-        """True (and remembered) once no time is left for another batch and a validation."""
-        self.out_of_time = self.out_of_time or self.elapsed() + self.valid_seconds >= self.seconds
+        """True (and remembered) once no time is left for another batch and a validation.
+
+        Under DDP the ranks vote (every rank calls this at the same batch), so all of them stop
+        at the same batch: one that stopped alone would leave the others waiting in a collective."""
+        self.out_of_time = self.out_of_time or any_rank(self.elapsed() + self.valid_seconds >= self.seconds)
         return self.out_of_time
 
     def before_fit(self) -> None:

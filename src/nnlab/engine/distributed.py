@@ -56,6 +56,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank, the same answer on every rank (a collective: all ranks
+    call it together; ``flag`` itself in a world of one)."""
+    if world_size() == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    vote = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op in a world of one)."""
     if world_size() > 1:

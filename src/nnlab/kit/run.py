@@ -24,8 +24,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nnlab.config import RunConfig, apply_overrides, load_config, save_config
-from nnlab.engine.callbacks import (CheckpointCallback, EarlyStopping, FineTune, LayerGroupLog, LRLog, MetricsLog,
-                                    ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget, monitor_mode)
+from nnlab.engine.callbacks import (NO_EPOCH_LIMIT, CheckpointCallback, EarlyStopping, FineTune, LayerGroupLog, LRLog,
+                                    MetricsLog, ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget,
+                                    monitor_mode)
 from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
 from nnlab.engine.distributed import is_main, launched_rank, world_size
 from nnlab.engine.ema import WeightEMA, resume_weights
@@ -276,7 +277,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     if config.time_budget is not None and not spec.dry_run:
         budget = TimeBudget(config.time_budget, spent=(checkpoint or {}).get("budget_spent") or 0.0)
         train_batches = budget.wrap(train_batches)
-        epochs = 100_000  # the budget ends the run
+        epochs = NO_EPOCH_LIMIT  # the budget ends the run
     optimizer = create_optimizer(config.optimizer, spec.model, config.lr, config.weight_decay, config.momentum,
                                  config.lr_mult, split=fine_tune, args=config.optimizer_args)
     # fine-tune: epochs that train the head alone (a dry run's single epoch is one of them)
