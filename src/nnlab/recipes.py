@@ -88,11 +88,16 @@ def add(recipe: Recipe) -> Recipe:
     return recipe
 
 
-# fashion-cnn spends the issue's 120 s budget: 20 epochs (73 s, 93.9%) beat 6 (23 s, 93.1%) and
-# 12 (47 s, 93.3%) on the 2-core Zen 5 CPU in bf16 (docs/benchmarks.md); on a CPU without native
-# bf16 each epoch takes ~5x longer (fp32), and `--epochs 6` gives 93.1%.
-add(Recipe("fashion-cnn", "conv net with batch norm on Fashion-MNIST (the default recipe)",
-            "~93.9% test accuracy", _cnn("fashion-mnist", epochs=20, augment=("flip_lr",), tta=True),
+# fashion-cnn trains for 115 s (issue 18: >= 94.0% in <= 120 s on the 2-core CPU), the one-cycle
+# schedule stretched over the budget. On the 2-core AMX Xeon (docs/benchmarks.md, stop 27), in the
+# same 110 s: widths 32-64-128 (8-10 epochs) valid 94.40 / 94.45 / 94.95% over seeds 0-2, against
+# 16-32-64 (17 epochs) 93.80%; 2-pixel translations, a 5x5 stem, a 512 head, lr 5e-3, batch 256 and
+# weight decay 0.05 scored lower on validation; lr 2e-2 higher (94.90%), within the 2,000 images'
+# noise (+-0.5), so lr stays 1e-2. `--epochs N` trains exactly N epochs instead (9 is what the budget
+# fits on that host; on a CPU without native bf16 each epoch is ~5x longer).
+add(Recipe("fashion-cnn", "conv net with batch norm on Fashion-MNIST (the default recipe), 115 s of training",
+            "~94.0% test accuracy", _cnn("fashion-mnist", epochs=9, time_budget=115.0, augment=("flip_lr",), tta=True,
+                                         model_args={"widths": (32, 64, 128), "head_hidden": 256, "dropout": 0.0}),
             tricks={"flip": {"augment": ()}, "tta": {"tta": False}, **CNN_TRICKS}))
 # fashion-resnet (issue 3: >= 94.5% in <= 10 minutes on the 2-core CPU): pre-activation ResNet-9
 # at a quarter of the CIFAR widths (28x28 grey needs less). Measured on the Zen 5 host in bf16:

@@ -106,7 +106,7 @@ def test_a_run_on_pretrained_weights_rebuilds_after_the_weights_file_is_gone(squ
 
 
 def test_a_model_swap_drops_the_recipes_model_args_but_keeps_the_data_ones_and_overrides():
-    assert recipe_config("fashion-cnn", {}).model_args["widths"] == (16, 32, 64)
+    assert recipe_config("fashion-cnn", {}).model_args["widths"] == (32, 64, 128)
     assert recipe_config("fashion-cnn", {"model": "resnet18"}).model_args == {}
     assert recipe_config("folder", {"model": "resnet18"}).model_args == {"in_channels": 3}
     swapped = recipe_config("fashion-mlp", {"model": "cnn", "model_args.widths": (8, 16)})
