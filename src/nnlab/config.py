@@ -59,7 +59,7 @@ class RunConfig:
     threads: int | None = None          # torch intra-op threads (None: torch's default)
     stop_after_epochs: int | None = None  # end the run after N epochs as an interruption would (resumable)
     tensorboard: bool = True            # also write TensorBoard event files into the run directory
-    plots: bool = True                  # curves.png, lr.png and confusion.png at the end (a sweep's trials: off)
+    plots: bool = True                  # the run's pictures (curves, lr, confusion, a kind's own) at the end
 
     # Shared settings a kind has no use for: `--set` refuses them for that kind, as unknown keys.
     unused: ClassVar[frozenset[str]] = frozenset()

@@ -43,6 +43,12 @@ def test_xor_is_not_linearly_separable_but_an_mlp_solves_it():
     assert accuracy == 1.0
 
 
+def test_plots_false_writes_no_picture_of_the_kinds_own_either(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "perceptron", "--out", str(tmp_path / "run"), "--set", "plots=false")
+    assert code == 0, err
+    assert (tmp_path / "run" / "summary.json").is_file() and not list((tmp_path / "run").glob("*.png"))
+
+
 def test_train_perceptron_writes_a_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", "perceptron", "--out", str(run), "--json")

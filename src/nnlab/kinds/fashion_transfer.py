@@ -452,7 +452,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     rows: list[dict] = []
     results = [compare(config, state, data, run_dir, k, device, epochs, freeze_epochs, stream, rows) for k in shots]
     write_jsonl(run_dir / "metrics.jsonl", rows)
-    plot_transfer(results, run_dir / "transfer.png")
+    if config.plots:
+        plot_transfer(results, run_dir / "transfer.png")
     summary = {
         "recipe": config.recipe, "kind": config.kind, "run_dir": str(run_dir), "source": str(source),
         "source_model": state["model_name"], "source_classes": list(state.get("source_classes", ())),

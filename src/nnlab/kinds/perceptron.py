@@ -254,7 +254,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     start = time.perf_counter()
     result = train_perceptron(x[train_idx], y[train_idx], epochs, config.lr, config.seed)
     train_seconds = time.perf_counter() - start
-    plot_boundaries(x, y, result, run_dir / "boundary.png")
+    if config.plots:
+        plot_boundaries(x, y, result, run_dir / "boundary.png")
     gates = learn_gates(epochs, config.lr, config.seed)
     _, mlp_accuracy = train_xor_mlp(seed=config.seed)
     summary = {

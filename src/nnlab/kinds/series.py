@@ -133,7 +133,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     if trained.stopped:
         return stopped_summary(start, trained)
     pred = forecast(model, vx.to(device), mean, std).cpu()
-    plot_forecast(vy, pred, run_dir / "forecast.png")
+    if config.plots:
+        plot_forecast(vy, pred, run_dir / "forecast.png")
     return summarize(start, trained, {
         "dataset": source, "model": "series_rnn", **scores(pred, vx, vy),
         "windows": {"train": len(x), "valid": len(vx)}, "window": config.window, "horizon": config.horizon},

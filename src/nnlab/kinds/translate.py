@@ -190,7 +190,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     test = [pairs[i] for i in rows["test"].tolist()]
     result = score(trained.model.eval(), test, saved, device, config.beam, config.eval_batch_size, config.examples)
-    if run_dir is not None:
+    if run_dir is not None and config.plots:
         plot_attention(*first_attention(trained.model, test[0][0], saved, device), run_dir / "attention.png")
     return summarize(start, trained, {
         "dataset": source, "model": "seq2seq", "attention": config.attention, **result,
