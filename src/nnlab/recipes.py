@@ -255,7 +255,7 @@ def recipe_config(recipe: str, overrides: dict[str, Any]) -> Any:
     epochs even where the recipe has a time budget (which would lift the epoch limit).
     """
     base = get_recipe(recipe).config
-    if "epochs" in overrides and "time_budget" not in overrides and getattr(base, "time_budget", None) is not None:
+    if "epochs" in overrides and "time_budget" not in overrides and base.time_budget is not None:
         overrides = {**overrides, "time_budget": None}
     model_args = getattr(base, "model_args", None)
     if model_args is not None and overrides.get("model", base.model) != base.model:

@@ -201,21 +201,26 @@ def test_early_stopping_replay_rebuilds_its_state():
     assert stopper.best == 0.5 and stopper.waited == 2
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(squares, tmp_path):
+def train_two_processes(squares, out, *flags, timeout=300):
+    """``nnlab train fashion-cnn --nproc 2`` of a tiny net on ``squares`` into ``out``: its summary."""
     import subprocess
     import sys
-    args = ["fashion-cnn", "--data", str(squares), "--batch-size", "50", "--epochs", "2", "--device", "cpu",
-            "--set", "model_args.widths=(8,16,16)", "--set", "model_args.head_hidden=32", "--set", "augment=()",
-            "--set", "eval_batch_size=100", "--set", "threads=1", "--json"]
+    args = ["fashion-cnn", "--data", str(squares), "--device", "cpu", "--set", "model_args.widths=(8,16,16)",
+            "--set", "model_args.head_hidden=32", "--set", "eval_batch_size=100", "--set", "threads=1", *flags,
+            "--out", str(out), "--nproc", "2", "--json"]
+    done = subprocess.run([sys.executable, "-m", "nnlab", "train", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(squares, tmp_path):
     single = train("fashion-cnn", out=tmp_path / "one", stream=io.StringIO(),
                    overrides={"data": str(squares), "batch_size": 50, "epochs": 2, "device": "cpu",
                               "model_args.widths": (8, 16, 16), "model_args.head_hidden": 32, "augment": (),
                               "eval_batch_size": 100, "threads": 1})
-    done = subprocess.run([sys.executable, "-m", "nnlab", "train", *args, "--out", str(tmp_path / "two"),
-                           "--nproc", "2"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    two = json.loads(done.stdout.strip().splitlines()[-1])
+    two = train_two_processes(squares, tmp_path / "two", "--batch-size", "50", "--epochs", "2", "--set", "augment=()")
     one_rows, two_rows = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert len(two_rows) == 2
     for a, b in zip(one_rows, two_rows):  # same samples per step; only batch-norm statistics differ
@@ -227,7 +232,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(squares,
 
 def test_a_time_budget_lifts_the_epoch_limit_and_the_progress_lines_say_no_total(squares, tmp_path):
     log = io.StringIO()
-    summary = train("fashion-cnn", out=tmp_path / "budget", overrides={**small(squares), "epochs": 1, "time_budget": 2.0},
+    summary = train("fashion-cnn", out=tmp_path / "budget", overrides=small(squares, epochs=1, time_budget=2.0),
                     stream=log)
     lines = log.getvalue().splitlines()
     assert summary["epochs"] > 1 and summary["train_seconds"] < 2.0 + 5.0  # the budget, not epochs=1, ended it
@@ -238,13 +243,6 @@ def test_a_time_budget_lifts_the_epoch_limit_and_the_progress_lines_say_no_total
 def test_two_process_ddp_under_a_time_budget_stops_every_rank_at_the_same_batch(squares, tmp_path):
     """Each rank has its own clock; without a vote one rank would stop mid-epoch and leave the
     other waiting in its next gradient all-reduce (the run would hang until the timeout)."""
-    import subprocess
-    import sys
-    args = ["fashion-cnn", "--data", str(squares), "--batch-size", "10", "--time-budget", "3", "--device", "cpu",
-            "--set", "model_args.widths=(8,16,16)", "--set", "model_args.head_hidden=32",
-            "--set", "eval_batch_size=100", "--set", "threads=1", "--set", "plots=false", "--json"]
-    done = subprocess.run([sys.executable, "-m", "nnlab", "train", *args, "--out", str(tmp_path / "two"),
-                           "--nproc", "2"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = train_two_processes(squares, tmp_path / "two", "--batch-size", "10", "--time-budget", "3",
+                                  "--set", "plots=false", timeout=120)
     assert summary["epochs"] >= 1 and summary["train_seconds"] < 3.0 + 5.0
