@@ -188,10 +188,12 @@ add(Recipe("shakespeare-words", "word-level LSTM language model (words, punctuat
 add(Recipe("names-rnn", "bidirectional GRU over padded, packed surnames -> 18 languages (or --data DIR)",
             "~84% test accuracy (leak-free split)", NamesConfig(hidden_size=256, embed=64, dropout=0.5, label_smoothing=0.1,
                                               epochs=12, batch_size=128), tricks=NAMES_TRICKS))
+# names-cnn in bf16 where the CPU has it natively (precision="auto"): 18.0 s of training against 33.5 s
+# in fp32 on the 2-core AMX Xeon, 83.45 / 83.40% test (docs/benchmarks.md, "names-cnn: one matrix product").
 add(Recipe("names-cnn", "character CNN (widths 2-5, max over each name) -> 18 languages: names-rnn's data, "
-            "split and training, faster", "~83.5% test accuracy (leak-free split) in ~60 s (docs/benchmarks.md)",
+            "split and training, faster", "~83.5% test accuracy (leak-free split) in ~20 s (docs/benchmarks.md)",
             NamesConfig(model="cnn", filters=256, embed=64, dropout=0.5, label_smoothing=0.1, epochs=12,
-                        batch_size=128), tricks=NAMES_TRICKS))
+                        batch_size=128, precision="auto"), tricks=NAMES_TRICKS))
 # names-generate (issue 15): the char-RNN generation tutorial, conditioned on the language;
 # quality by `nnlab eval RUN --classifier NAMES_RUN` (docs/benchmarks.md).
 add(Recipe("names-generate", "character LSTM generating surnames in a chosen language (the language embedded at "

@@ -177,6 +177,28 @@ def test_character_cnn_ignores_padding_and_trains_through_the_cli(names_dir, tmp
     assert "model: expected rnn or cnn" in capsys.readouterr().err
 
 
+def test_character_cnn_as_one_matrix_product_equals_its_convolutions():
+    # The model runs its widths' kernels as one product over each position's window; the
+    # reference here is what it stands for: each nn.Conv1d, ReLU, the max over the real letters.
+    torch.manual_seed(0)
+    model = create_model("name_cnn", n_classes=4, n_tokens=60, embed=6, filters=5, widths=(1, 2, 5), dropout=0.0)
+    ids = encode_names(["Abc", "Li", "Abcdefghij", "X"])
+    features = model.forward_features(ids)
+    embedded = model.embed(ids).transpose(1, 2)
+    reference = []
+    for conv in model.convs:
+        maps = torch.relu(conv(embedded))[:, :, :ids.shape[1]]
+        reference.append(torch.stack([maps[i, :, :int((row != 0).sum())].amax(1) for i, row in enumerate(ids)]))
+    reference = torch.cat(reference, 1)
+    assert torch.allclose(features, reference, atol=1e-6)
+    trained = [*model.embed.parameters(), *model.convs.parameters()]  # the head is after the features
+    features.sum().backward()
+    grads = [p.grad.clone() for p in trained]
+    model.zero_grad()
+    reference.sum().backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(grads, trained))
+
+
 def test_attention_pooling_trains_and_weighs_only_the_real_letters(names_dir, tmp_path, capsys):
     run = tmp_path / "att"
     assert main(["train", "names-rnn", "--data", str(names_dir), "--out", str(run), "--epochs", "6",
