@@ -127,8 +127,9 @@ def _headline(result: dict[str, Any]) -> str:
     if result.get("valid_bpc") is not None:  # language models: nats and bits per character
         parts.append(f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)")
     if result.get("novel_macro") is not None:  # name generators: judged by a names classifier, and novelty
-        judged = result.get("in_language_macro")
-        parts.append((f"in-language {judged:.1%}  " if judged is not None else "") +
+        judged, macro = result.get("in_language_macro"), result["macro"]
+        parts.append((f"in-language {judged:.1%} (equal priors; the judge's argmax "
+                      f"{macro['in_language_argmax']:.1%})  " if judged is not None else "") +
                      f"novel {result['novel_macro']:.1%} (macro over {len(result['per_language'])} languages)")
     if isinstance(result.get("transfer_gain_points"), dict):  # fashion-transfer: a gain per K
         parts.append("transfer - scratch: " + ", ".join(f"{gain:+.1f} points at K={k}"

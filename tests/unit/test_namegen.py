@@ -83,9 +83,28 @@ def test_eval_with_a_classifier_measures_language_and_novelty(trained, classifie
     assert result["in_language_macro"] > 0.7 and 0.0 <= result["novel_macro"] <= 1.0
     assert result["in_language_macro"] == pytest.approx(
         sum(r["in_language"] for r in result["per_language"].values()) / 2)
-    assert "judge_recall_on_real_names" in result["per_language"]["Beta"]
+    assert result["judge_rule"] == "balanced"
+    for key in ("judge_recall_on_real_names", "judge_recall_on_real_names_argmax", "in_language_argmax"):
+        assert key in result["per_language"]["Beta"]
     cold = namegen.evaluate(run, classifier=str(classifier), temperature=0.3)
     assert cold["temperature"] == 0.3 and cold["novel_macro"] <= result["novel_macro"]   # colder: more repeats
+
+
+def test_the_judge_decides_with_equal_priors_and_its_split_is_the_classifiers_own(classifier):
+    judge = namegen.load_judge(classifier)
+    summary = json.loads((classifier / "summary.json").read_text())
+    # the split made again from the run's config holds the very test names the run was scored on
+    assert judge.real_recall["argmax"] == pytest.approx(summary["test_recall"])
+
+    class Fixed(torch.nn.Module):  # every name: Alpha 0.6, Beta 0.4
+        def forward(self, ids):
+            return torch.tensor([[0.6, 0.4]]).log().expand(len(ids), 2)
+
+    prior = torch.tensor([0.9, 0.1]).log()  # but nine in ten training names were Alpha
+    fixed = namegen.Judge(Fixed(), judge.state, prior, {})
+    rules = fixed.predict(["Petrov", "Rossini"])
+    # 0.6 / 0.9 < 0.4 / 0.1: as likely under equal priors, the name reads as Beta
+    assert rules["argmax"].tolist() == [0, 0] and rules["balanced"].tolist() == [1, 1]
 
 
 def test_cli_sample_prints_one_name_a_line(trained, capsys):

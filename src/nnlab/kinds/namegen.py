@@ -24,7 +24,7 @@ from nnlab.data.names import (ALPHABET, BOUNDARY, GenerationBatches, deduplicate
 from nnlab.engine.learner import resolve_device
 from nnlab.engine.metrics import check_predict_args, ranked
 from nnlab.errors import CheckpointError, ConfigError, DataError
-from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.rundir import load_best
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.names import CONDITIONS
@@ -215,41 +215,83 @@ def sample(run_dir: str | Path, prime: str | None = None, length: int = 500, tem
             "text": "\n".join(names), "temperature": temperature, "top_k": top_k, "seed": seed}
 
 
+@dataclass
+class Judge:
+    """A names classifier run as the judge of generated names: its model and checkpoint data, the
+    log frequency of each language in its training split, and its own recall on the real test
+    names it never saw, by both rules (``judge_rules``)."""
+
+    model: torch.nn.Module
+    state: dict[str, Any]
+    log_prior: torch.Tensor
+    real_recall: dict[str, dict[str, float]]  # rule -> language -> recall on real test names
+
+    def predict(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Each rule's language index for each (already readable) name."""
+        from nnlab.kinds import names as names_kind
+        with torch.no_grad():
+            log_probs = self.model(names_kind.encode_inputs(self.state, names)).float().log_softmax(1)
+        return {"balanced": (log_probs - self.log_prior).argmax(1), "argmax": log_probs.argmax(1)}
+
+
+def load_judge(classifier: str | Path) -> Judge:
+    """The names run ``classifier`` as a ``Judge``: its split is made again from its own config
+    (same data, protocol and seed) for the training frequencies and the real test names."""
+    from nnlab.kinds import kind_of_run
+    from nnlab.kinds import names as names_kind
+    if kind_of_run(classifier).name != "names":
+        raise ConfigError(f"--classifier {classifier}: not a names run (train one: nnlab train names-cnn)")
+    config, model, state = names_kind.load_run(classifier, "cpu")
+    data = load_names(config.data, state["alphabet"])
+    if list(data.classes) != list(state["classes"]):
+        raise DataError(f"--classifier {classifier}: its data {data.source} now holds classes {data.classes}, "
+                        f"not the run's {state['classes']}")
+    split = names_kind.split_names(data, config)
+    counts = torch.bincount(split.data.labels[split.rows["train"]], minlength=len(data.classes)).clamp(min=1)
+    judge = Judge(model, state, (counts / counts.sum()).log(), {})
+    test = split.rows["test"]
+    truth = split.data.labels[test]
+    for rule, predicted in judge.predict([split.data.names[i] for i in test.tolist()]).items():
+        judge.real_recall[rule] = {language: float(((predicted == c) & (truth == c)).sum() / (truth == c).sum())
+                                   for c, language in enumerate(data.classes) if (truth == c).any()}
+    return judge
+
+
 def quality(names_by_language: dict[str, list[str]], known: set[str], classifier: str | Path | None
             ) -> dict[str, Any]:
     """Per language: the share of ``names`` not in ``known`` (novel) and, with a names
-    ``classifier`` run, the share it assigns to that language; and their macro means."""
-    from nnlab.kinds import kind_of_run
-    from nnlab.kinds import names as names_kind
+    ``classifier`` run, the share it assigns to that language (``in_language``), and their macro means.
+
+    The judge decides with equal priors (``balanced``: its log-probabilities less the log
+    frequency of each language in its training names): the question asked of a name generated
+    in Portuguese is whether it reads as Portuguese, and a judge trained on 47% Russian names
+    would otherwise count that share against every other language. Its plain argmax is reported
+    too (``in_language_argmax``), and each rule's recall on real held-out names beside it
+    (``judge_recall_on_real_names``, ``..._argmax``): what a share of generated names reads against.
+    """
     per: dict[str, dict[str, float]] = {}
-    state = model = None
-    real_recall: dict[str, float] = {}
-    if classifier is not None:
-        if kind_of_run(classifier).name != "names":
-            raise ConfigError(f"--classifier {classifier}: not a names run (train one: nnlab train names-cnn)")
-        _, model, state = names_kind.load_run(classifier, "cpu")
-        # the judge's own recall on real names it never saw: what "in language" can be read against
-        real_recall = (read_summary(Path(classifier)) or {}).get("test_recall") or {}
+    judge = load_judge(classifier) if classifier is not None else None
     for language, names in names_by_language.items():
         row = {"novel": sum(n not in known for n in names) / max(len(names), 1), "samples": len(names)}
-        if state is not None:
-            if language not in state["classes"]:
+        if judge is not None:
+            if language not in judge.state["classes"]:
                 raise ConfigError(f"--classifier {classifier}: it knows no {language!r} (its languages: "
-                                  f"{', '.join(state['classes'])})")
-            readable = [n for n in names if fold_ascii(n, state["alphabet"])]
-            hits = 0
-            if readable:
-                with torch.no_grad():
-                    ids = names_kind.encode_inputs(state, readable)
-                    hits = int((model(ids).argmax(1) == state["classes"].index(language)).sum())
-            row["in_language"] = hits / max(len(names), 1)  # an empty name counts as a miss
-            if language in real_recall:
-                row["judge_recall_on_real_names"] = real_recall[language]
+                                  f"{', '.join(judge.state['classes'])})")
+            target = judge.state["classes"].index(language)
+            readable = [n for n in names if fold_ascii(n, judge.state["alphabet"])]
+            hits = ({rule: int((p == target).sum()) for rule, p in judge.predict(readable).items()} if readable
+                    else {"balanced": 0, "argmax": 0})
+            row["in_language"] = hits["balanced"] / max(len(names), 1)  # an empty name counts as a miss
+            row["in_language_argmax"] = hits["argmax"] / max(len(names), 1)
+            if language in judge.real_recall["balanced"]:
+                row["judge_recall_on_real_names"] = judge.real_recall["balanced"][language]
+                row["judge_recall_on_real_names_argmax"] = judge.real_recall["argmax"][language]
         per[language] = row
     macro = {key: sum(r[key] for r in per.values()) / len(per)
-             for key in ("novel", "in_language", "judge_recall_on_real_names")
+             for key in ("novel", "in_language", "in_language_argmax", "judge_recall_on_real_names",
+                         "judge_recall_on_real_names_argmax")
              if all(key in r for r in per.values())}
-    return {"per_language": per, "macro": macro}
+    return {"judge_rule": "balanced" if judge is not None else None, "per_language": per, "macro": macro}
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,
