@@ -163,7 +163,8 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from nnlab.kinds import kind_of_run, options_of
     kind = kind_of_run(args.run_dir)
-    given = {"ensemble": args.ensemble, "classifier": args.classifier, "temperature": args.temperature}
+    given = {"ensemble": args.ensemble, "classifier": args.classifier, "temperature": args.temperature,
+             "top_k": args.top_k}
     options = options_of(kind, given, kind.eval_options, args.run_dir)
     result = kind.runner().evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
     if args.json:
@@ -478,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name-generation runs: the names run that judges the language of the sampled names")
     p.add_argument("--temperature", type=float,
                    help="name-generation runs: sample the judged names at this temperature (default: the run's)")
+    p.add_argument("--top-k", type=int, dest="top_k",
+                   help="name-generation runs: sample them from the K likeliest letters (default: the run's)")
 
     p = add("predict", cmd_predict, "predict with a trained run: image files, or a CSV of new rows (--csv)")
     p.add_argument("run_dir")

@@ -86,8 +86,13 @@ def test_eval_with_a_classifier_measures_language_and_novelty(trained, classifie
     assert result["judge_rule"] == "balanced"
     for key in ("judge_recall_on_real_names", "judge_recall_on_real_names_argmax", "in_language_argmax"):
         assert key in result["per_language"]["Beta"]
-    cold = namegen.evaluate(run, classifier=str(classifier), temperature=0.3)
-    assert cold["temperature"] == 0.3 and cold["novel_macro"] <= result["novel_macro"]   # colder: more repeats
+    assert result["temperature"] == 1.0 and result["top_k"] == 5                        # the recipe's
+    assert main(["eval", str(run), "--classifier", str(classifier), "--temperature", "0.3", "--top-k", "3",
+                 "--json"]) == 0
+    cold = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    hot = namegen.evaluate(run, classifier=str(classifier), temperature=1.5, top_k=100)  # every letter
+    assert cold["temperature"] == 0.3 and cold["top_k"] == 3
+    assert cold["novel_macro"] <= hot["novel_macro"]                                      # colder: more repeats
 
 
 def test_the_judge_decides_with_equal_priors_and_its_split_is_the_classifiers_own(classifier):

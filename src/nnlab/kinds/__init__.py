@@ -73,7 +73,7 @@ register(Kind("perceptron", "nnlab.kinds.perceptron", "PerceptronConfig", "perce
 register(Kind("text", "nnlab.kinds.charlm", "CharLMConfig", "char-RNN run", _features("resume", "sample")))
 register(Kind("names", "nnlab.kinds.names", "NamesConfig", "names run", _features("resume", "serve")))
 register(Kind("namegen", "nnlab.kinds.namegen", "NameGenConfig", "name-generation run", _features("resume", "sample"),
-              eval_options=("classifier", "temperature")))
+              eval_options=("classifier", "temperature", "top_k")))
 register(Kind("series", "nnlab.kinds.series", "SeriesConfig", "series run", _features("resume")))
 register(Kind("textcls", "nnlab.kinds.textcls", "TextClassifyConfig", "text-classification run",
               _features("resume", "serve"), predict_options=("csv", "output", "explain")))
