@@ -219,7 +219,7 @@ def sample(run_dir: str | Path, prime: str | None = None, length: int = 500, tem
 class Judge:
     """A names classifier run as the judge of generated names: its model and checkpoint data, the
     log frequency of each language in its training split, and its own recall on the real test
-    names it never saw, by both rules (``judge_rules``)."""
+    names it never saw, by both of ``predict``'s rules."""
 
     model: torch.nn.Module
     state: dict[str, Any]
@@ -239,13 +239,12 @@ def load_judge(classifier: str | Path) -> Judge:
     (same data, protocol and seed) for the training frequencies and the real test names."""
     from nnlab.kinds import kind_of_run
     from nnlab.kinds import names as names_kind
+    from nnlab.kinds.sequence import check_classes
     if kind_of_run(classifier).name != "names":
         raise ConfigError(f"--classifier {classifier}: not a names run (train one: nnlab train names-cnn)")
     config, model, state = names_kind.load_run(classifier, "cpu")
     data = load_names(config.data, state["alphabet"])
-    if list(data.classes) != list(state["classes"]):
-        raise DataError(f"--classifier {classifier}: its data {data.source} now holds classes {data.classes}, "
-                        f"not the run's {state['classes']}")
+    check_classes(data.source, data.classes, state)
     split = names_kind.split_names(data, config)
     counts = torch.bincount(split.data.labels[split.rows["train"]], minlength=len(data.classes)).clamp(min=1)
     judge = Judge(model, state, (counts / counts.sum()).log(), {})
