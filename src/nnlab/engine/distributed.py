@@ -62,9 +62,7 @@ def any_rank(flag: bool) -> bool:
     if world_size() == 1:
         return flag
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    vote = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
+    return bool(all_reduce_sum(torch.tensor([int(flag)], device=device)).item())
 
 
 def barrier() -> None:
