@@ -93,8 +93,9 @@ def add(recipe: Recipe) -> Recipe:
 # same 110 s: widths 32-64-128 (8-10 epochs) valid 94.40 / 94.45 / 94.95% over seeds 0-2, against
 # 16-32-64 (17 epochs) 93.80%; 2-pixel translations, a 5x5 stem, a 512 head, lr 5e-3, batch 256 and
 # weight decay 0.05 scored lower on validation; lr 2e-2 higher (94.90%), within the 2,000 images'
-# noise (+-0.5), so lr stays 1e-2. `--epochs N` trains exactly N epochs instead (9 is what the budget
-# fits on that host; on a CPU without native bf16 each epoch is ~5x longer).
+# noise (+-0.5), so lr stays 1e-2. `--epochs N` trains exactly N epochs instead (the budget fits 8-9
+# on that host in its slow hours, 14 at its full speed: 94.21% at seed 0, stop 28; on a CPU without
+# native bf16 each epoch is ~5x longer).
 add(Recipe("fashion-cnn", "conv net with batch norm on Fashion-MNIST (the default recipe), 115 s of training",
             "~94.0% test accuracy", _cnn("fashion-mnist", epochs=9, time_budget=115.0, augment=("flip_lr",), tta=True,
                                          model_args={"widths": (32, 64, 128), "head_hidden": 256, "dropout": 0.0}),
@@ -201,8 +202,8 @@ add(Recipe("names-cnn", "character CNN (widths 2-5, max over each name) -> 18 la
 # quality by `nnlab eval RUN --classifier NAMES_RUN` (docs/benchmarks.md, "names-generate: ..."): the
 # language as the initial state too (condition="both") and dropout 0.4 memorized fewer training names than
 # dropout 0.2 at the same in-language share (a 512-wide, a 2-layer and a 25-epoch generator, more); eval
-# samples at temperature 1.0 from the 5 likeliest letters (in-language 70.0-70.9%, novel 81.2-81.7% over
-# three seeds, judged by the names-cnn ensemble).
+# samples at temperature 1.0 from the 5 likeliest letters (in-language 69.1-70.9%, novel 81.2-81.7% over
+# three generator and two judge seeds, judged by the names-cnn ensemble).
 add(Recipe("names-generate", "character LSTM generating surnames in a chosen language (the language embedded at "
             "every step and as the initial state); `nnlab sample RUN --category Russian`", "see docs/benchmarks.md",
             NameGenConfig(condition="both", dropout=0.4, eval_temperature=1.0, eval_top_k=5)))
