@@ -22,7 +22,7 @@ from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.names import (ALPHABET, BOUNDARY, GenerationBatches, deduplicate, fold_ascii, generation_ids,
                               grouped_split, load_names)
 from nnlab.engine.learner import resolve_device
-from nnlab.engine.metrics import check_predict_args, ranked
+from nnlab.engine.metrics import check_predict_args, confusion_matrix, per_class_report, ranked
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
@@ -251,8 +251,9 @@ def load_judge(classifier: str | Path) -> Judge:
     test = split.rows["test"]
     truth = split.data.labels[test]
     for rule, predicted in judge.predict([split.data.names[i] for i in test.tolist()]).items():
-        judge.real_recall[rule] = {language: float(((predicted == c) & (truth == c)).sum() / (truth == c).sum())
-                                   for c, language in enumerate(data.classes) if (truth == c).any()}
+        report = per_class_report(confusion_matrix(predicted, truth, len(data.classes)), data.classes)
+        judge.real_recall[rule] = {language: row["recall"] for language, row in report["per_class"].items()
+                                   if row["support"]}
     return judge
 
 
