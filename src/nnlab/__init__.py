@@ -1,8 +1,10 @@
 """nnlab: a PyTorch deep-learning workbench.
 
-The public API: ``fit`` trains any ``nn.Module`` into a run directory (checkpoints, resume,
-curves, summary), ``lr_find`` sweeps its learning rate and ``interpret`` explains its
-predictions, all through the same run kit the recipes use (``train`` runs a named recipe);
+The public API: ``train`` runs a named recipe, ``fit`` trains any ``nn.Module`` into a run directory
+(checkpoints, resume, curves, summary) and ``load`` opens any run directory; all three give a
+``Run`` (config, summary, history, model, and its kind's methods: evaluate, predict, interpret,
+cam, sample, translate, export, ...). ``lr_find`` sweeps a model's learning rate, ``interpret``
+explains its predictions and ``show_batch`` draws a recipe's first training examples;
 ``create_model`` builds registered models by name, ``load_image_dataset`` loads datasets into
 memory and ``TensorBatches`` batches them fast; ``Learner`` and ``Callback`` are the engine
 underneath. Names are imported on first use, so ``nnlab --help`` does not pay for importing torch.
@@ -18,8 +20,10 @@ _EXPORTS = {
     "fit": "nnlab.kit.api",
     "lr_find": "nnlab.kit.api",
     "interpret": "nnlab.kit.api",
-    "Run": "nnlab.kit.api",
-    "train": "nnlab.recipes",
+    "Run": "nnlab.kit.runs",
+    "train": "nnlab.api",
+    "load": "nnlab.api",
+    "show_batch": "nnlab.api",
     "Callback": "nnlab.engine.learner",
     "Learner": "nnlab.engine.learner",
     "TensorBatches": "nnlab.data.batches",

@@ -33,26 +33,20 @@ def cmd_recipes(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from nnlab.data.vision import describe_datasets
-    rows = describe_datasets(args.data)
+    from nnlab.data.catalog import describe_all
+    rows = describe_all(args.data)
     if args.json:
         _print_json(rows)
         return
+    width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<14} {r['description']}\n{'':<14} {r['location']}")
+        print(f"{r['name']:<{width}}  {r['description']}\n{'':<{width}}  {r['location']}")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    if args.dataset == "eng-fra":  # the translation tutorial's pairs: no published checksum (see fetch_eng_fra)
-        from nnlab.data.translation import fetch_eng_fra
-        result = fetch_eng_fra(args.out)
-        _print_json({"dataset": args.dataset, **result}) if args.json else print(
-            f"{result['path']} ({result['pairs']} pairs; checked by {result['check']})")
-        return
-    from nnlab.data.sources import fetch
-    from nnlab.data.vision import dataset_info
-    path = fetch(dataset_info(args.dataset).spec, args.out)
-    _print_json({"dataset": args.dataset, "path": str(path)}) if args.json else print(path)
+    from nnlab.data.catalog import download
+    result = download(args.dataset, args.out)
+    _print_json(result) if args.json else print(f"{result['path']} ({result['summary']})")
 
 
 def without_option(argv: list[str], option: str) -> list[str]:
@@ -81,21 +75,53 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 # Flags of `nnlab train` that become config overrides (a flag that does not apply to the
 # recipe's kind of run is refused by apply_overrides, naming it).
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device",
-               "csv", "target", "task", "model", "hidden", "categorical", "time_budget", "column",
+# Flags of `nnlab train` that become config overrides (a flag that does not apply to the
+# recipe's kind of run is refused by apply_overrides, naming it); each kind's own flags come from
+# its class (`Kind.options`) and are added to these.
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "data", "device", "model", "time_budget",
                "schedule", "cycles", "cycle_mult", "lr_mult", "freeze", "clip", "patience", "monitor",
-               "precision", "compile", "channels_last", "threads", "freeze_epochs", "from_run", "text_column", "label_column")
+               "precision", "compile", "channels_last", "threads", "freeze_epochs")
+
+
+def add_kind_options(parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    """Each kind's own ``nnlab train`` flags, in a group per kind (a flag several kinds share is added
+    once, with the first); returns the config fields they set."""
+    from nnlab.kinds import all_kinds
+    seen: dict[str, str] = {}
+    for kind in all_kinds():
+        fresh = [option for option in kind.options if option.flag not in seen]
+        if not fresh:
+            continue
+        group = parser.add_argument_group(f"{kind.what}s ({kind.name})")
+        for option in fresh:
+            group.add_argument(option.flag, dest=option.dest, help=option.help, type=option.type,
+                               choices=option.choices, metavar=option.metavar)
+            seen[option.flag] = option.dest
+    return tuple(dict.fromkeys(seen.values()))
+
+
+def check_nproc(args: argparse.Namespace) -> None:
+    """``--nproc``: only kinds whose batches the kit can shard over processes (capability ``ddp``)."""
+    from nnlab.kinds import get_kind, kind_of_run, takers
+    from nnlab.recipes import get_recipe
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    kind = kind_of_run(args.resume) if args.resume else get_kind(get_recipe(args.recipe).kind) if args.recipe else None
+    if kind is not None and not kind.supports("ddp"):
+        raise ConfigError(f"--nproc: a {kind.what} cannot be split over processes; --nproc takes the recipes of "
+                          f"these kinds: {', '.join(takers('ddp'))}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from nnlab.config import parse_set_args
     from nnlab.recipes import train
     overrides = parse_set_args(args.set or [])
-    for flag in TRAIN_FLAGS:
+    for flag in (*TRAIN_FLAGS, *args.kind_flags):
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+        check_nproc(args)
         raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
     if args.resume and (args.recipe or args.out or args.force):
         raise ConfigError("--resume RUN_DIR continues that run: give no recipe, --out or --force with it")
@@ -114,34 +140,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _headline(result: dict[str, Any]) -> str:
-    """The scores a summary or evaluation has: accuracy (classifiers), R^2 and MAE (regression), speed."""
-    parts = []
-    if result.get("test_accuracy") is not None and result.get("test_bleu") is None:
-        parts.append(f"test accuracy {result['test_accuracy']:.4f}")
-    if result.get("test_r2") is not None:
-        parts.append(f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}")
-    if result.get("test_bleu") is not None:  # translation runs
-        parts.append(f"BLEU {result['test_bleu']:.1f}  chrF {result['test_chrf']:.1f}  "
-                     f"exact {result['test_exact_match']:.4f}" + (f"  beam-{result['beam']} BLEU "
-                     f"{result['test_beam_bleu']:.1f}" if result.get("test_beam_bleu") is not None else ""))
-    if result.get("valid_bpc") is not None:  # language models: nats and bits per character
-        parts.append(f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)")
-    if result.get("novel_macro") is not None:  # name generators: judged by a names classifier, and novelty
-        judged, macro = result.get("in_language_macro"), result["macro"]
-        parts.append((f"in-language {judged:.1%} (equal priors; the judge's argmax "
-                      f"{macro['in_language_argmax']:.1%})  " if judged is not None else "") +
-                     f"novel {result['novel_macro']:.1%} (macro over {len(result['per_language'])} languages)")
-    if isinstance(result.get("transfer_gain_points"), dict):  # fashion-transfer: a gain per K
-        parts.append("transfer - scratch: " + ", ".join(f"{gain:+.1f} points at K={k}"
-                                                         for k, gain in result["transfer_gain_points"].items()))
-    elif result.get("transfer_gain_points") is not None:
-        parts.append(f"transfer - scratch: {result['transfer_gain_points']:+.1f} points at "
-                     f"{result['gain_at_percent']}% of the digits")
-    if "train_seconds" in result:
-        parts.append(f"train {result['train_seconds']:.1f}s")
-    if "images_per_s" in result:
-        parts.append(f"{result['images_per_s']:.0f} img/s")
-    return "  ".join(parts)
+    """The line a summary or an evaluation is shown as: its kind's headline."""
+    from nnlab.kinds import get_kind
+    return get_kind(result.get("kind") or "image").headline(result)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
@@ -166,7 +167,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     given = {"ensemble": args.ensemble, "classifier": args.classifier, "temperature": args.temperature,
              "top_k": args.top_k}
     options = options_of(kind, given, kind.eval_options, args.run_dir)
-    result = kind.runner().evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
+    result = kind.evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
+    result.setdefault("kind", kind.name)
     if args.json:
         _print_json(result)
         return
@@ -186,7 +188,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     kind = kind_of_run(args.run_dir)
     given = {"invert": args.invert, "csv": args.csv, "output": args.output, "explain": args.explain or None}
     options = options_of(kind, given, kind.predict_options, args.run_dir)
-    results = kind.runner().predict(args.run_dir, args.files, top_k=args.top_k, **options)
+    results = kind.predict(args.run_dir, args.files, top_k=args.top_k, **options)
     if args.json:
         _print_json(results)
         return
@@ -207,9 +209,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from nnlab.kinds import require
-    translate = require(args.run_dir, "translate", "translate").runner().translate
-    results = translate(args.run_dir, args.sentences, beam=args.beam, attention=args.attention,
-                        device_name=args.device)
+    from nnlab.kinds import load
+    require(args.run_dir, "translate", "translate")
+    results = load(args.run_dir).translate(args.sentences, beam=args.beam, attention=args.attention,
+                                           device_name=args.device)
     if args.json:
         _print_json(results)
         return
@@ -221,12 +224,12 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from nnlab.kinds import options_of, require
+    from nnlab.kinds import load
     kind = require(args.run_dir, "sample", "sample")
-    runner = kind.runner()
     given = {"category": args.category, "start": args.start, "count": args.count}
-    options = options_of(kind, given, getattr(runner, "SAMPLE_OPTIONS", ()), args.run_dir)
-    result = runner.sample(args.run_dir, prime=args.prime, length=args.length, temperature=args.temperature,
-                           top_k=args.top_k, seed=args.seed, device_name=args.device, **options)
+    options = options_of(kind, given, kind.sample_options, args.run_dir)
+    result = load(args.run_dir).sample(prime=args.prime, length=args.length, temperature=args.temperature,
+                                       top_k=args.top_k, seed=args.seed, device_name=args.device, **options)
     _print_json(result) if args.json else print(result["text"])
 
 
@@ -388,21 +391,24 @@ def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field in every run")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(kind_options: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnlab", description="Train, evaluate and use deep-learning models on real data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print the result as one JSON object (last stdout line)")
+        p.add_argument("--offline", action="store_true", help="download no pretrained weights (as NNLAB_OFFLINE=1)")
         p.set_defaults(func=func)
         return p
 
     add("recipes", cmd_recipes, "list the named training recipes")
     p = add("datasets", cmd_datasets, "list datasets and where each is found (or how to get it)")
     p.add_argument("--data", help="also look in this directory")
-    p = add("download", cmd_download, "download a dataset from its upstream URLs into the cache (checksummed)")
-    p.add_argument("dataset")
+    p = add("download", cmd_download, "download a dataset from its upstream URLs into the cache, resumable, checked "
+                                      "by md5 (or by structure where upstream publishes no checksum)")
+    p.add_argument("dataset", help="a name from `nnlab datasets`: fashion-mnist, mnist, cifar10, cifar100, "
+                                   "text, names, eng-fra")
     p.add_argument("--out", help="target directory (default: the nnlab cache)")
 
     p = add("train", cmd_train, "train a recipe into a run directory")
@@ -415,8 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune: --freeze-epochs of the head alone, then every layer group (with --lr-mult)")
     p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",
                    help="fine-tune schedule and digits-transfer: epochs that train the head only (default 1)")
-    p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
-                   help="digits-transfer: start from this image run (28x28 grey) instead of pretraining")
     p.add_argument("--cycles", type=int, help="sgdr: cosine cycles (a snapshot at the end of each)")
     p.add_argument("--cycle-mult", type=int, dest="cycle_mult", help="sgdr: growth factor of each cycle's length")
     p.add_argument("--lr-mult", type=float, dest="lr_mult",
@@ -442,17 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="a few batches only: check the whole path quickly")
-    p.add_argument("--csv", help="tabular and perceptron runs: the CSV file to train on")
-    p.add_argument("--target", help="tabular and perceptron runs: the column to predict")
-    p.add_argument("--task", choices=["classify", "regress"], help="tabular runs (default classify)")
     p.add_argument("--model", help="model name; tabular runs: logistic or mlp")
-    p.add_argument("--hidden", help="tabular mlp: hidden layer sizes, e.g. 64,32")
-    p.add_argument("--categorical", metavar="COLUMNS",
-                   help="tabular runs: comma-separated columns to one-hot encode (text columns must be named here)")
-
-    p.add_argument("--column", help="series runs: the CSV column to forecast")
-    p.add_argument("--text-column", dest="text_column", help="text-classify runs: the CSV column of texts")
-    p.add_argument("--label-column", dest="label_column", help="text-classify runs: the CSV column of labels")
+    p.set_defaults(kind_flags=add_kind_options(p) if kind_options else ())
     p.add_argument("--time-budget", type=float, dest="time_budget", metavar="SECONDS",
                    help="stop training (validated, best kept) within SECONDS; the schedule fits it and the epoch "
                         "limit is lifted (--epochs alone trains that many epochs, also in a recipe with a budget)")
@@ -636,8 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nnlab`` script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    given = list(argv) if argv is not None else sys.argv[1:]
+    # each kind's own train flags come from its class: imported (with torch) only for `nnlab train`
+    args = build_parser(kind_options=bool(given) and given[0] == "train").parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    if getattr(args, "offline", False):  # the environment also reaches torchrun's and sweep's workers
+        os.environ["NNLAB_OFFLINE"] = "1"
     try:
         args.func(args)
     except NnlabError as error:

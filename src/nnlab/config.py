@@ -3,8 +3,10 @@
 ``RunConfig`` declares the shared fields once (kind, recipe, epochs, lr, seed, device, the
 valid/test fractions, ...); each kind of run subclasses it in its own file under
 ``nnlab/kinds/`` (changing defaults, adding its own fields and its own ``check``). The
-``kind`` field is saved in ``config.json``, so ``load_config`` rebuilds the right class
-through the table of kinds (``nnlab.kinds``).
+``kind`` field is saved in ``config.json``, so ``load_config`` rebuilds the right class: each
+config class enters ``CONFIG_CLASSES`` under its ``kind`` when it is defined (its kind's file
+is imported before any of its runs is read: ``nnlab.kinds.kind_of_run`` reads the bare name
+first with ``config_kind``), so this floor never imports the kinds above it.
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ from typing import ClassVar
 from pathlib import Path
 from typing import Any
 
+from nnlab.engine.choices import DEVICES, OPTIMIZER_CLASSES, SCHEDULES
 from nnlab.errors import ConfigError
+
+
+# Every config class by the kind it configures (filled as the classes are defined).
+CONFIG_CLASSES: dict[str, type] = {}
 
 
 @dataclass
@@ -32,11 +39,11 @@ class RunConfig:
     batch_size: int = 64
     eval_batch_size: int = 1024
     lr: float = 3e-3
-    optimizer: str = "adamw"            # CHOICES["optimizer"]: sgd (plain) | momentum | nesterov | adam | adamw | ...
+    optimizer: str = "adamw"            # engine.choices.OPTIMIZER_CLASSES: sgd (plain) | momentum | nesterov | adam | ...
     momentum: float = 0.9               # momentum/nesterov SGD; one-cycle cycles it (and Adam's beta1)
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # torch's own: betas, eps, alpha, rho, ...
     weight_decay: float = 0.0           # not applied to biases and norm parameters
-    schedule: str = "one-cycle"         # see nnlab.engine.schedules.SCHEDULES
+    schedule: str = "one-cycle"         # engine.choices.SCHEDULES (nnlab.engine.schedules builds each)
     pct_start: float = 0.25             # one-cycle warm-up fraction
     cycles: int = 3                     # sgdr: number of cosine cycles (a snapshot at the end of each)
     cycle_mult: int = 1                 # sgdr: each cycle this many times longer than the one before
@@ -53,7 +60,7 @@ class RunConfig:
     valid_fraction: float = 0.1         # held out of the training rows: picks the best epoch
     test_fraction: float = 0.2          # held out for the reported scores (kinds without a test split of their own)
     seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | mps
+    device: str = "auto"                # engine.choices.DEVICES: auto | cpu | cuda | mps
     precision: str = "fp32"             # auto | bf16 | fp16 | fp32
     compile: bool = False               # torch.compile the model
     threads: int | None = None          # torch intra-op threads (None: torch's default)
@@ -63,6 +70,13 @@ class RunConfig:
 
     # Shared settings a kind has no use for: `--set` refuses them for that kind, as unknown keys.
     unused: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A config class that sets its own ``kind`` default is the config of that kind."""
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if isinstance(kind, str) and kind:
+            CONFIG_CLASSES[kind] = cls
 
     def check(self) -> None:
         """Reject values no run could use, naming the setting; a kind's ``check`` adds its own rules."""
@@ -91,6 +105,8 @@ class RunConfig:
             raise ConfigError(f"--patience must be at least 1, got {self.patience}")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
             raise ConfigError(f"stop_after_epochs must be at least 1, got {self.stop_after_epochs}")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("device", self.device, DEVICES)
         from nnlab.engine.optim import check_optimizer  # torch says which arguments its optimizers take
         check_optimizer(self.optimizer, self.momentum, self.optimizer_args)
 
@@ -115,10 +131,10 @@ def check_dropout(value: float) -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("adamw", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "adadelta"),
-    "schedule": ("one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune"),
+    "optimizer": tuple(OPTIMIZER_CLASSES),  # the engine's tables (torch-free: engine/choices.py)
+    "schedule": SCHEDULES,
     "monitor": ("valid_acc", "valid_loss", "train_acc", "train_loss"),
-    "device": ("auto", "cpu", "cuda", "mps"),
+    "device": DEVICES,
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "task": ("classify", "regress"),
     "balance": ("none", "weighted-loss", "sampler"),
@@ -231,14 +247,28 @@ def save_config(config: Any, path: str | Path) -> None:
     atomic_write_bytes(Path(path), lambda handle: handle.write(data))
 
 
-def load_config(path: str | Path) -> Any:
-    """Read a ``config.json`` back into the config class of its ``kind`` (unknown keys are an error)."""
+def config_kind(path: str | Path) -> str:
+    """The ``kind`` a ``config.json`` names (runs written before configs recorded it are image runs)."""
+    return str(_read_raw(path).get("kind", "image"))
+
+
+def _read_raw(path: str | Path) -> dict[str, Any]:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path}: cannot read the run config: {error}") from None
-    from nnlab.kinds import config_class  # the table of kinds names each kind's config class
-    cls = config_class(raw.get("kind", "image"), path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not an nnlab run config (a JSON object of settings)")
+    return raw
+
+
+def load_config(path: str | Path) -> Any:
+    """Read a ``config.json`` back into the config class of its ``kind`` (unknown keys are an error)."""
+    raw = _read_raw(path)
+    kind = raw.get("kind", "image")
+    cls = CONFIG_CLASSES.get(kind)
+    if cls is None:
+        raise ConfigError(f"{path}: unknown run kind {kind!r}; known: {', '.join(sorted(CONFIG_CLASSES))}")
     hints = typing.get_type_hints(cls)
     for key, value in raw.items():  # JSON has lists where the dataclass has tuples
         if isinstance(value, list) and typing.get_origin(hints.get(key)) is tuple:

@@ -9,7 +9,6 @@ recipe's run and hand it to its kind's runner (``nnlab.kinds``).
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, TextIO
 
 from nnlab.config import apply_overrides
 from nnlab.errors import ConfigError
-from nnlab.kinds import KINDS, get_kind
+from nnlab.kinds import all_kinds, get_kind, train_config
 from nnlab.kinds.charlm import CharLMConfig
 from nnlab.kinds.fashion_transfer import FashionTransferConfig
 from nnlab.kinds.image import ImageConfig
@@ -29,7 +28,6 @@ from nnlab.kinds.tabular import TabularConfig
 from nnlab.kinds.textcls import TextClassifyConfig
 from nnlab.kinds.transfer import TransferConfig
 from nnlab.kinds.translate import TranslateConfig
-from nnlab.kit.run import start_run
 
 
 @dataclass(frozen=True)
@@ -289,9 +287,7 @@ def train(recipe: str | None = None, out: str | Path | None = None, overrides: d
     if resume is None and recipe is None:
         raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
     config = recipe_config(recipe, overrides or {}) if resume is None else None
-    with start_run(config, out, overrides, resume, force) as start:  # the run directory is locked while it trains
-        runner = get_kind(start.config.kind).runner()
-        return runner.train(start, stream if stream is not None else sys.stderr, dry_run)
+    return train_config(config, out, stream, dry_run, resume, force, overrides)
 
 
 def lr_find(recipe: str, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -303,8 +299,8 @@ def lr_find(recipe: str, out: str | Path | None = None, overrides: dict[str, Any
     kind = get_kind(config.kind)
     if not kind.supports("lr-find"):
         raise ConfigError(f"lr-find: recipe {recipe!r} trains a {kind.what}; lr-find sweeps the recipes of "
-                          f"{', '.join(k.what for k in KINDS.values() if k.supports('lr-find'))}s "
+                          f"{', '.join(k.what for k in all_kinds() if k.supports('lr-find'))}s "
                           "(any model: nnlab.lr_find)")
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-lrfind-{time.strftime('%Y%m%d-%H%M%S')}"
-    return kind.runner().lr_find(config, run_dir, steps=steps, start_lr=start_lr, end_lr=end_lr)
+    return kind.lr_find(config, run_dir, steps=steps, start_lr=start_lr, end_lr=end_lr)
 

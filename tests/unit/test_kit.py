@@ -122,11 +122,12 @@ def test_fit_refuses_what_it_cannot_use(tmp_path, capsys):
     assert code == 2 and "run of your own model" in err and "nnlab.fit(model, data, resume=" in err
 
 
-# A kind from this file alone: config, runner, one table line, one recipe.
+# A kind from this file alone: config, kind class, one table line, one recipe.
 def make_toy_kind() -> types.ModuleType:
     """A module holding a toy kind: y = 3x - 1 regression with a registered linear model."""
     from nnlab.config import RunConfig
     from nnlab.data.tabular import FeatureBatches
+    from nnlab.kit.kind import Kind, Option
     from nnlab.kit.rundir import load_best
     from nnlab.kit.run import Spec, stopped_summary, summarize, train_model
     from nnlab.models import create_model
@@ -175,7 +176,21 @@ def make_toy_kind() -> types.ModuleType:
     def predict(run_dir, inputs, top_k=3):
         raise ConfigError("toy runs predict nothing")
 
-    for name, value in {"ToyConfig": ToyConfig, "train": train, "evaluate": evaluate, "predict": predict}.items():
+    class ToyKind(Kind):
+        name = "toy"
+        what = "toy run"
+        config = ToyConfig
+        capabilities = frozenset({"resume"})
+        metrics = ("test_mse",)
+        options = (Option("--points", "points", "toy runs: how many points to fit", type=int),)
+
+        def load_run(self, run_dir, device="cpu"):
+            return load_best(run_dir, "toy", device)
+
+    ToyKind.train = staticmethod(train)
+    ToyKind.evaluate = staticmethod(evaluate)
+    ToyKind.predict = staticmethod(predict)
+    for name, value in {"ToyConfig": ToyConfig, "ToyKind": ToyKind}.items():
         setattr(toy, name, value)
     return toy
 
@@ -183,10 +198,10 @@ def make_toy_kind() -> types.ModuleType:
 @pytest.fixture
 def toy_kind():
     from nnlab import recipes
-    from nnlab.kinds import KINDS, Kind, register
+    from nnlab.kinds import KINDS, register
     toy = make_toy_kind()
     sys.modules["toy_kind"] = toy
-    register(Kind("toy", toy, "ToyConfig", "toy run", frozenset({"resume"})))
+    register("toy", "toy_kind:ToyKind")
     recipes.add(recipes.Recipe("toy-line", "y = 3x - 1 by gradient descent", "test MSE ~0", toy.ToyConfig()))
     yield toy
     KINDS.pop("toy")
@@ -209,6 +224,22 @@ def test_a_kind_from_one_file_trains_evaluates_and_resumes_through_the_cli(toy_k
     assert_same_run(tmp_path / "cut", tmp_path / "toy")
     code, _, err = run_cli(capsys, "export", str(tmp_path / "toy"), "--format", "onnx")
     assert code == 2 and "is a toy run; export takes: image run" in err
+    # the kind's own flag in `nnlab train --help`, and its option reaches the config
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "train", "--help")
+    assert "toy runs (toy)" in capsys.readouterr().out
+    code, out, err = run_cli(capsys, "train", "toy-line", "--points", "64", "--epochs", "1", "--out",
+                             str(tmp_path / "few"), "--json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "few" / "config.json").read_text())["points"] == 64
+    # `nnlab runs` knows its headline metric, and nnlab.load opens it with the kind's methods
+    code, out, err = run_cli(capsys, "runs", str(tmp_path), "--json")
+    rows = {row["name"]: row for row in json.loads(out)["runs"]}
+    assert rows["toy"]["metric"] == "test_mse" and rows["toy"]["value"] == pytest.approx(summary["test_mse"])
+    run = nnlab.load(tmp_path / "toy")
+    assert run.kind.name == "toy" and run.evaluate()["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-5)
+    with pytest.raises(ConfigError, match="toy run .* has no cam; its methods: evaluate, predict"):
+        run.cam("x.png")
 
 
 def test_old_image_checkpoints_without_kind_still_load(image_run, tmp_path):

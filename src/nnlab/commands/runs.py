@@ -21,9 +21,6 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, NnlabError
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
-# The one score a finished run is known by, in this order of preference (classifiers, regression,
-# language models, forecasts, transfer); each kind's summary has one of them.
-HEADLINE = ("test_accuracy", "test_r2", "valid_bpc", "valid_mse", "transfer_gain_points")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -57,11 +54,13 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bool]:
 
 
 def headline(summary: dict[str, Any]) -> tuple[str, float] | None:
-    """The metric a finished run is known by (``HEADLINE``), or ``None``."""
-    for key in HEADLINE:
-        if isinstance(summary.get(key), (int, float)):
-            return key, float(summary[key])
-    return None
+    """The metric a finished run is known by: its kind's (``Kind.headline_metric``), or ``None``."""
+    from nnlab.kinds import get_kind
+    try:
+        kind = get_kind(summary.get("kind") or "image")
+    except NnlabError:
+        return None
+    return kind.headline_metric(summary)
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -50,7 +50,7 @@ from nnlab.data.images import load_image
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.engine.metrics import ranked
 from nnlab.errors import ConfigError, DataError, NnlabError
-from nnlab.kinds import KINDS, Kind, kind_of_run
+from nnlab.kinds import Kind, all_kinds, kind_of_run
 from nnlab.kit.rundir import load_best
 
 MAX_UPLOAD_BYTES = 8 * 2**20
@@ -73,7 +73,7 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 SERVED_FEATURES = {"serve": "predict", "sample": "sample", "translate": "translate"}
 STUDIO_FEATURES = ("serve", "cam", "sample", "translate")
 # How image runs' predictions are computed: the PyTorch model, or its ONNX graph through onnxruntime
-# (``nnlab.commands.export.OnnxPredictor``; Grad-CAM maps still come from the PyTorch model). ``auto``:
+# (``nnlab.kinds.export.OnnxPredictor``; Grad-CAM maps still come from the PyTorch model). ``auto``:
 # onnxruntime on the CPU (fashion-cnn's forward pass took 0.14-0.56x of PyTorch's time per batch of
 # 1-64 there, docs/benchmarks.md), PyTorch on a GPU.
 BACKENDS = ("auto", "torch", "onnx")
@@ -141,8 +141,8 @@ def servable_kind(run_dir: str | Path) -> Kind:
     """The kind of the run in ``run_dir`` if the table of kinds says it predicts, samples or translates;
     else a ``ConfigError`` listing the kinds that do."""
     kind = kind_of_run(run_dir)
-    if not kind.features & SERVED_FEATURES.keys():
-        takers = "; ".join(f"{', '.join(k.what for k in KINDS.values() if k.supports(feature))} ({verb})"
+    if not kind.capabilities & SERVED_FEATURES.keys():
+        takers = "; ".join(f"{', '.join(k.what for k in all_kinds() if k.supports(feature))} ({verb})"
                            for feature, verb in SERVED_FEATURES.items())
         raise ConfigError(f"serve: {run_dir} is a {kind.what}; serve takes: {takers}")
     return kind
@@ -166,9 +166,9 @@ class ServedModel:
         self.kind = kind.name
         self.what = kind.what
         self.features = [feature for feature in STUDIO_FEATURES if kind.supports(feature)]
-        self.runner = kind.runner()
+        self.runner = kind  # the kind's methods: encode_inputs, sample, translate, ...
         # strings (names, texts); otherwise images
-        self.takes_text = "serve" in self.features and hasattr(self.runner, "encode_inputs")
+        self.takes_text = "serve" in self.features and kind.takes_text
         # onnxruntime serves what `nnlab export` exports (image classifiers); other kinds run in PyTorch
         if backend == "auto":
             backend = "onnx" if device.type == "cpu" else "torch"
@@ -183,15 +183,14 @@ class ServedModel:
     @property
     def attends(self) -> bool:
         """Whether its predictions come with each token's attention weight (a run that pools by attention)."""
-        return (self.takes_text and getattr(self.current.model, "attend", None) is not None
-                and hasattr(self.runner, "input_tokens"))
+        return self.takes_text and getattr(self.current.model, "attend", None) is not None
 
     def _load(self) -> Loaded:
         mtime = (self.run_dir / "best.pt").stat().st_mtime if (self.run_dir / "best.pt").is_file() else 0.0
         config, model, state = load_best(self.run_dir, self.kind, self.device)
         predictor = None
         if self.backend == "onnx":
-            from nnlab.commands.export import OnnxPredictor
+            from nnlab.kinds.export import OnnxPredictor
             predictor = OnnxPredictor(self.run_dir, model, state, tta_flip=bool(config.tta))
         if getattr(config, "channels_last", False):
             model.to(memory_format=torch.channels_last)
@@ -213,7 +212,7 @@ class ServedModel:
         if loaded.predictor is not None:
             common["onnx_graph"] = loaded.predictor.source
         if self.can("sample"):
-            common["sample_options"] = list(getattr(self.runner, "SAMPLE_OPTIONS", ()))
+            common["sample_options"] = list(self.runner.sample_options)
         if self.takes_text:
             return {**common, "input": 'application/json {"inputs": ["...", ...]}', "attention": self.attends}
         if self.can("serve"):
@@ -384,7 +383,7 @@ async def read_image(request: Request, served: ServedModel, invert: str) -> tupl
 def wrong_kind(served: ServedModel, feature: str, endpoint: str) -> None:
     """A 422 unless ``served``'s kind supports ``feature`` (the table of kinds), naming what ``endpoint`` takes."""
     if not served.can(feature):
-        takers = ", ".join(k.what for k in KINDS.values() if k.supports(feature)) or "none"
+        takers = ", ".join(k.what for k in all_kinds() if k.supports(feature)) or "none"
         raise UploadRejected(422, f"model {served.name!r} is a {served.what}; {endpoint} takes: {takers}")
 
 

@@ -4,7 +4,7 @@ language model (streamed as they are drawn), translations with their attention, 
 ``POST /cam/{model}`` (image runs, multipart ``file`` as for ``/predict``; ``?class=`` picks the
 class to explain, default the predicted one) answers the PNG ``nnlab cam`` draws, computed by
 ``inspection.cam.grad_cam`` on the served model. ``POST /sample/{model}`` (JSON: prime, length,
-temperature, top_k, seed, and the kind's ``SAMPLE_OPTIONS``) streams ``text/plain``: the kind's
+temperature, top_k, seed, and the kind's ``sample_options``) streams ``text/plain``: the kind's
 own ``sample`` is called for ``SAMPLE_CHUNK`` characters at a time, each call primed with all the
 text so far, so the text arrives while it is drawn (the same seed streams the same text).
 ``POST /translate/{model}`` (JSON ``{"inputs": [...], "beam": 1}``) answers the kind's
@@ -153,7 +153,7 @@ def class_map(served: ServedModel, pixels: torch.Tensor, class_name: str | None,
 
 def sample_options(served: ServedModel, request: SampleRequest) -> dict[str, Any]:
     """The kind-specific options set in ``request``, each one the kind's ``sample`` takes (a 422 otherwise)."""
-    allowed = getattr(served.runner, "SAMPLE_OPTIONS", ())
+    allowed = served.runner.sample_options
     options = {name: getattr(request, name) for name in ("category", "start", "count")
                if getattr(request, name) is not None}
     for name in options:
@@ -204,7 +204,7 @@ def add_model_routes(app: FastAPI, lookup: Callable[[str], ServedModel], inferen
                                         **options)["text"]
 
         # A kind whose sample draws whole items (names) rather than continuing a text comes in one piece.
-        continues = getattr(served.runner, "SAMPLE_CONTINUES", True)
+        continues = served.runner.sample_continues
         step = SAMPLE_CHUNK if continues else settings.length
         first = await samples.run(draw, settings.prime, min(step, settings.length), settings.seed)  # 422s here
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from nnlab.client import INVERT_CHOICES, convert, model_pixels
+from nnlab.client import INVERT_CHOICES, DamagedImage, convert, model_pixels, open_upright
 from nnlab.errors import DataError
 
 
@@ -25,10 +25,9 @@ def _open(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     try:
-        with Image.open(path) as image:
-            image.load()
-            # Returns a new image (rotated or a plain copy), which outlives the file closed below.
-            upright = ImageOps.exif_transpose(image)
+        upright = open_upright(path)  # the exported model's client decodes the same way
+    except DamagedImage as error:
+        raise DataError(str(error)) from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image in a format Pillow can read") from None
     except Image.DecompressionBombError as error:
@@ -63,7 +62,15 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int, invert: s
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
     path = Path(path)
-    image = _convert(_open(path), channels, path)
+    return load_pil_image(_open(path), size, channels, invert, path)
+
+
+def load_pil_image(image: Image.Image, size: tuple[int, int], channels: int, invert: str = "auto",
+                   path: str | Path = "<image>") -> torch.Tensor:
+    """An image already in memory as uint8 [channels, height, width], converted as ``load_image`` does."""
+    if invert not in INVERT_CHOICES:
+        raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
+    image = _convert(image, channels, Path(path))
     pixels = model_pixels(image, size, invert)  # [H, W, C]: the exported model's client runs the same
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # [C, H, W]
 

@@ -4,7 +4,7 @@
 ``confusion.png`` and ``top_losses.png`` (the inputs with the highest cross-entropy loss, each
 with its predicted and true class and their probabilities). It returns the confusion matrix,
 the most-confused class pairs, per-class precision, recall and F1, and the top losses.
-``nnlab interpret RUN`` (``nnlab.commands.explain``) and ``nnlab.interpret(run, data)`` call it.
+``nnlab interpret RUN`` (the image kind, ``nnlab.kinds.explain``) and ``nnlab.interpret(run, data)`` call it.
 Figures use matplotlib's object API, as ``inspection.plots`` explains.
 """
 from __future__ import annotations

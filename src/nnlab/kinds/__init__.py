@@ -1,119 +1,88 @@
-"""The table of kinds: every kind of run nnlab trains, the file that holds it, and what it supports.
+"""The table of kinds: every kind of run nnlab trains, one line each, and how to open a run.
 
-A kind is one file in this folder: its config (a subclass of ``nnlab.config.RunConfig``) and
-its runner, ``train(start, stream, dry_run) -> summary``, ``evaluate(run_dir, data_path,
-device_name, **options) -> dict`` and ``predict(run_dir, inputs, top_k, **options)`` (plus
-``encode_inputs(state, strings)`` where the inputs are strings a server can take). The CLI,
-serve, export and the inspection commands ask this table what a run can do; nothing else
-lists kinds. Adding a kind is one file, one ``Kind`` line below (or ``register`` from
-anywhere) and its recipes in ``nnlab.recipes``.
+A kind is one file in this folder holding its config (a ``nnlab.config.RunConfig`` subclass) and
+its class (a ``nnlab.kit.kind.Kind`` subclass: train, evaluate, predict, headline, options,
+capabilities, server hooks). Adding a kind is that file, one ``register`` line below (or a
+``register`` call from anywhere, with the class itself) and its recipes in ``nnlab.recipes``.
+The CLI, the server, ``nnlab runs`` and the sweeps iterate over this table; nothing else lists
+kinds. Entries are dotted paths, imported on first use, so ``nnlab --help`` does not import torch.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Iterator, TextIO
 
+from nnlab.config import config_kind
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.kit.kind import CAPABILITIES, Kind
 
-# What a kind can offer beyond train/evaluate/predict; commands refuse a run whose kind lacks theirs.
-FEATURES = ("resume", "serve", "export", "interpret", "cam", "sample", "lr-find", "translate")
+__all__ = ["CAPABILITIES", "KINDS", "Kind", "all_kinds", "get_kind", "kind_of_run", "load", "options_of",
+           "register", "require", "train_config"]
 
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of run: its name in ``config.json``, the module (or its dotted path) holding its
-    config class and runner, what it supports, the options its ``evaluate``/``predict`` take,
-    and the noun for one of its runs in messages."""
-
-    name: str
-    module: str | ModuleType
-    config: str                               # the config class's name in the module
-    what: str                                 # "image run", "names run", ... for messages
-    features: frozenset[str] = frozenset()
-    eval_options: tuple[str, ...] = ()        # `nnlab eval` options beyond --data/--device
-    predict_options: tuple[str, ...] = ()     # `nnlab predict` options beyond inputs and --top-k
-
-    def runner(self) -> ModuleType:
-        """The module with this kind's config class, ``train``, ``evaluate`` and ``predict``."""
-        return importlib.import_module(self.module) if isinstance(self.module, str) else self.module
-
-    def config_class(self) -> type:
-        return getattr(self.runner(), self.config)
-
-    def supports(self, feature: str) -> bool:
-        return feature in self.features
+# name -> "module:Class" until first used, then the kind itself
+KINDS: dict[str, str | Kind] = {}
 
 
-KINDS: dict[str, Kind] = {}
+def register(name: str, kind: str | type[Kind] | Kind) -> None:
+    """Add a kind to the table under ``name``: its class, an instance, or ``"module:Class"`` (a later
+    entry of the same name replaces the earlier one)."""
+    KINDS[name] = kind() if isinstance(kind, type) else kind
 
 
-def register(kind: Kind) -> Kind:
-    """Add ``kind`` to the table (a later entry of the same name replaces the earlier one)."""
-    unknown = set(kind.features) - set(FEATURES)
-    if unknown:
-        raise ValueError(f"kind {kind.name!r}: unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}")
-    KINDS[kind.name] = kind
-    return kind
-
-
-def _features(*names: str) -> frozenset[str]:
-    return frozenset(names)
-
-
-register(Kind("image", "nnlab.kinds.image", "ImageConfig", "image run",
-              _features("resume", "serve", "export", "interpret", "cam", "lr-find"),
-              eval_options=("ensemble",), predict_options=("invert", "csv")))
-register(Kind("tabular", "nnlab.kinds.tabular", "TabularConfig", "tabular run",
-              predict_options=("csv", "output")))
-register(Kind("perceptron", "nnlab.kinds.perceptron", "PerceptronConfig", "perceptron run",
-              predict_options=("csv", "output")))
-register(Kind("text", "nnlab.kinds.charlm", "CharLMConfig", "char-RNN run", _features("resume", "sample")))
-register(Kind("names", "nnlab.kinds.names", "NamesConfig", "names run", _features("resume", "serve")))
-register(Kind("namegen", "nnlab.kinds.namegen", "NameGenConfig", "name-generation run", _features("resume", "sample"),
-              eval_options=("classifier", "temperature", "top_k")))
-register(Kind("series", "nnlab.kinds.series", "SeriesConfig", "series run", _features("resume")))
-register(Kind("textcls", "nnlab.kinds.textcls", "TextClassifyConfig", "text-classification run",
-              _features("resume", "serve"), predict_options=("csv", "output", "explain")))
-register(Kind("transfer", "nnlab.kinds.transfer", "TransferConfig", "digits-transfer run"))
-register(Kind("fashion-transfer", "nnlab.kinds.fashion_transfer", "FashionTransferConfig", "fashion-transfer run"))
-register(Kind("translate", "nnlab.kinds.translate", "TranslateConfig", "translation run", _features("resume", "translate")))
-register(Kind("custom", "nnlab.kit.api", "CustomConfig", "run of your own model (nnlab.fit)", _features("resume")))
+register("image", "nnlab.kinds.image:ImageKind")
+register("tabular", "nnlab.kinds.tabular:TabularKind")
+register("perceptron", "nnlab.kinds.perceptron:PerceptronKind")
+register("text", "nnlab.kinds.charlm:CharLMKind")
+register("names", "nnlab.kinds.names:NamesKind")
+register("namegen", "nnlab.kinds.namegen:NameGenKind")
+register("series", "nnlab.kinds.series:SeriesKind")
+register("textcls", "nnlab.kinds.textcls:TextClassifyKind")
+register("transfer", "nnlab.kinds.transfer:TransferKind")
+register("fashion-transfer", "nnlab.kinds.fashion_transfer:FashionTransferKind")
+register("translate", "nnlab.kinds.translate:TranslateKind")
+register("custom", "nnlab.kit.api:CustomKind")
 
 
 def get_kind(name: str) -> Kind:
     """The kind called ``name``, or a ``ConfigError`` listing the known ones."""
-    if name not in KINDS:
+    entry = KINDS.get(name)
+    if entry is None:
         raise ConfigError(f"unknown kind of run {name!r}; known kinds: {', '.join(KINDS)}")
-    return KINDS[name]
+    if isinstance(entry, str):
+        module, _, cls = entry.partition(":")
+        entry = KINDS[name] = getattr(importlib.import_module(module), cls)()
+    return entry
 
 
-def config_class(name: str, source: str | Path = "config") -> type:
-    """The config class of kind ``name`` (``source`` names the file in the error for an unknown kind)."""
-    if name not in KINDS:
-        raise ConfigError(f"{source}: unknown run kind {name!r}; known: {', '.join(KINDS)}")
-    return KINDS[name].config_class()
+def all_kinds() -> Iterator[Kind]:
+    """Every kind in the table, in its order."""
+    for name in list(KINDS):
+        yield get_kind(name)
 
 
 def kind_of_run(run_dir: str | Path) -> Kind:
     """The kind of the run in ``run_dir``, read from its ``config.json``."""
-    from nnlab.config import load_config
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not an nnlab run directory (no config.json)")
-    return get_kind(load_config(path).kind)
+    return get_kind(config_kind(path))
 
 
-def require(run_dir: str | Path, feature: str, command: str) -> Kind:
-    """The kind of the run in ``run_dir`` if it supports ``feature``; else a ``ConfigError`` saying
-    which kinds ``command`` takes."""
+def require(run_dir: str | Path, capability: str, command: str) -> Kind:
+    """The kind of the run in ``run_dir`` if it has ``capability``; else a ``ConfigError`` saying which
+    kinds ``command`` takes."""
     kind = kind_of_run(run_dir)
-    if not kind.supports(feature):
-        takers = [k.what for k in KINDS.values() if k.supports(feature)]
+    if not kind.supports(capability):
+        takers = [k.what for k in all_kinds() if k.supports(capability)]
         raise ConfigError(f"{command}: {run_dir} is a {kind.what}; {command} takes: {', '.join(takers) or 'none'}")
     return kind
+
+
+def takers(capability: str) -> list[str]:
+    """The names of the kinds with ``capability``."""
+    return [kind.name for kind in all_kinds() if kind.supports(capability)]
 
 
 def options_of(kind: Kind, given: dict[str, Any], allowed: tuple[str, ...], run_dir: str | Path) -> dict[str, Any]:
@@ -123,3 +92,25 @@ def options_of(kind: Kind, given: dict[str, Any], allowed: tuple[str, ...], run_
         if name not in allowed:
             raise ConfigError(f"--{name.replace('_', '-')} does not apply to the {kind.what} in {run_dir}")
     return chosen
+
+
+def train_config(config: Any = None, out: str | Path | None = None, stream: TextIO | None = None,
+                 dry_run: bool = False, resume: str | Path | None = None, force: bool = False,
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``config`` into a new run directory ``out``, or continue the interrupted run ``resume``
+    (``overrides`` applied to its config), with its kind; returns the summary (also ``summary.json``)."""
+    from nnlab.kit.run import start_run
+    if resume is None and config is None:
+        raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
+    kind = get_kind(config.kind) if resume is None else kind_of_run(resume)
+    with start_run(config, out, overrides, resume, force, kind=kind) as start:  # locked while it trains
+        return kind.train(start, stream if stream is not None else sys.stderr, dry_run)
+
+
+def load(run_dir: str | Path, model: Any = None) -> Any:
+    """Open the run in ``run_dir`` as a ``Run`` (``nnlab.load``): its config, summary, history, the model
+    at its best epoch, and the methods its kind has. A run of your own model (``nnlab.fit``) needs
+    ``model``, a fresh instance of its class: the checkpoint holds weights only, never pickled code."""
+    from nnlab.kit.runs import Run
+    kind = kind_of_run(run_dir)
+    return Run.open(run_dir, kind, model=model)

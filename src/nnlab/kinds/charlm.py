@@ -36,6 +36,7 @@ from nnlab.engine.callbacks import ProgressCallback
 from nnlab.engine.learner import Callback, autocast, resolve_device, resolve_precision
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT
@@ -384,3 +385,24 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
         results.append({"file": text, "top": [{"class": vocab.token(i), "probability": round(p, 6)}
                                               for p, i in zip(values.tolist(), indices.tolist())]})
     return results
+
+
+class CharLMKind(Kind):
+    """Char- and word-level language models (LSTM/GRU or a small transformer) trained by truncated BPTT."""
+
+    name = "text"
+    what = "char-RNN run"
+    config = CharLMConfig
+    capabilities = frozenset({"resume", "sample"})
+    metrics = ("valid_loss", "valid_bpc")
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+    sample = staticmethod(sample)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        if result.get("valid_bpc") is None:
+            return []
+        return [f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)"]

@@ -46,6 +46,7 @@ from nnlab.engine.learner import predict_probs
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
 from nnlab.kinds.transfer import check_comparison, fit_compared, saved_models
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, train_model
 from nnlab.models import create_model
 
@@ -501,3 +502,24 @@ def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 
     """Not offered: a fashion-transfer run is a measurement; its models are in ``RUN/models``."""
     raise ConfigError(f"predict does not apply to the fashion-transfer run in {run_dir}; "
                       "it is a measurement (its few-shot models are in RUN/models)")
+
+
+class FashionTransferKind(Kind):
+    """A measurement: few-shot transfer between two halves of Fashion-MNIST's classes against scratch."""
+
+    name = "fashion-transfer"
+    what = "fashion-transfer run"
+    config = FashionTransferConfig
+    metrics = ()
+    options = (Option("--from", "from_run", "digits-transfer and fashion-transfer: start from this earlier run "
+                      "instead of pretraining", metavar="RUN_DIR"),)
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        gains = result.get("transfer_gain_points")
+        if not isinstance(gains, dict):
+            return []
+        return ["transfer - scratch: " + ", ".join(f"{gain:+.1f} points at K={k}" for k, gain in gains.items())]

@@ -29,6 +29,7 @@ from nnlab.engine.learner import predict_probs, resolve_device, resolve_precisio
 from nnlab.engine.metrics import check_predict_args, ranked, score
 from nnlab.engine.optim import freeze
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.rundir import check_output, load_best, read_summary, rebuild_args
 from nnlab.kit.run import RunStart, Spec, find_lr, plot_run_confusion, stopped_summary, summarize, train_model
 from nnlab.models import create_model
@@ -274,3 +275,89 @@ def write_predictions(out: Path, classes: Sequence[str], batches: Iterator[tuple
 
     atomic_write_bytes(out, write)
     return {"out": str(out), "rows": int(counts.sum()), "predicted_counts": dict(zip(classes, counts.tolist()))}
+
+
+class ImageKind(Kind):
+    """Image classifiers: any registered model on an in-memory image dataset (Fashion-MNIST, MNIST,
+    CIFAR, a folder of images); the one kind that can be exported, served through ONNX and inspected."""
+
+    name = "image"
+    what = "image run"
+    config = ImageConfig
+    capabilities = frozenset({"resume", "ddp", "serve", "export", "interpret", "cam", "filters", "summary",
+                              "lr-find"})
+    eval_options = ("ensemble",)
+    predict_options = ("invert", "csv")
+    options = (Option("--augment", "augment", "batched augmentations, comma-separated (flip, crop, ...)",
+                      metavar="NAMES"),)
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+
+    def lr_find(self, config: Any, out: Path, steps: int = 200, start_lr: float = 1e-7,
+                end_lr: float = 10.0) -> dict[str, Any]:
+        return lr_find(config, out, steps=steps, start_lr=start_lr, end_lr=end_lr)
+
+    def predict_run(self, run: Any, inputs: Any, top_k: int = 3, invert: str = "auto", **options: Any) -> Any:
+        """Image files or folders as ``nnlab predict`` takes them, and also PIL images and uint8
+        tensors [C, H, W] in memory (named ``<image N>`` in the result)."""
+        from nnlab.kit.runs import as_list
+        items = as_list(inputs)
+        if all(isinstance(item, (str, Path)) for item in items):
+            return predict(run.run_dir, items, top_k=top_k, invert=invert, **options)
+        config, model, state = load_run(run.run_dir, "cpu")
+        channels, height, width = state["input_shape"]
+        images = torch.stack([pixels_of(item, (height, width), channels, invert) for item in items])
+        batch = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), len(images), mean=state["mean"],
+                              std=state["std"], channels_last=config.channels_last)
+        probs, _ = predict_probs(model, batch, torch.device("cpu"), "fp32", config.tta)
+        return ranked(probs, state["classes"], [f"<image {i}>" for i in range(len(items))], top_k)
+
+    def cam(self, run_dir: str | Path, image: Any, **options: Any) -> dict[str, Any]:
+        from nnlab.kinds.explain import class_activation
+        return class_activation(run_dir, image, **options)
+
+    def filters(self, run_dir: str | Path, **options: Any) -> dict[str, Any]:
+        from nnlab.kinds.explain import layer_filters
+        return layer_filters(run_dir, **options)
+
+    def interpret(self, run_dir: str | Path, **options: Any) -> dict[str, Any]:
+        from nnlab.kinds.explain import interpret
+        return interpret(run_dir, **options)
+
+    def summary_table(self, run_dir: str | Path, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+        from nnlab.kinds.explain import run_summary
+        return run_summary(run_dir, input_shape)
+
+    def export(self, run_dir: str | Path, fmt: str, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+        from nnlab.kinds.export import export
+        return export(run_dir, fmt, out=out, **options)
+
+    def results(self, run: Any, n: int = 16) -> Any:
+        """The first ``n`` test images with their true and predicted classes, mistakes in red."""
+        from nnlab.inspection.report import results_figure
+        config, model, state = load_run(run.run_dir, "cpu")
+        data = load_image_dataset(config.dataset, config.data)
+        images, labels = data.test_images[:n], data.test_labels[:n]
+        batch = TensorBatches(images, labels, len(images), mean=data.mean, std=data.std,
+                              channels_last=config.channels_last)
+        probs, _ = predict_probs(model, batch, torch.device("cpu"), "fp32", config.tta)
+        return results_figure(images, labels, probs, list(data.classes))
+
+
+def pixels_of(item: Any, size: tuple[int, int], channels: int, invert: str) -> torch.Tensor:
+    """``item`` (a file, a PIL image or a uint8 tensor [C, H, W]) as the model's uint8 input [C, H, W]."""
+    from PIL import Image
+
+    from nnlab.data.images import load_pil_image
+    if isinstance(item, (str, Path)):
+        return load_image(item, size, channels, invert=invert)
+    if isinstance(item, Image.Image):
+        return load_pil_image(item, size, channels, invert=invert)
+    if isinstance(item, torch.Tensor) and item.dtype == torch.uint8 and tuple(item.shape) == (channels, *size):
+        return item
+    raise DataError(f"predict: expected image files, PIL images or uint8 tensors of shape "
+                    f"{[channels, *size]}; got {type(item).__name__}"
+                    + (f" {item.dtype} {list(item.shape)}" if isinstance(item, torch.Tensor) else ""))

@@ -25,6 +25,7 @@ from nnlab.engine.learner import resolve_device
 from nnlab.engine.metrics import check_predict_args, confusion_matrix, per_class_report, ranked
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.names import CONDITIONS
@@ -335,3 +336,30 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
         logp = torch.log_softmax(model(x), 1).gather(1, y[:, None])[:, 0]      # [C * (len+1)]
         scores.append(logp.view(len(classes), -1).sum(1))                      # [C]
     return ranked(torch.stack(scores).softmax(1), classes, inputs, top_k)
+
+
+class NameGenKind(Kind):
+    """Names drawn letter by letter in a chosen language, judged by a names run."""
+
+    name = "namegen"
+    what = "name-generation run"
+    config = NameGenConfig
+    capabilities = frozenset({"resume", "sample"})
+    eval_options = ("classifier", "temperature", "top_k")
+    sample_options = SAMPLE_OPTIONS
+    sample_continues = SAMPLE_CONTINUES
+    metrics = ("in_language_macro", "novel_macro")
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+    sample = staticmethod(sample)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        if result.get("novel_macro") is None:
+            return []
+        judged, macro = result.get("in_language_macro"), result["macro"]
+        return [(f"in-language {judged:.1%} (equal priors; the judge's argmax "
+                 f"{macro['in_language_argmax']:.1%})  " if judged is not None else "") +
+                f"novel {result['novel_macro']:.1%} (macro over {len(result['per_language'])} languages)"]

@@ -30,6 +30,7 @@ from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kit.rundir import load_best
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
 from nnlab.models.names import MEMBER_KINDS
 
@@ -235,3 +236,20 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     check_predict_args(inputs, top_k, "name")
     _, model, state = load_run(run_dir, "cpu")
     return top_classes(model, encode_inputs(state, inputs), inputs, state["classes"], top_k)
+
+
+class NamesKind(Kind):
+    """Surnames to their language: an RNN, a CNN, an n-gram bag or an ensemble of them, over characters."""
+
+    name = "names"
+    what = "names run"
+    config = NamesConfig
+    capabilities = frozenset({"resume", "serve"})
+    takes_text = True
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+    encode_inputs = staticmethod(encode_inputs)
+    input_tokens = staticmethod(input_tokens)

@@ -30,6 +30,7 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.models import create_model
 from nnlab.kit.rundir import check_output, environment, write_json
+from nnlab.kit.kind import CSV_OPTION, Kind, Option, TARGET_OPTION
 from nnlab.kit.run import RunStart
 
 GATES: dict[str, tuple[list[list[float]], list[int]]] = {
@@ -326,3 +327,22 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
     counts = np.bincount(labels, minlength=2).tolist()
     return {"run_dir": str(run_dir), "csv": str(sources[0]), "out": str(out), "rows": len(table.rows),
             "predicted_counts": dict(zip(summary["classes"], counts))}
+
+
+class PerceptronKind(Kind):
+    """Rosenblatt's perceptron on two numeric features (a CSV_OPTION or generated points), trained by its trick."""
+
+    name = "perceptron"
+    what = "perceptron run"
+    config = PerceptronConfig
+    predict_options = ("csv", "output")
+    options = (CSV_OPTION, TARGET_OPTION)
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+
+    def load_run(self, run_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+        """A perceptron is its weights and bias, not a torch model: the model is the state itself."""
+        config, state = load_run(run_dir)
+        return config, state, state

@@ -25,6 +25,7 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import ConfigError
 from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.kind import CSV_OPTION, Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 
@@ -159,3 +160,21 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     """Series runs forecast their validation tail (``forecast.png``); single inputs are not supported."""
     raise ConfigError(f"predict: a series run ({run_dir}) has no per-input predictions; see its forecast.png "
                       "and `nnlab eval`")
+
+
+class SeriesKind(Kind):
+    """Time-series forecasting with an RNN, scored against the naive last-value forecast."""
+
+    name = "series"
+    what = "series run"
+    config = SeriesConfig
+    capabilities = frozenset({"resume"})
+    metrics = ("valid_mse",)
+    options = (CSV_OPTION, Option("--column", "column", "series runs: the CSV_OPTION column to forecast"))
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+
+    def load_run(self, run_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+        return load_best(run_dir, "series", device)

@@ -29,6 +29,7 @@ from nnlab.engine.metrics import score
 from nnlab.engine.scores import regression_report, roc_auc_ovr
 from nnlab.errors import ConfigError, DataError
 from nnlab.kit.rundir import check_output, load_best, read_summary
+from nnlab.kit.kind import CSV_OPTION, Kind, Option, TARGET_OPTION
 from nnlab.kit.run import RunStart, Spec, plot_run_confusion, summarize, train_model
 from nnlab.models import create_model
 
@@ -267,3 +268,28 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
         counts = torch.bincount(outputs.argmax(1), minlength=len(pre.classes)).tolist()
         result["predicted_counts"] = dict(zip(pre.classes, counts))
     return result
+
+
+class TabularKind(Kind):
+    """Logistic regression and MLPs on a table (a bundled scikit-learn table or any CSV_OPTION): classify or regress."""
+
+    name = "tabular"
+    what = "tabular run"
+    config = TabularConfig
+    predict_options = ("csv", "output")
+    metrics = ("test_accuracy", "test_r2")
+    options = (CSV_OPTION, TARGET_OPTION,
+               Option("--task", "task", "tabular runs (default classify)", choices=("classify", "regress")),
+               Option("--hidden", "hidden", "tabular mlp: hidden layer sizes, e.g. 64,32"),
+               Option("--categorical", "categorical", "tabular runs: comma-separated columns to one-hot encode "
+                      "(text columns must be named here)", metavar="COLUMNS"))
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        if result.get("test_r2") is not None:
+            return [f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}"]
+        return super().scores(result)

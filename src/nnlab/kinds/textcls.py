@@ -30,6 +30,7 @@ from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified,
                                   train_options)
 from nnlab.kinds.tabular import class_predictions_csv
 from nnlab.kit.rundir import load_best
+from nnlab.kit.kind import CSV_OPTION, Kind, Option
 from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
 
 
@@ -264,3 +265,23 @@ def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None 
             hits = sum(int(predicted[i]) == label for i, label in known)
             result.update(labelled_rows=len(known), accuracy=hits / len(known))
     return result
+
+
+class TextClassifyKind(Kind):
+    """Text classification (sentiment, topics) of a CSV_OPTION's texts, with attention pooling's word weights."""
+
+    name = "textcls"
+    what = "text-classification run"
+    config = TextClassifyConfig
+    capabilities = frozenset({"resume", "serve"})
+    predict_options = ("csv", "output", "explain")
+    takes_text = True
+    options = (CSV_OPTION, Option("--text-column", "text_column", "text-classify runs: the CSV_OPTION column of texts"),
+               Option("--label-column", "label_column", "text-classify runs: the CSV_OPTION column of labels"))
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+    encode_inputs = staticmethod(encode_inputs)
+    input_tokens = staticmethod(input_tokens)

@@ -33,6 +33,7 @@ from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.kinds.image import load_run
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, train_model
 from nnlab.models import create_model
 
@@ -296,3 +297,25 @@ def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 
     """Not offered: a digits-transfer run is a measurement; its models are in ``RUN/models``."""
     raise ConfigError(f"predict does not apply to the digits-transfer run in {run_dir}; "
                       "its pretrained source is an image run you can predict with (RUN/pretrain)")
+
+
+class TransferKind(Kind):
+    """A measurement: an image recipe pretrained on Fashion-MNIST, then fine-tuned on scikit-learn's
+    digits against the same net from scratch."""
+
+    name = "transfer"
+    what = "digits-transfer run"
+    config = TransferConfig
+    metrics = ("transfer_gain_points",)
+    options = (Option("--from", "from_run", "digits-transfer and fashion-transfer: start from this earlier run "
+                      "instead of pretraining", metavar="RUN_DIR"),)
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        if result.get("transfer_gain_points") is None:
+            return []
+        return [f"transfer - scratch: {result['transfer_gain_points']:+.1f} points at "
+                f"{result['gain_at_percent']}% of the digits"]

@@ -30,6 +30,7 @@ from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best, read_summary
+from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 
@@ -340,3 +341,27 @@ def translate(run_dir: str | Path, sentences: Sequence[str], beam: int = 1, atte
 def predict(run_dir: str | Path, inputs: Sequence[str] = (), top_k: int = 3) -> list[dict[str, Any]]:
     """``nnlab predict`` on a translation run: the greedy translation of each input sentence."""
     return translate(run_dir, inputs)
+
+
+class TranslateKind(Kind):
+    """Sequence-to-sequence translation with attention (dates, French to English), greedy or beam search."""
+
+    name = "translate"
+    what = "translation run"
+    config = TranslateConfig
+    capabilities = frozenset({"resume", "translate"})
+    metrics = ("test_bleu",)
+
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    predict = staticmethod(predict)
+    load_run = staticmethod(load_run)
+    translate = staticmethod(translate)
+    first_attention = staticmethod(first_attention)
+
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        if result.get("test_bleu") is None:
+            return []
+        return [f"BLEU {result['test_bleu']:.1f}  chrF {result['test_chrf']:.1f}  "
+                f"exact {result['test_exact_match']:.4f}" + (f"  beam-{result['beam']} BLEU "
+                f"{result['test_beam_bleu']:.1f}" if result.get("test_beam_bleu") is not None else "")]

@@ -21,9 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nnlab.config import RunConfig, apply_overrides, load_config
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.engine.learner import autocast, count_correct, resolve_device, resolve_precision
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.inspection.report import explain
+from nnlab.kit.kind import Kind
+from nnlab.kit.runs import Run
 from nnlab.kit.run import RunStart, Spec, find_lr, start_run, stopped_summary, summarize, train_model
 
 
@@ -71,62 +74,33 @@ def batches_of(data: Any, batch_size: int, device: torch.device, shuffle: bool, 
     return DeviceBatches(data, device)
 
 
-@dataclass
-class Run:
-    """A trained run of your own model: its directory, config, history, summary, and the model at
-    its best epoch (in eval mode), with ``evaluate`` and ``predict`` on new data."""
-
-    run_dir: Path | None
-    config: CustomConfig
-    model: nn.Module
-    history: list[dict[str, Any]]
-    summary: dict[str, Any]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    device: torch.device
-
-    @property
-    def precision(self) -> str:
-        return resolve_precision(self.config.precision, self.device)
-
-    def outputs(self, data: Any, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's outputs and the targets over ``data`` (as ``fit`` takes it), on the CPU, in order."""
-        outputs, targets, _ = self.pass_over(data, batch_size)
-        return outputs, targets
-
-    @torch.no_grad()
-    def pass_over(self, data: Any, batch_size: int | None = None,
-                  keep_inputs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One pass of the model over ``data``: outputs, targets and (``keep_inputs``) the inputs, on the CPU."""
-        self.model.eval()
-        outs, targets, inputs = [], [], []
-        for x, y in batches_of(data, batch_size or self.config.eval_batch_size, self.device, False, 0):
-            with autocast(self.device, self.precision):
-                outs.append(self.model(x).float().cpu())
+def pass_over(run: Run, data: Any, batch_size: int | None = None,
+              keep_inputs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One pass of ``run``'s model over ``data`` (as ``fit`` takes it): outputs, targets and
+    (``keep_inputs``) the inputs, on the CPU, in order."""
+    model = run.model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
+    precision = resolve_precision(run.config.precision, device)
+    outs, targets, inputs = [], [], []
+    with torch.no_grad():
+        for x, y in batches_of(data, batch_size or run.config.eval_batch_size, device, False, 0):
+            with autocast(device, precision):
+                outs.append(model(x).float().cpu())
             targets.append(y.cpu())
             if keep_inputs:
                 inputs.append(x.cpu())
-        return torch.cat(outs), torch.cat(targets), torch.cat(inputs) if keep_inputs else None
+    return torch.cat(outs), torch.cat(targets), torch.cat(inputs) if keep_inputs else None
 
-    def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, Any]:
-        """Mean loss over ``data`` and, for a classifier (2-D outputs, integer targets), its accuracy."""
-        outputs, targets = self.outputs(data, batch_size)
-        result: dict[str, Any] = {"loss": float(self.loss(outputs, targets)), "n": len(targets)}
-        if outputs.ndim == 2 and not targets.is_floating_point():
-            result["accuracy"] = (outputs.argmax(1) == targets).float().mean().item()
-        return result
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor | Any, batch_size: int | None = None) -> torch.Tensor:
-        """The model's outputs for a tensor of inputs ``x`` (or for the inputs of ``x``'s batches)."""
-        if not isinstance(x, torch.Tensor):
-            return self.outputs(x, batch_size)[0]
-        self.model.eval()
-        size = batch_size or self.config.eval_batch_size
-        outs = []
-        for chunk in x.split(size):
-            with autocast(self.device, self.precision):
-                outs.append(self.model(chunk.to(self.device)).float().cpu())
-        return torch.cat(outs)
+def evaluate_on(run: Run, data: Any, batch_size: int | None = None) -> dict[str, Any]:
+    """Mean loss of ``run``'s model over ``data`` and, for a classifier (2-D outputs, integer targets),
+    its accuracy; the loss is the run's own (cross-entropy where the run does not say)."""
+    outputs, targets, _ = pass_over(run, data, batch_size)
+    loss = run.loss if run.loss is not None else nn.CrossEntropyLoss()
+    result: dict[str, Any] = {"loss": float(loss(outputs, targets)), "n": len(targets)}
+    if outputs.ndim == 2 and not targets.is_floating_point():
+        result["accuracy"] = (outputs.argmax(1) == targets).float().mean().item()
+    return result
 
 
 def _run_dir(model: nn.Module, out: str | Path | None, suffix: str = "") -> Path:
@@ -157,7 +131,7 @@ def fit(model: nn.Module, train: Any, valid: Any = None, *, loss: Callable | Non
         path = Path(resume) / "config.json"
         if path.is_file() and load_config(path).kind != "custom":
             raise CheckpointError(f"resume={resume}: a recipe's run; continue it with nnlab train --resume {resume}")
-        start = start_run(None, overrides=overrides, resume=resume)
+        start = start_run(None, overrides=overrides, resume=resume, kind=CustomKind())
     else:
         config = apply_overrides(CustomConfig(model=type(model).__name__), overrides)
         start = start_run(config, _run_dir(model, out))
@@ -177,7 +151,8 @@ def fit(model: nn.Module, train: Any, valid: Any = None, *, loss: Callable | Non
             summary = summarize(start, trained, {
                 "model": config.model, "parameters": sum(p.numel() for p in model.parameters()),
                 **{key: best_row.get(key) for key in ("valid_loss", "valid_acc", "train_loss", "train_acc")}})
-    return Run(start.run_dir, config, model.eval(), trained.history, summary, loss, start.device)
+    return Run(start.run_dir, CustomKind(), config=config, model=model.eval(), summary=summary,
+               history=trained.history, loss=loss, device=start.device)
 
 
 def lr_find(model: nn.Module, train: Any, *, loss: Callable | None = None, out: str | Path | None = None,
@@ -201,7 +176,7 @@ def interpret(run: Run, data: Any, classes: Sequence[str] | None = None, top: in
     """Confusion matrix, most-confused pairs, per-class precision/recall/F1 and the ``top``
     highest-loss examples of a classifier ``run`` on ``data``; writes ``confusion.png`` (and, for
     image inputs, ``top_losses.png``) to ``out`` (default ``RUN/interpret``)."""
-    logits, targets, inputs = run.pass_over(data, keep_inputs=True)
+    logits, targets, inputs = pass_over(run, data, keep_inputs=True)
     if logits.ndim != 2 or targets.is_floating_point():
         raise ConfigError("interpret: explains classifiers (outputs [N, classes], integer targets)")
     names = list(classes) if classes is not None else [str(i) for i in range(logits.shape[1])]
@@ -222,21 +197,68 @@ def _images(x: torch.Tensor) -> torch.Tensor | None:
     return ((x - low) / (high - low).clamp_min(1e-12) * 255).round().to(torch.uint8)
 
 
-# The kind's runner for the CLI: the model of a custom run is the user's code, which nnlab cannot rebuild.
 def _from_python(run_dir: Any) -> ConfigError:
     return ConfigError(f"{run_dir} is a run of your own model (nnlab.fit): nnlab cannot rebuild that model; "
-                       "use the Run that nnlab.fit returned (run.evaluate, run.predict), or continue it with "
-                       f"nnlab.fit(model, data, resume={str(run_dir)!r})")
+                       f"open it with nnlab.load({str(run_dir)!r}, model=YourModel()) (run.evaluate(data), "
+                       f"run.predict(x)), or continue it with nnlab.fit(model, data, resume={str(run_dir)!r})")
 
 
-def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
-    raise _from_python(start.run_dir)
+class CustomKind(Kind):
+    """Runs of your own ``nn.Module`` through ``nnlab.fit``. The model's code is yours, so nnlab never
+    rebuilds it: ``nnlab.load(RUN, model=YourModel())`` puts the best weights (a state dict, no
+    pickled code) into a fresh instance you give, whatever module its class lives in."""
 
+    name = "custom"
+    what = "run of your own model (nnlab.fit)"
+    config = CustomConfig
+    capabilities = frozenset({"resume"})
+    metrics = ("valid_acc", "valid_loss")
 
-def evaluate(run_dir: str | Path, data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
-    raise _from_python(run_dir)
+    def scores(self, result: dict[str, Any]) -> list[str]:
+        parts = [f"{key.replace('_', ' ')} {result[key]:.4f}" for key in ("valid_acc", "valid_loss")
+                 if isinstance(result.get(key), float)]
+        return parts
 
+    def train(self, start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
+        raise _from_python(start.run_dir)
 
-def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[dict]:
-    raise _from_python(run_dir)
+    def evaluate(self, run_dir: str | Path, data_path: str | None = None, device_name: str | None = None,
+                 **options: Any) -> dict[str, Any]:
+        raise _from_python(run_dir)
 
+    def predict(self, run_dir: str | Path, inputs: Sequence[Any], top_k: int = 3, **options: Any) -> Any:
+        raise _from_python(run_dir)
+
+    def load_run(self, run_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+        raise _from_python(run_dir)
+
+    def load_weights(self, run_dir: str | Path, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """``model`` with the run's best weights (``best.pt``, weights only), in eval mode."""
+        path = Path(run_dir) / "best.pt"
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as error:
+            raise CheckpointError(f"{path}: the weights do not fit the model given ({type(model).__name__}): "
+                                  f"{str(error).splitlines()[0]}") from None
+        return model.eval(), {key: value for key, value in state.items() if key in ("model_class", "epoch", "kind")}
+
+    def predict_run(self, run: Run, inputs: Any, top_k: int = 3, batch_size: int | None = None,
+                    **options: Any) -> torch.Tensor:
+        """The model's outputs for a tensor of inputs ``inputs`` (or for the inputs of its batches)."""
+        if not isinstance(inputs, torch.Tensor):
+            return pass_over(run, inputs, batch_size)[0]
+        model = run.model.eval()
+        device = next(model.parameters(), torch.empty(0)).device
+        precision = resolve_precision(run.config.precision, device)
+        outs = []
+        with torch.no_grad():
+            for chunk in inputs.split(batch_size or run.config.eval_batch_size):
+                with autocast(device, precision):
+                    outs.append(model(chunk.to(device)).float().cpu())
+        return torch.cat(outs)
+
+    def resume(self, run_dir: str | Path, overrides: dict[str, Any] | None = None,
+               stream: TextIO | None = None) -> dict[str, Any]:
+        raise ConfigError(f"{run_dir}: a run of your own model continues with its model and data: "
+                          f"nnlab.fit(model, data, resume={str(run_dir)!r})")

@@ -34,7 +34,9 @@ from nnlab.engine.learner import Callback, Learner, count_correct, resolve_devic
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.kit.kind import Kind
 from nnlab.inspection.plots import plot_confusion, plot_curves, plot_lr_csv
+from nnlab.kit.kind import Kind
 from nnlab.kit.rundir import (RunLock, environment, new_run_dir, read_rows, remove_orphans, remove_run_files,
                               write_jsonl)
 
@@ -84,16 +86,15 @@ class RunStart:
         self.close()
 
 
-def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None) -> tuple[RunConfig, dict[str, Any]]:
+def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None,
+                    kind: Kind) -> tuple[RunConfig, dict[str, Any]]:
     """The config (``overrides`` applied, ``stop_after_epochs`` cleared) and ``last.pt`` of the
-    interrupted run in ``run_dir``; a finished run, a kind that cannot resume, or a run that never
-    finished an epoch is refused, naming the directory."""
-    from nnlab.kinds import get_kind
+    interrupted run of ``kind`` in ``run_dir``; a finished run, a kind that cannot resume, or a run
+    that never finished an epoch is refused, naming the directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"--resume {run_dir}: not an interrupted run (no usable config.json)")
     base = load_config(run_dir / "config.json")
-    kind = get_kind(base.kind)
     if not kind.supports("resume"):
         raise ConfigError(f"--resume {run_dir}: a {kind.what} trains in seconds and cannot be resumed; "
                           "start a new run")
@@ -107,15 +108,18 @@ def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None) -> tu
 
 
 def start_run(config: RunConfig | None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
-              resume: str | Path | None = None, force: bool = False) -> RunStart:
+              resume: str | Path | None = None, force: bool = False, kind: Kind | None = None) -> RunStart:
     """A new run of ``config`` in ``out`` (default ``runs/RECIPE-<timestamp>``), or the interrupted
     run ``resume`` (``overrides`` applied to its config); torch's threads are set from the config.
     ``force``: ``out`` may hold a run (replaced) or other files (see ``new_run_dir``).
-    The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls."""
+    The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls.
+    ``kind`` (the run's ``Kind``) says whether ``resume`` can be continued."""
     checkpoint = None
     main = launched_rank() == 0
     if resume is not None:
-        config, checkpoint = interrupted_run(resume, overrides)
+        if kind is None:
+            raise ConfigError(f"--resume {resume}: the kind of the run is needed to continue it")
+        config, checkpoint = interrupted_run(resume, overrides, kind)
         run_dir = Path(resume)
     else:
         if config is None:
