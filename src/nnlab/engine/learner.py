@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from nnlab.engine.choices import DEVICES  # noqa: F401  (the engine's device choices, re-exported)
 from nnlab.engine.distributed import all_reduce_sum, world_size
 
 
@@ -50,7 +51,9 @@ class Callback:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; other names are checked."""
+    """The device ``name`` names (the choices a run offers are ``DEVICES``; torch's own names such as
+    ``cuda:1`` also pass): ``auto`` picks CUDA, then Apple's MPS, then the CPU; ``cuda`` and ``mps``
+    are checked to be there."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

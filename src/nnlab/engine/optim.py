@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nnlab.engine.choices import OPTIMIZER_CLASSES
 from nnlab.errors import ConfigError
 
 
@@ -91,14 +92,12 @@ def trainable_groups(model: nn.Module) -> list[str]:
             if any(p.requires_grad for p in module.parameters())]
 
 
-# The optimizers ``--optimizer`` names (config.CHOICES["optimizer"] lists the same): torch's own,
-# with the SGD family told apart by its momentum. Adam, RMSprop, Adagrad and Adadelta take
+# The optimizers a run names, each torch's own class (the names are the engine's table
+# ``choices.OPTIMIZER_CLASSES``, which the CLI and config.py read without importing torch): the
+# SGD family is told apart by its momentum. Adam, RMSprop, Adagrad and Adadelta take
 # ``weight_decay`` as an L2 term in the gradient; AdamW decays the weights apart from it.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
-}
+    name: getattr(torch.optim, cls) for name, cls in OPTIMIZER_CLASSES.items()}
 
 
 def optimizer_kwargs(name: str, momentum: float = 0.9, args: dict[str, Any] | None = None) -> dict[str, Any]:
