@@ -67,7 +67,9 @@ def test_a_run_directory_has_one_writer_at_a_time(tmp_path):
 def test_a_start_cleans_what_a_killed_run_left_and_never_duplicates_rows(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    from nnlab.config import save_config
+    from nnlab.kit.api import CustomConfig
+    save_config(CustomConfig(model="TwoLayer"), run_dir / "config.json")  # a run killed before its first checkpoint
     (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 9.0}\n')
     (run_dir / ".best.pt.abc.tmp").write_bytes(b"half a checkpoint")
     fit(run_dir, epochs=2)
@@ -85,6 +87,41 @@ def test_out_must_be_a_new_or_empty_directory_or_an_unfinished_start(tmp_path, c
         code, _, err = run_cli(capsys, "train", "iris-mlp", "--out", str(out))
         assert code == 2 and message in err
     assert (tmp_path / "file").read_text() == "mine" and (tmp_path / "photos" / "cat.jpg").read_bytes() == b"mine too"
+
+
+@pytest.mark.parametrize("config", ["{}\n", '{"lr": 0.1}\n', '{"kind": "image", "learning_rate": 0.1}\n',
+                                    '{"kind": "no-such-kind"}\n', "[1, 2]\n", "lr: 0.1\n", b"\xff\xfe\x00"])
+def test_out_over_the_users_own_config_and_curves_is_refused_and_leaves_them_byte_identical(config, squares,
+                                                                                             tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
+    (out / "curves.png").write_bytes(b"\x89PNG my own curves")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    code, out_text, err = run_cli(capsys, "train", "fashion-mlp", "--data", str(squares), "--out", str(out))
+    assert code == 2 and out_text == "" and len(err.strip().splitlines()) == 1
+    assert "holds files that are not an nnlab run's (config.json, curves.png)" in err and "--force" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_a_start_that_died_before_its_first_checkpoint_is_replaced_but_not_a_picture_it_cannot_have_drawn(
+        squares, tmp_path, capsys):
+    from nnlab.config import save_config
+    from nnlab.recipes import get_recipe
+    out = tmp_path / "died"
+    out.mkdir()
+    save_config(get_recipe("fashion-mlp").config, out / "config.json")  # nnlab's, by content
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "curves.png").write_bytes(b"\x89PNG the user's")  # a run draws curves only once it has finished
+    train = ["train", "fashion-mlp", "--data", str(squares), "--epochs", "1", "--set", "plots=false",
+             "--set", "model_args.hidden=(16,)", "--out", str(out)]
+    code, _, err = run_cli(capsys, *train)
+    assert code == 2 and "holds files that are not an nnlab run's (curves.png)" in err
+    assert (out / "curves.png").read_bytes() == b"\x89PNG the user's"
+    (out / "curves.png").unlink()
+    code, _, err = run_cli(capsys, *train)
+    assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1 and (out / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -76,23 +76,64 @@ def environment() -> dict[str, Any]:
 RUN_FILES = ("metrics.jsonl", "lr.csv", "best.pt", "last.pt", "summary.json")
 
 
+# What a start that stopped before its first checkpoint can have left beside its config.json and
+# hidden files (the lock, temp files): the kit's logs and first best.pt, TensorBoard's event files,
+# and the transfer kinds' pretraining and compared models, which come before any checkpoint of theirs.
+# A run started again there replaces them; anything else there was not written by that start.
+LEFT_BY_A_START = ("config.json", "metrics.jsonl", "lr.csv", "best.pt", "pretrain.pt", "pretrain", "models")
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is an nnlab run's ``config.json``, judged by its content: a JSON object naming a
+    known ``kind``, every key a setting of that kind's config (``load_config`` reads it back)."""
+    from nnlab.errors import NnlabError
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
+        return False
+    from nnlab.kinds import get_kind  # the table of kinds, by name: its config class is imported with it
+    try:
+        get_kind(raw["kind"])
+        load_config(path)
+    except NnlabError:
+        return False
+    return True
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """The names in ``run_dir`` that are not an nnlab run's, judged by content and not by name: every
+    (non-hidden) file when its ``config.json`` is not an nnlab config (``is_run_config``), else what a
+    start stopped before its first checkpoint cannot have written (``LEFT_BY_A_START``, event files).
+    A finished or checkpointed run is not asked: ``new_run_dir`` refuses it as a run."""
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    if not is_run_config(run_dir / "config.json"):
+        return names
+    return [name for name in names if name not in LEFT_BY_A_START and not name.startswith("events.out.tfevents.")]
+
+
 def new_run_dir(recipe: str, out: str | Path | None, create: bool = True, force: bool = False) -> Path:
     """``out``, or ``runs/RECIPE-<timestamp>`` (created unless ``create`` is false); refuses a path
-    that is a file, a directory that already holds a run, and a non-empty directory that is not
-    a run of ours (its files would be overwritten). A run that failed before its first epoch
-    (``config.json`` and no checkpoint) may be started again there. ``force`` accepts the last two:
-    the new run replaces the old one (``remove_run_files``, once the directory is locked) or writes
-    its files beside the ones that are not a run's, overwriting those of the same names."""
+    that is a file, a directory that already holds a run, and a directory holding files that are not
+    an nnlab run's (``foreign_files``: they would be overwritten). A run that failed before its first
+    checkpoint (an nnlab ``config.json``, no ``last.pt``) may be started again there. ``force`` accepts
+    the last two: the new run replaces the old one (``remove_run_files``, once the directory is locked)
+    or writes its files beside the ones that are not a run's, overwriting those of the same names."""
     run_dir = Path(out) if out else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: is a file, not a directory")
-    if not force and ((run_dir / "last.pt").exists() or (run_dir / "summary.json").exists()):
+    ours = is_run_config(run_dir / "config.json")
+    if not force and ours and ((run_dir / "last.pt").exists() or (run_dir / "summary.json").exists()):
         raise ConfigError(f"--out {run_dir}: already holds a run; choose another directory "
                           "(or --force to replace it)")
-    foreign = run_dir.is_dir() and any(not p.name.startswith(".") for p in run_dir.iterdir())
-    if not force and foreign and not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--out {run_dir}: holds files that are not an nnlab run; choose an empty or new directory "
-                          "(or --force to write the run among them)")
+    foreign = [] if force else foreign_files(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"--out {run_dir}: holds files that are not an nnlab run's ({shown}); choose an empty "
+                          "or new directory (or --force to write the run among them, replacing those of its names)")
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
