@@ -13,13 +13,16 @@ than a description of it that could drift.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 INVERT_CHOICES = ("auto", "yes", "no")
 # Integer and float modes that convert("L") would clip at 255 instead of scaling.
@@ -27,7 +30,8 @@ HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 # What is done to an image file, in order, before the model sees it (H x W: the model's input size).
 STEPS: dict[str, str] = {
-    "decode": "Pillow Image.open and load, then ImageOps.exif_transpose (turned upright by its EXIF orientation)",
+    "decode": "a PNG whose chunk CRCs do not all match is refused; Pillow Image.open and load, then "
+              "ImageOps.exif_transpose (turned upright by its EXIF orientation)",
     "high_depth": "modes I, I;16*, F: to 8-bit grey, divided by 257 when the mode is I;16* or a value exceeds 255, "
                   "rounded and clipped to [0, 255]",
     "alpha": "modes RGBA, LA, PA or a transparency key: alpha-composited onto opaque white, then RGB",
@@ -45,9 +49,47 @@ STEPS: dict[str, str] = {
 }
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class DamagedImage(ValueError):
+    """An image file whose own checksums say that its bytes changed after it was written."""
+
+
+def check_png(data: bytes, path: str | Path) -> None:
+    """Raise ``DamagedImage`` naming ``path`` when ``data``, its bytes, is a PNG with a chunk cut short or
+    whose CRC does not match its bytes. Pillow checks the header's CRC only and decodes image data with a
+    wrong one without a word (as browsers do): a prediction on altered pixels would look like any other.
+    Bytes after IEND are ignored."""
+    if not data.startswith(PNG_SIGNATURE):
+        return
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
+        end = pos + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            raise DamagedImage(f"{path}: damaged PNG: chunk {name} at byte {pos} is cut short "
+                               f"({len(data) - pos} of its {12 + length} bytes)")
+        if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+            raise DamagedImage(f"{path}: damaged PNG: chunk {name} at byte {pos} fails its CRC check "
+                               "(the file changed after it was written)")
+        if kind == b"IEND":
+            return
+        pos = end
+    raise DamagedImage(f"{path}: damaged PNG: cut short before its IEND chunk")
+
+
 def open_upright(path: str | Path) -> Image.Image:
-    """Decode ``path`` and turn it upright by its EXIF orientation (Pillow's errors pass through)."""
-    with Image.open(path) as image:
+    """Decode ``path`` and turn it upright by its EXIF orientation: a damaged PNG is a ``DamagedImage``
+    (``check_png``); Pillow's errors pass through."""
+    data = Path(path).read_bytes()
+    check_png(data, path)
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its message would name the in-memory copy, not the file
+        raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}") from None
+    with opened as image:
         image.load()
         return ImageOps.exif_transpose(image)  # a new image, which outlives the closed file
 

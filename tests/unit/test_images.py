@@ -114,7 +114,8 @@ def write_text(path):
     ("missing.png", lambda p: None, "no such file"),
     ("empty.png", lambda p: p.write_bytes(b""), "empty"),
     ("notes.png", write_text, "not an image"),
-    ("cut.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10"), "image"),
+    ("cut.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10"),
+     "damaged PNG: chunk IHDR at byte 8 is cut short"),
 ])
 def test_unreadable_file_raises_data_error_naming_the_file(tmp_path, name, make, problem):
     path = tmp_path / name
@@ -122,3 +123,38 @@ def test_unreadable_file_raises_data_error_naming_the_file(tmp_path, name, make,
     with pytest.raises(DataError, match=re.escape(str(path))) as caught:
         load_image(path, (28, 28), 1)
     assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def png_chunks(data):
+    """(type, offset, length) of each chunk of the PNG bytes ``data``."""
+    import struct
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        chunks.append((data[pos + 4:pos + 8].decode(), pos, length))
+        pos += 12 + length
+    return chunks
+
+
+def test_a_png_whose_chunk_crc_is_wrong_is_refused_naming_the_file_and_the_chunk(image_run, tmp_path, capsys):
+    from conftest import run_cli
+    from nnlab.client import DamagedImage, open_upright
+    save_image(torch.full((28, 28), 200, dtype=torch.uint8), tmp_path / "good.png")
+    good = (tmp_path / "good.png").read_bytes()
+    chunks = png_chunks(good)
+    assert [name for name, _, _ in chunks] == ["IHDR", "IDAT", "IEND"]
+    for name, offset, length in chunks:  # Pillow alone decoded a wrong IDAT or IEND CRC without a word
+        damaged = bytearray(good)
+        damaged[offset + 8 + length] ^= 1  # the first byte of the chunk's CRC: the pixels are intact
+        path = tmp_path / f"bad-{name}.png"
+        path.write_bytes(bytes(damaged))
+        message = f"{path}: damaged PNG: chunk {name} at byte {offset} fails its CRC check"
+        with pytest.raises(DataError) as caught:
+            load_image(path, (28, 28), 1)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+        with pytest.raises(DamagedImage) as caught:  # the exported model's client refuses it the same way
+            open_upright(path)
+        assert str(caught.value).startswith(message)
+    code, out, err = run_cli(capsys, "predict", str(image_run), str(tmp_path / "bad-IDAT.png"))
+    assert code == 2 and out == "" and "damaged PNG: chunk IDAT" in err and len(err.strip().splitlines()) == 1
+    assert load_image(tmp_path / "good.png", (28, 28), 1).shape == (1, 28, 28)
