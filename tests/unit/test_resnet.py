@@ -42,8 +42,9 @@ def test_preact_resnet18_has_two_blocks_per_stage():
     assert convs == 17
 
 
-def test_torchvision_weights_missing_names_the_file_and_url(tmp_path, monkeypatch):
+def test_torchvision_weights_missing_offline_names_the_file_and_url(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NNLAB_OFFLINE", "1")  # online, the file downloads: tests/unit/test_weights_download.py
     url = weights_url("resnet18")
     assert url.startswith("https://download.pytorch.org/models/resnet18-")
     expected = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]

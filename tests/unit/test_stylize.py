@@ -120,8 +120,9 @@ def test_weights_file_carrying_objects_is_refused(tmp_path):
         vgg19_features("conv1_1", path)
 
 
-def test_missing_weights_name_the_file_the_place_and_the_url(images, tmp_path, monkeypatch):
+def test_missing_weights_offline_name_the_file_the_place_and_the_url(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("NNLAB_OFFLINE", "1")  # online, the file downloads: tests/unit/test_weights_download.py
     with pytest.raises(CheckpointError) as error:
         stylize(*images, tmp_path / "out.png", size=32, steps=1, progress=False)
     message = str(error.value)

@@ -2,16 +2,16 @@
 
 Each is wrapped in ``Backbone`` so that it offers the same interface as the nnlab families:
 ``forward_features`` (the last conv map), ``forward_head``, ``reset_classifier`` and
-``layer_groups`` (stem, body, head). Weights never come from the network: ``pretrained`` is
-None (random init), a path to a ``.pth`` state dict, or ``"torchvision"``, which reads the exact
-file torchvision's own download would have left in ``$TORCH_HOME/hub/checkpoints/``. A missing
-file is a ``CheckpointError`` naming the file and the URL to fetch it from. Files are loaded
-weights-only. With ``in_channels`` other than 3 the first conv is rebuilt, its pretrained
-filters averaged over the RGB channels (so a grey image sees the same filters).
+``layer_groups`` (stem, body, head). ``pretrained`` is None (random init), a path to a ``.pth``
+state dict, or ``"torchvision"``: the file of torchvision's default weights entry for ``arch``
+in ``$TORCH_HOME/hub/checkpoints/``, downloaded there on first use and checked against the
+SHA-256 prefix in its name (``models/weights.py``; offline, a missing file is a
+``CheckpointError`` naming the file and its URL). Files are loaded weights-only. With
+``in_channels`` other than 3 the first conv is rebuilt, its pretrained filters averaged over
+the RGB channels (so a grey image sees the same filters).
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from pathlib import Path
@@ -22,16 +22,10 @@ from torch import nn
 
 from nnlab.errors import CheckpointError
 from nnlab.models.registry import Classifier, register
+from nnlab.models.weights import cached_file
 
 if TYPE_CHECKING:
     import torchvision
-
-
-def torch_home() -> Path:
-    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch.hub's rule)."""
-    if os.environ.get("TORCH_HOME"):
-        return Path(os.environ["TORCH_HOME"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "torch"
 
 
 def weights_url(arch: str) -> str:
@@ -41,14 +35,9 @@ def weights_url(arch: str) -> str:
 
 
 def weights_file(arch: str, pretrained: str) -> Path:
-    """The state-dict file ``pretrained`` means for ``arch``: a path, or torchvision's cache file."""
+    """The state-dict file ``pretrained`` means for ``arch``: a path, or torchvision's cached (or downloaded) file."""
     if pretrained == "torchvision":
-        url = weights_url(arch)
-        path = torch_home() / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
-        if not path.is_file():
-            raise CheckpointError(f"{arch}: pretrained weights not found at {path}; download {url} there "
-                                  f"(e.g. `curl -L -o {path} {url}`) or pass the file's path")
-        return path
+        return cached_file(weights_url(arch), f"{arch}: pretrained weights", " or pass the file's path")
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{arch}: pretrained weights file {path} not found "
@@ -165,7 +154,7 @@ def _register(arch: str) -> None:
     def factory(n_classes: int = 10, in_channels: int = 3, pretrained: str | None = None) -> Backbone:
         return create_backbone(arch, n_classes, in_channels, pretrained)
 
-    factory.__doc__ = f"torchvision {arch} (ImageNet weights from a file or $TORCH_HOME), nnlab interface."
+    factory.__doc__ = f"torchvision {arch} (ImageNet weights: a file, or downloaded once), nnlab interface."
     register(arch)(factory)
 
 

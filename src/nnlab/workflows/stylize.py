@@ -12,9 +12,10 @@ they are: the textures and strokes)::
 Only VGG19's ``features`` are built, up to the deepest layer used, in eval mode with their
 weights frozen. ``convX_Y`` names a conv output, ``reluX_Y`` the same after its ReLU, ``poolX``
 the X-th max-pool. Weights are torchvision's ``IMAGENET1K_V1`` file, read from torch.hub's
-cache or a given path (never downloaded, always loaded weights-only), or ``"random"``: the same
-network randomly initialised, for tests and texture synthesis. The image being optimised lives
-in [0, 1] RGB; the ImageNet normalisation is the first thing VGG19 applies.
+cache (downloaded there on first use, hash-checked: ``models/weights.py``) or a given path,
+always loaded weights-only, or ``"random"``: the same network randomly initialised, for tests
+and texture synthesis. The image being optimised lives in [0, 1] RGB; the ImageNet
+normalisation is the first thing VGG19 applies.
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ from nnlab.data.images import _convert, _open
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import autocast, resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.models.weights import cached_file
 
-WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
-WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
+WEIGHTS_URL = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
+WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[1]  # vgg19-dcbb9e9d.pth: the SHA-256 prefix is in the name
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The PyTorch tutorial's pair for normalised Grams and mean-squared losses: a Gram entry is an
@@ -151,16 +153,12 @@ def _vgg19_layers(last: str) -> nn.Sequential:
 
 
 def weights_path(weights: str | Path | None) -> Path | None:
-    """The state-dict file ``weights`` means: None is torchvision's cached file, ``"random"`` none at all."""
+    """The state-dict file ``weights`` means: None is torchvision's file (downloaded once), ``"random"`` none at all."""
     if weights == "random":
         return None
     if weights is None or weights == "imagenet":
-        path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-        if not path.is_file():
-            raise CheckpointError(f"VGG19 weights {WEIGHTS_FILE} not found in {path.parent}; download {WEIGHTS_URL} "
-                                  f"there (e.g. `curl -L -o {path} {WEIGHTS_URL}`), pass --weights PATH, "
-                                  "or --weights random for an untrained VGG19")
-        return path
+        return cached_file(WEIGHTS_URL, "VGG19 weights", ", pass --weights PATH, or --weights random for an "
+                                                         "untrained VGG19")
     path = Path(weights).expanduser()
     if not path.is_file():
         raise CheckpointError(f"--weights {path}: no such file (torchvision's VGG19 weights: {WEIGHTS_URL})")
@@ -191,7 +189,7 @@ def vgg19_features(last: str, weights: str | Path | None = None, seed: int = 0,
                    device: str | torch.device = "cpu") -> VGGFeatures:
     """VGG19's features up to layer ``last`` on ``device``, frozen and in eval mode, with ``weights``.
 
-    ``weights`` is None (torchvision's cached file), a state-dict path or ``"random"`` (see ``weights_path``).
+    ``weights`` is None (torchvision's file, downloaded once), a state-dict path or ``"random"`` (see ``weights_path``).
 
     Random weights follow torchvision's VGG init (Kaiming normal, fan-out, zero bias) drawn from a
     generator seeded with ``seed``. On CPU and CUDA the convs are channels-last: forward + backward
@@ -407,7 +405,7 @@ def stylize(content: str | Path, style: str | Path, out: str | Path | None = Non
     """Paint ``content`` in the style of ``style`` and save it as PNG ``out`` (default ``CONTENT.stylized.png``).
 
     Both images are resized so that their longer side is ``size`` px, keeping their aspect; the
-    output has the content's resized size. ``weights``: None for torchvision's cached VGG19 file,
+    output has the content's resized size. ``weights``: None for torchvision's VGG19 file (downloaded once),
     a path, or ``"random"``. ``init`` starts from the content or from uniform noise (seeded with
     ``seed``, as are random weights). ``preserve_color`` transfers luminance only and keeps the
     content's colours. ``save_every`` N > 0 also writes every N-th step as ``frame_path(out, step)``.
