@@ -1,28 +1,45 @@
-"""Learning-rate schedules, built on ``torch.optim.lr_scheduler`` and stepped once per batch.
+"""Learning-rate schedules, stepped once per batch.
 
-``one-cycle``, ``cosine`` and ``step`` are torch's own schedulers; ``sgdr`` (cosine annealing with
-warm restarts) is a ``LambdaLR`` over ``sgdr_factor``, a pure function of the step, because
-torch's ``CosineAnnealingWarmRestarts`` needs cycle lengths that divide the run exactly, and a
-restart in the last few steps of a run would end it at a high learning rate. ``fine-tune``
-(fastai's ``fine_tune``) is a ``LambdaLR`` too, one ``fine_tune_factor`` per parameter group:
-a one-cycle for the head alone, then a second one-cycle for every layer group.
+Every schedule is a function of progress through the run. ``one-cycle`` is ``one_cycle``, a pure
+function of progress in [0, 1] that gives the LR multiplier and the momentum (SGD's momentum,
+the Adam family's beta1), run by ``ProgressScheduler``. Progress is the step over the run's
+steps, or under a time budget the share of the budget used (``clock``): a budgeted run and a
+run of counted epochs follow the same curve, momentum included, and the step-counted one
+equals torch's ``OneCycleLR`` step for step. ``cosine`` and ``constant`` follow a clock the same
+way; without one, ``cosine`` and ``step`` are torch's own schedulers. ``sgdr`` (cosine
+annealing with warm restarts) is a ``LambdaLR`` over ``sgdr_factor``, a pure function of the
+step, because torch's ``CosineAnnealingWarmRestarts`` needs cycle lengths that divide the run
+exactly, and a restart in the last few steps of a run would end it at a high learning rate.
+``fine-tune`` (fastai's ``fine_tune``) is a ``LambdaLR`` too, one ``fine_tune_factor`` per
+parameter group: a one-cycle for the head alone, then a second one-cycle for every layer group.
 
-Every schedule is a function of progress through the run. Progress is usually steps done over
-the run's steps; under a time budget it is seconds used over the budget (``clock``), and the
-same factors (``progress_factor``) set the learning rate: one owner of the LR either way.
+The names are the engine's table ``SCHEDULES`` (kept in ``engine.choices``, which imports no torch).
 """
 from __future__ import annotations
 
 import bisect
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from nnlab.engine.choices import CLOCKED, SCHEDULES
 from nnlab.errors import ConfigError
 
-SCHEDULES = ("one-cycle", "sgdr", "cosine", "constant", "step", "fine-tune")
+__all__ = ["CLOCKED", "SCHEDULES", "ProgressScheduler", "clocked_shape", "cos_anneal", "create_scheduler",
+           "fine_tune_factor", "one_cycle", "one_cycle_factor", "progress_factor", "sgdr_boundaries",
+           "sgdr_factor", "step_progress"]
+
+# torch's OneCycleLR defaults, which every recipe runs: the LR starts at peak/DIV and ends at
+# peak/(DIV*FINAL_DIV); the momentum (beta1) falls from MOMENTA[0] to MOMENTA[1] at the peak LR
+# and rises back.
+DIV = 25.0
+FINAL_DIV = 1e4
+MOMENTA = (0.95, 0.85)
+
+# A schedule as a function of progress: position -> (LR multiplier, momentum or None to leave it).
+Shape = Callable[[float], "tuple[float, float | None]"]
 
 
 def sgdr_boundaries(total_steps: int, cycles: int, cycle_mult: int = 1) -> list[int]:
@@ -52,19 +69,50 @@ def sgdr_factor(step: int, boundaries: Sequence[int], floor: float = 0.0) -> flo
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(pos, 1.0)))
 
 
-def one_cycle_factor(step: float, total_steps: int, pct_start: float = 0.25, div: float = 25.0,
-                     final_div: float = 1e4) -> float:
-    """LR multiplier at ``step`` of a one-cycle of ``total_steps``: a half cosine from ``1/div`` up to 1
-    over the first ``pct_start`` of the steps, then down to ``1/(div*final_div)`` at the last step
-    (exactly torch's ``OneCycleLR`` with its defaults, as a pure function)."""
-    warm_end = pct_start * total_steps - 1  # the step at the peak (torch's phase boundary)
-    if warm_end > 0 and step <= warm_end:
-        start, end, t = 1.0 / div, 1.0, step / warm_end
-    else:
-        start, end = 1.0, 1.0 / (div * final_div)
-        t = (step - max(warm_end, 0.0)) / max(total_steps - 1 - max(warm_end, 0.0), 1e-9)
-    t = min(max(t, 0.0), 1.0)
+def cos_anneal(start: float, end: float, t: float) -> float:
+    """A half cosine from ``start`` (at ``t`` = 0) to ``end`` (at ``t`` = 1)."""
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def one_cycle(pos: float, pct_start: float = 0.25, div: float = DIV, final_div: float = FINAL_DIV,
+              momenta: tuple[float, float] = MOMENTA) -> tuple[float, float]:
+    """The one-cycle at progress ``pos`` in [0, 1]: ``(LR multiplier, momentum)``.
+
+    Over the first ``pct_start`` of the run the LR multiplier rises on a half cosine from
+    ``1/div`` to 1 while the momentum falls from ``momenta[0]`` to ``momenta[1]``; then the
+    multiplier falls to ``1/(div*final_div)`` at ``pos`` = 1 while the momentum rises back
+    (Smith's one-cycle; torch's ``OneCycleLR`` with ``anneal_strategy="cos"``). A ``pct_start``
+    of 0 or less starts at the peak. ``pos`` past 1 continues the last half cosine, as torch's
+    scheduler does on the step after its last (an LR no step uses, but the last epoch's row shows).
+    """
+    pos = max(pos, 0.0)
+    high, low = momenta
+    if pct_start > 0.0 and pos <= pct_start:
+        t = pos / pct_start
+        return cos_anneal(1.0 / div, 1.0, t), cos_anneal(high, low, t)
+    warm = max(pct_start, 0.0)
+    t = (pos - warm) / max(1.0 - warm, 1e-12)
+    return cos_anneal(1.0, 1.0 / (div * final_div), t), cos_anneal(low, high, t)
+
+
+def step_progress(total_steps: int, pct_start: float) -> tuple[Callable[[float], float], float]:
+    """Progress of step k of a one-cycle of ``total_steps``, and its warm-up share, in torch's convention.
+
+    ``OneCycleLR`` ends the cycle at its last step, ``total_steps - 1``, and puts the peak at
+    step ``pct_start * total_steps - 1``; so step k is at progress ``k / (total_steps - 1)`` and
+    the peak at ``(pct_start * total_steps - 1) / (total_steps - 1)``. With these ``one_cycle``
+    gives torch's values; the share tends to ``pct_start`` (a clocked run's) as runs get longer.
+    """
+    span = max(total_steps - 1, 1e-9)
+    return (lambda step: step / span), (pct_start * total_steps - 1) / span
+
+
+def one_cycle_factor(step: float, total_steps: int, pct_start: float = 0.25, div: float = DIV,
+                     final_div: float = FINAL_DIV) -> float:
+    """LR multiplier at ``step`` of a one-cycle of ``total_steps`` (``one_cycle`` in the step
+    convention of ``step_progress``), held at its end after the last step."""
+    progress, warm = step_progress(total_steps, pct_start)
+    return one_cycle(min(progress(step), 1.0), warm, div, final_div)[0]
 
 
 def fine_tune_factor(step: int, freeze_steps: int, total_steps: int, head: bool, pct_start: float = 0.25) -> float:
@@ -79,19 +127,77 @@ def fine_tune_factor(step: int, freeze_steps: int, total_steps: int, head: bool,
     return one_cycle_factor(step - freeze_steps, total_steps - freeze_steps, pct_start)
 
 
-# Schedules a time budget can drive: those that are functions of the fraction of the run done.
-CLOCKED = ("one-cycle", "cosine", "constant")
+def clocked_shape(name: str, pct_start: float = 0.25) -> Shape:
+    """Schedule ``name`` (one of ``CLOCKED``) as a function of progress: ``pos -> (LR multiplier,
+    momentum or None)``; only the one-cycle moves the momentum."""
+    if name == "one-cycle":
+        return functools.partial(one_cycle, pct_start=pct_start)
+    if name == "cosine":
+        return lambda pos: (cos_anneal(1.0, 0.0, min(pos, 1.0)), None)
+    return lambda pos: (1.0, None)
 
 
 def progress_factor(name: str, pos: float, pct_start: float = 0.25) -> float:
     """LR multiplier of schedule ``name`` (one of ``CLOCKED``) at progress ``pos`` in [0, 1]."""
-    pos = min(max(pos, 0.0), 1.0)
-    if name == "one-cycle":
-        steps = 1_000_000  # fine enough that the curve is continuous
-        return one_cycle_factor(pos * (steps - 1), steps, pct_start)
-    if name == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * pos))
-    return 1.0
+    return clocked_shape(name, pct_start)(min(max(pos, 0.0), 1.0))[0]
+
+
+def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a one-cycle moves ``optimizer``'s momentum: Adam's beta1, SGD's or RMSprop's where set.
+
+    Plain SGD, Adagrad and Adadelta have none and keep theirs (torch's ``OneCycleLR`` rule)."""
+    return "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0.0) > 0
+
+
+class ProgressScheduler(torch.optim.lr_scheduler.LRScheduler):
+    """Sets every parameter group's LR, and where the schedule moves it the momentum (SGD,
+    RMSprop) or beta1 (the Adam family), from a pure function of progress.
+
+    Each step, ``progress(step)`` gives the position in the run (the step over the run's steps,
+    or a clock such as the share of a time budget used) and ``shape(position)`` gives
+    ``(LR multiplier, momentum or None)``; group k's LR is ``peak_lrs[k]`` times the multiplier.
+    With ``cycle_momentum`` false the optimizer keeps its momentum. The state is the step count,
+    so a resumed run continues the curve exactly; ``load_state_dict`` also reads the states that
+    the torch schedulers of runs written before this class saved (``OneCycleLR``; ``LambdaLR``
+    under a time budget).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, peak_lrs: Sequence[float], shape: Shape,
+                 progress: Callable[[int], float], cycle_momentum: bool = True) -> None:
+        if len(peak_lrs) != len(optimizer.param_groups):
+            raise ConfigError(f"{len(peak_lrs)} learning rates for {len(optimizer.param_groups)} parameter groups")
+        self.peak_lrs = [float(lr) for lr in peak_lrs]
+        self.shape = shape
+        self.progress = progress
+        self.cycle_momentum = cycle_momentum
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        """Each group's LR at the current step; sets the momentum as it goes (as ``OneCycleLR`` does)."""
+        factor, momentum = self.shape(self.progress(self.last_epoch))
+        if self.cycle_momentum and momentum is not None:
+            for group in self.optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = momentum
+        return [lr * factor for lr in self.peak_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count, the last LRs and whether the momentum cycles: plain values, no functions."""
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count, "_last_lr": list(self._last_lr),
+                "cycle_momentum": self.cycle_momentum}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue at the saved step (the optimizer's own state holds the LR and momentum in use).
+
+        A state without ``cycle_momentum`` is the ``LambdaLR`` of a budgeted run written when
+        the clocked one-cycle left the momentum alone: that run goes on as it began, momentum fixed.
+        """
+        self.last_epoch = int(state_dict["last_epoch"])
+        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
+        self._last_lr = list(state_dict.get("_last_lr", self._last_lr))
+        self.cycle_momentum = self.cycle_momentum and bool(state_dict.get("cycle_momentum", False))
 
 
 def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | list[float], total_steps: int,
@@ -101,30 +207,29 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
                      clock: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule ``name`` (one of ``SCHEDULES``) over ``total_steps`` optimizer steps.
 
-    ``one-cycle``: warm-up to ``lr`` (one value per parameter group allowed) then cosine
-    annealing, momentum cycled inversely; ``sgdr``: ``cycles`` cosine cycles with warm restarts
-    (see ``sgdr_boundaries``); ``cosine``: one cosine from the optimizer's LR to 0; ``step``:
-    times ``gamma`` every ``step_every`` epochs; ``constant``; ``fine-tune``: the first
-    ``freeze_steps`` train the parameter groups named ``head`` alone, then all (``fine_tune_factor``).
-    With ``clock`` (progress in [0, 1], e.g. the share of a time budget used) the schedule is
-    ``progress_factor`` of the clock, stepped like any other.
+    ``one-cycle``: ``one_cycle`` up to ``lr`` (one value per parameter group allowed) and down,
+    the momentum (beta1) moved inversely where the optimizer has one; ``sgdr``: ``cycles``
+    cosine cycles with warm restarts (see ``sgdr_boundaries``); ``cosine``: one cosine from the
+    optimizer's LR to 0; ``step``: times ``gamma`` every ``step_every`` epochs; ``constant``;
+    ``fine-tune``: the first ``freeze_steps`` train the parameter groups named ``head`` alone,
+    then all (``fine_tune_factor``). With ``clock`` (progress in [0, 1], e.g. the share of a
+    time budget used) the schedule is ``clocked_shape`` of the clock: the same one-cycle,
+    momentum included, at ``pct_start`` of the clock.
     """
-    if clock is not None:
-        if name not in CLOCKED:
-            raise ConfigError(f"schedule {name!r} cannot follow a time budget; use one of {', '.join(CLOCKED)}")
+    if clock is not None and name not in CLOCKED:
+        raise ConfigError(f"schedule {name!r} cannot follow a time budget; use one of {', '.join(CLOCKED)}")
+    if clock is not None or name == "one-cycle":
         if not 0.0 < pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: progress_factor(name, clock(), pct_start))
-    if name == "one-cycle":
-        if not 0.0 < pct_start < 1.0:
-            raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
-        # OneCycleLR needs at least two steps in each phase; a shorter run (e.g. --dry-run)
-        # simply stops early in a schedule of that minimum length.
-        shortest = math.ceil(2 / min(pct_start, 1 - pct_start)) + 1
-        # momentum is cycled where the optimizer has one (SGD with momentum, Adam's beta1, RMSprop's)
-        cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0.0) > 0
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, shortest),
-                                                   pct_start=pct_start, cycle_momentum=cycle)
+        peaks = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(optimizer.param_groups)
+        if clock is not None:
+            progress, warm = (lambda step: clock()), pct_start
+        else:
+            # torch's OneCycleLR needed at least two steps in each phase; a shorter run (e.g.
+            # --dry-run) still stops early in a cycle of that length, so short runs keep their numbers.
+            shortest = math.ceil(2 / min(pct_start, 1 - pct_start)) + 1
+            progress, warm = step_progress(max(total_steps, shortest), pct_start)
+        return ProgressScheduler(optimizer, peaks, clocked_shape(name, warm), progress, has_momentum(optimizer))
     if name == "sgdr":
         boundaries = sgdr_boundaries(total_steps, cycles, cycle_mult)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: sgdr_factor(step, boundaries))
