@@ -317,7 +317,8 @@ class TimeBudget(Callback):
     long as the last one took) reaches the budget, so the epoch ends normally (validation,
     metrics, checkpoints) and ``after_epoch`` then stops the fit. ``progress`` (the share of
     the budget used) is the clock a schedule can run on (``create_scheduler(clock=...)``):
-    the budget measures progress, the scheduler alone sets the learning rate. ``spent`` starts
+    the budget measures progress, the scheduler alone sets the learning rate (and the one-cycle's
+    momentum), on the same curve as a run of counted epochs. ``spent`` starts
     the clock at the seconds an interrupted run had already used.
     """
 
