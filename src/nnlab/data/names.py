@@ -1,6 +1,8 @@
 """Surnames by language: a folder of ``<Language>.txt`` files, one name a line (the PyTorch tutorial's format).
 
-Names are folded to ASCII the tutorial's way (Unicode NFD, combining marks dropped, then only
+The default folder is the tutorial's (``data/names/`` of its ``data.zip``: ``fetch_names``, which
+``nnlab download names`` runs), found in ``$NNLAB_DATA/names/`` or the cache; ``--data DIR`` takes
+any folder of the same format. Names are folded to ASCII the tutorial's way (Unicode NFD, combining marks dropped, then only
 ``ALPHABET``'s characters kept), encoded as ids ``1..len(ALPHABET)`` (0 is padding), and
 batched as padded ``[N, L]`` tensors that the model packs. The alphabet is saved with the
 checkpoint, so a run never depends on this module's constant staying the same.
@@ -16,9 +18,17 @@ from typing import Iterator, Sequence
 
 import torch
 
+from nnlab.data.sources import TUTORIAL_DATA_URL, cache_root, download, place_files, zip_members
 from nnlab.errors import DataError
 
 ALPHABET = string.ascii_letters + " .,;'"
+# The tutorial's 18 languages of origin: data/names/<Language>.txt in its data.zip.
+LANGUAGES = ("Arabic", "Chinese", "Czech", "Dutch", "English", "French", "German", "Greek", "Irish", "Italian",
+             "Japanese", "Korean", "Polish", "Portuguese", "Russian", "Scottish", "Spanish", "Vietnamese")
+NAMES_MEMBERS = "data/names/"
+# The tutorial's files hold 20,074 names; a copy with far fewer is cut short (one of this project's
+# copies once stopped Russian.txt at 3,499 of its 9,408 names: 14,164 in all).
+NAMES_MIN = 20_000
 
 
 def fold_ascii(name: str, alphabet: str = ALPHABET) -> str:
@@ -49,7 +59,6 @@ class NamesDataset:
 
 def default_names_dir() -> tuple[Path, str]:
     """``$NNLAB_DATA/names``, else ``<cache>/names``: the first that holds ``.txt`` files."""
-    from nnlab.data.sources import cache_root
     places = []
     if os.environ.get("NNLAB_DATA"):
         places.append((Path(os.environ["NNLAB_DATA"]).expanduser() / "names", "$NNLAB_DATA/names"))
@@ -58,8 +67,66 @@ def default_names_dir() -> tuple[Path, str]:
         if directory.is_dir() and any(directory.glob("*.txt")):
             return directory, f"{label} ({directory})"
     looked = "; ".join(str(d) for d, _ in places)
-    raise DataError(f"names data not found (looked in: {looked}); pass --data DIR with one <Language>.txt "
-                    "file per class, one name a line (the PyTorch names tutorial's data/names folder)")
+    raise DataError(f"names data not found (looked in: {looked}); get the PyTorch tutorial's with "
+                    "`nnlab download names`, or pass --data DIR with one <Language>.txt file per class, one name a line")
+
+
+def count_names(files: dict[str, bytes], origin: str, min_names: int = NAMES_MIN) -> int:
+    """How many names ``files`` (``<Language>.txt`` -> bytes) hold, after checking that they are the
+    tutorial's set: its 18 languages, each UTF-8 with at least one name, ``min_names`` in all.
+
+    Upstream publishes no checksum of these files, so this structure is what a download is checked
+    by; anything else is a ``DataError`` naming ``origin``.
+    """
+    stems = sorted(name.removesuffix(".txt") for name in files if name.endswith(".txt"))
+    if stems != sorted(LANGUAGES):
+        missing = sorted(set(LANGUAGES) - set(stems))
+        raise DataError(f"{origin}: expected the tutorial's {len(LANGUAGES)} <Language>.txt files, got "
+                        f"{len(stems)}" + (f" (missing {', '.join(missing)})" if missing else ""))
+    total = 0
+    for language in LANGUAGES:
+        try:
+            lines = files[f"{language}.txt"].decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DataError(f"{origin}: {language}.txt is not UTF-8 text") from None
+        names = sum(1 for line in lines if line.strip())
+        if not names:
+            raise DataError(f"{origin}: {language}.txt holds no names")
+        total += names
+    if total < min_names:
+        raise DataError(f"{origin}: {total} names, expected at least {min_names} (the tutorial's hold 20,074)")
+    return total
+
+
+def fetch_names(dest_dir: str | Path | None = None, url: str = TUTORIAL_DATA_URL, progress: bool = True,
+                min_names: int = NAMES_MIN) -> dict[str, object]:
+    """Download the tutorial's ``data.zip`` into ``dest_dir`` (default: the cache's ``names/``, where
+    ``load_names`` looks), resumable and atomic (``nnlab.data.sources.download``), and extract its
+    ``data/names/<Language>.txt`` files beside it.
+
+    No checksum is published upstream, so the files are checked by ``count_names`` before any of
+    them is written; a failed check removes the download. A folder that already holds a set that
+    passes the check is kept without a download.
+    """
+    directory = Path(dest_dir).expanduser() if dest_dir is not None else cache_root() / "names"
+    check = f"structure: the 18 <Language>.txt files, UTF-8, at least {min_names} names (no checksum is published)"
+    present = {f"{language}.txt": directory / f"{language}.txt" for language in LANGUAGES}
+    if all(path.is_file() for path in present.values()):
+        try:
+            total = count_names({n: p.read_bytes() for n, p in present.items()}, str(directory), min_names)
+            return {"path": str(directory), "names": total, "downloaded": False, "check": check}
+        except DataError:
+            pass  # a bad or partial copy: fetch it again
+    archive = download(url, directory / "data.zip", md5=None, progress=progress)
+    members = zip_members(archive, url, NAMES_MEMBERS, "the tutorial's data.zip")
+    try:
+        total = count_names(members, url, min_names)
+    except DataError as error:
+        archive.unlink()
+        raise DataError(f"{error}; the download was removed") from None
+    place_files(directory, {name: data for name, data in members.items() if name.removesuffix(".txt") in LANGUAGES})
+    return {"path": str(directory), "names": total, "downloaded": True, "bytes": archive.stat().st_size,
+            "check": check}
 
 
 def load_names(data: str | Path | None = None, alphabet: str = ALPHABET) -> NamesDataset:

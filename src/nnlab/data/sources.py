@@ -14,6 +14,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,15 +26,25 @@ from nnlab.errors import DataError
 
 CHUNK = 1 << 16
 USER_AGENT = "nnlab/0.1 (python urllib)"
+# The PyTorch NLP tutorials' archive: data/names/<Language>.txt (the surnames) and data/eng-fra.txt
+# (the translation pairs). Upstream publishes no checksum of it, so its readers check its structure.
+TUTORIAL_DATA_URL = "https://download.pytorch.org/tutorial/data.zip"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a dataset as published upstream: its archive name and checksums."""
+    """One file of a dataset as published upstream: its name here, its checksums, and its name
+    upstream where that differs (Tiny Shakespeare's ``input.txt`` is kept as ``tinyshakespeare.txt``)."""
 
     name: str
     md5: str
     raw_sha256: str | None = None
+    remote: str | None = None
+
+    @property
+    def remote_name(self) -> str:
+        """The name the mirrors serve it under."""
+        return self.remote or self.name
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ def _missing(spec: DatasetSpec, directory: Path) -> list[str]:
             if not (directory / f.name).is_file() and not (directory / f.name.removesuffix(".gz")).is_file()]
 
 
-def _how_to_get(spec: DatasetSpec) -> str:
+def how_to_get(spec: DatasetSpec) -> str:
     """The commands that make ``spec`` available, for error messages."""
     commands = [spec.install_hint] if spec.install_hint else []
     return " or ".join(f"`{c}`" for c in [*commands, f"nnlab download {spec.name}"])
@@ -122,22 +133,31 @@ def locate(spec: DatasetSpec, data: str | Path | None = None, download: bool = T
     looked = "; ".join(_why_not(spec, d, desc) for d, desc in places)
     if not download:
         raise DataError(f"{spec.name} not found (downloads disabled); looked in: {looked}. "
-                        f"Get it with {_how_to_get(spec)}")
+                        f"Get it with {how_to_get(spec)}")
     directory = cache_root() / spec.name
     try:
-        mirrors = _fetch(spec, directory, progress=True)
+        mirrors = fetch_missing(spec, directory, progress=True)
     except DataError as error:
         raise DataError(f"{spec.name} not found; looked in: {looked}; download failed: {error}. "
-                        f"Get it with {_how_to_get(spec)}") from None
+                        f"Get it with {how_to_get(spec)}") from None
     return directory, f"downloaded from {', '.join(mirrors)} into {directory}"
 
 
+def find(spec: DatasetSpec, data: str | Path | None = None) -> str | None:
+    """Where ``spec`` is found now, nothing downloaded: in ``data`` when that holds it, else in the
+    usual places (``locate``'s order); None when it is nowhere. For listings, where ``--data`` is one
+    more place to look rather than the only one."""
+    for choice in ([data] if data is not None else []) + [None]:
+        try:
+            return locate(spec, choice, download=False)[1]
+        except DataError:
+            continue
+    return None
+
+
 def describe(spec: DatasetSpec, data: str | Path | None = None) -> str:
-    """Where ``spec`` would be found now (nothing is downloaded), or ``not found:`` and how to get it."""
-    try:
-        return locate(spec, data, download=False)[1]
-    except DataError:
-        return f"not found: get it with {_how_to_get(spec)}, or let the first run download it"
+    """Where ``spec`` would be found now (``find``), or ``not found:`` and how to get it."""
+    return find(spec, data) or f"not found: get it with {how_to_get(spec)}, or let the first run download it"
 
 
 def _url(mirror: str, name: str) -> str:
@@ -278,7 +298,7 @@ def _download_from_mirrors(spec: DatasetSpec, file: RemoteFile, directory: Path,
     failures = []
     for mirror in spec.mirrors:
         try:
-            download(_url(mirror, file.name), directory / file.name, file.md5, progress)
+            download(_url(mirror, file.remote_name), directory / file.name, file.md5, progress)
             return mirror
         except DataError as error:
             failures.append(str(error))
@@ -292,11 +312,11 @@ def fetch(spec: DatasetSpec, dest_dir: Path | None = None, progress: bool = True
     only fetches what is missing, and resumes a partial file where it stopped.
     """
     directory = Path(dest_dir).expanduser() if dest_dir is not None else cache_root() / spec.name
-    _fetch(spec, directory, progress)
+    fetch_missing(spec, directory, progress)
     return directory
 
 
-def _fetch(spec: DatasetSpec, directory: Path, progress: bool) -> list[str]:
+def fetch_missing(spec: DatasetSpec, directory: Path, progress: bool = True) -> list[str]:
     """Download the files of ``spec`` that ``directory`` lacks; the mirrors that served them."""
     used: list[str] = []
     for file in spec.files:
@@ -305,3 +325,43 @@ def _fetch(spec: DatasetSpec, directory: Path, progress: bool) -> list[str]:
             if mirror not in used:
                 used.append(mirror)
     return used
+
+
+def zip_members(archive: Path, url: str, prefix: str, what: str) -> dict[str, bytes]:
+    """The files of the downloaded zip ``archive`` under ``prefix`` (a folder, or one member's path),
+    by their path after ``prefix``'s folder: ``data/names/`` -> {"Arabic.txt": ...}.
+
+    An archive that is not a zip, or holds no such member, is removed (it is not what ``url``
+    should serve) and is a ``DataError`` naming ``url`` and ``what`` it should have been.
+    """
+    folder = prefix if prefix.endswith("/") else prefix.rpartition("/")[0] + "/"
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            members = {info.filename[len(folder):]: handle.read(info) for info in handle.infolist()
+                       if not info.is_dir() and (info.filename.startswith(prefix) if prefix.endswith("/")
+                                                 else info.filename == prefix)}
+    except (zipfile.BadZipFile, OSError) as error:
+        archive.unlink(missing_ok=True)
+        raise DataError(f"{url}: not {what} ({error}); the download was removed") from None
+    if not members:
+        archive.unlink(missing_ok=True)
+        raise DataError(f"{url}: not {what} (no {prefix} in it); the download was removed")
+    return members
+
+
+def place_files(directory: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` (name -> bytes) into ``directory`` and return their paths: every one to a
+    ``.part`` first, then each moved into place with ``os.replace``, so a final name never holds a
+    partial file, and the writing (the part that can fail) is over before the first name changes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for name, data in files.items():
+        part = directory / (name + ".part")
+        part.write_bytes(data)
+        parts.append(part)
+    placed = []
+    for part in parts:
+        final = part.with_name(part.name.removesuffix(".part"))
+        os.replace(part, final)
+        placed.append(final)
+    return placed

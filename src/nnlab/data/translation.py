@@ -12,10 +12,10 @@ that the seq2seq model packs. ``ENG_FRA`` is the tutorial's ``data.zip`` for ``n
 from __future__ import annotations
 
 import datetime
+import os
 import random
 import re
 import unicodedata
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from nnlab.data.sources import cache_root, download
+from nnlab.data.sources import TUTORIAL_DATA_URL, cache_root, download, place_files, zip_members
 from nnlab.errors import DataError
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
@@ -279,7 +279,7 @@ class PairBatches:
 
 # The PyTorch seq2seq tutorial's data.zip; upstream publishes no checksum, so the download is
 # checked by its structure (a zip holding data/eng-fra.txt of tab-separated pairs) and size instead.
-ENG_FRA_URL = "https://download.pytorch.org/tutorial/data.zip"
+ENG_FRA_URL = TUTORIAL_DATA_URL
 ENG_FRA_MEMBER = "data/eng-fra.txt"
 ENG_FRA_MIN_PAIRS = 100_000  # the tutorial's file has 135,842 pairs
 ENG_FRA_MIN_BYTES = 5_000_000
@@ -296,6 +296,7 @@ def fetch_eng_fra(dest_dir: str | Path | None = None, url: str = ENG_FRA_URL, pr
     """
     directory = Path(dest_dir).expanduser() if dest_dir is not None else cache_root() / "eng-fra"
     text_path = directory / "eng-fra.txt"
+    check = "structure and size (no checksum is published)"
 
     def checked() -> int:
         size = text_path.stat().st_size
@@ -308,19 +309,25 @@ def fetch_eng_fra(dest_dir: str | Path | None = None, url: str = ENG_FRA_URL, pr
 
     if text_path.is_file():
         try:
-            return {"path": str(text_path), "pairs": checked(), "downloaded": False,
-                    "check": "structure and size (no checksum is published)"}
+            return {"path": str(text_path), "pairs": checked(), "downloaded": False, "check": check}
         except DataError:
             pass  # a bad or partial copy: fetch it again
     archive = download(url, directory / "data.zip", md5=None, progress=progress)
-    try:
-        with zipfile.ZipFile(archive) as handle:
-            data = handle.read(ENG_FRA_MEMBER)
-    except (zipfile.BadZipFile, KeyError) as error:
-        archive.unlink()
-        raise DataError(f"{url}: not the tutorial's data.zip ({error}); the download was removed") from None
-    part = text_path.with_name(text_path.name + ".part")
-    part.write_bytes(data)
-    part.replace(text_path)  # atomic: eng-fra.txt is always a complete copy
+    place_files(directory, zip_members(archive, url, ENG_FRA_MEMBER, "the tutorial's data.zip"))
     return {"path": str(text_path), "pairs": checked(), "downloaded": True, "bytes": archive.stat().st_size,
-            "check": "structure and size (no checksum is published)"}
+            "check": check}
+
+
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (this project's offline data)."""
+    return Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+def pairs_places(name: str) -> list[tuple[Path, str]]:
+    """Where the named pairs set ``name`` (``eng-fra``, ``eng-fra-5k``) is looked for, in order, each with
+    a label: ``$NNLAB_DATA/translation/``, the cache's ``eng-fra/`` (``nnlab download eng-fra``), then
+    ``../shared/data/translation/``; the places of ``kinds.translate.locate_pairs``."""
+    file = f"{name}.txt"
+    root = os.environ.get("NNLAB_DATA")
+    places = [(Path(root).expanduser() / "translation" / file, "$NNLAB_DATA/translation")] if root else []
+    return places + [(cache_root() / "eng-fra" / file, "cache"), (shared_data() / "translation" / file, "shared data")]

@@ -1,8 +1,9 @@
-"""Image classification datasets held in memory: MNIST and Fashion-MNIST (IDX format).
+"""Image classification datasets held in memory: MNIST and Fashion-MNIST (IDX format), CIFAR-10/100
+(python-version pickles) and a folder of your images.
 
 Each dataset is one registry entry: where to find or fetch its files, its class names and
 its normalization statistics. ``load_image_dataset`` returns uint8 tensors ready for
-``TensorBatches``.
+``TensorBatches``. ``nnlab.data.catalog`` lists these beside every other dataset.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from nnlab.data.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, read_cifar
 from nnlab.data.folder import channel_stats, read_image_folder, skipped_note
 from nnlab.data.idx import cached_idx_pair
-from nnlab.data.sources import DatasetSpec, RemoteFile, cache_root, describe, locate
+from nnlab.data.sources import DatasetSpec, RemoteFile, cache_root, locate
 from nnlab.errors import ConfigError
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -183,9 +184,3 @@ def load_image_dataset(name: str, data: str | Path | None = None, download: bool
     (train_x, train_y), (test_x, test_y) = splits
     return ImageDataset(name, train_x, train_y, test_x, test_y, info.classes, info.mean, info.std, source)
 
-
-def describe_datasets(data: str | Path | None = None) -> list[dict[str, str]]:
-    """One row per registered dataset: name, description and where it is found now."""
-    return [{"name": name, "description": info.description,
-             "location": describe(info.spec, data) if info.spec.files else "give --data DIR"}
-            for name, info in IMAGE_DATASETS.items()]
