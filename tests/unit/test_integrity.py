@@ -124,6 +124,20 @@ def test_a_start_that_died_before_its_first_checkpoint_is_replaced_but_not_a_pic
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1 and (out / "summary.json").is_file()
 
 
+@pytest.mark.parametrize("kept", [("model",), ("model", "model_name", "model_args", "classes", "kind", "config")])
+def test_a_last_checkpoint_of_weights_alone_is_one_line_naming_the_file_and_what_it_lacks(kept, squares, tmp_path,
+                                                                                          capsys):
+    out = tmp_path / "cut"
+    code, _, err = run_cli(capsys, "train", "fashion-mlp", "--data", str(squares), "--epochs", "2", "--out", str(out),
+                           "--set", "stop_after_epochs=1", "--set", "plots=false", "--set", "model_args.hidden=(16,)")
+    assert code == 0, err
+    state = torch.load(out / "last.pt", weights_only=True)
+    torch.save({key: value for key, value in state.items() if key in kept}, out / "last.pt")
+    code, _, err = run_cli(capsys, "train", "--resume", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err  # was KeyError: 'step' and a traceback
+    assert f"{out / 'last.pt'} lacks optimizer, scheduler, rng, epoch, step, best" in err
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "nan"], "lr must be a finite positive number"),
     (["--lr", "inf"], "lr must be a finite positive number"),
@@ -288,7 +302,7 @@ def test_a_corrupt_cifar_archive_is_one_line_naming_the_file(tmp_path, capsys):
 def test_a_path_the_filesystem_refuses_is_one_line_naming_it(image_run, tmp_path, capsys, monkeypatch):
     import errno
 
-    from nnlab.engine import checkpoint
+    from nnlab.files import atomic_write
     (tmp_path / "afile").write_text("mine")
     beneath = tmp_path / "afile" / "run"                  # a folder inside a file: the OS refuses it, even for root
     code, _, err = run_cli(capsys, "train", "iris-mlp", "--out", str(beneath))
@@ -300,6 +314,6 @@ def test_a_path_the_filesystem_refuses_is_one_line_naming_it(image_run, tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
     target = tmp_path / "out" / "m.bin"
     with pytest.raises(OSError, match="No space left on device") as caught:
-        checkpoint.atomic_write_bytes(target, full)
+        atomic_write(target, full)
     assert caught.value.filename == str(target) and not any((tmp_path / "out").iterdir())  # no temp file left
     assert (tmp_path / "afile").read_text() == "mine"

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
@@ -41,7 +42,7 @@ from nnlab.kit.rundir import (RunLock, environment, new_run_dir, read_rows, remo
                               write_jsonl)
 
 # What a checkpoint needs to continue a run exactly.
-RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "step", "best")
+RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "best")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunStart:
     run_dir: Path | None
     checkpoint: dict[str, Any] | None = None
     lock: RunLock | None = None
+    clock: float = field(default_factory=time.perf_counter)  # when it started: its load_seconds count from here
 
     @property
     def start_epoch(self) -> int:
@@ -104,7 +106,18 @@ def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None,
         raise CheckpointError(f"--resume {run_dir}: no last.pt (stopped before its first epoch ended); "
                               "start a new run")
     config = apply_overrides(dataclasses.replace(base, stop_after_epochs=None), overrides or {})
-    return config, load_checkpoint(run_dir / "last.pt")
+    return config, resume_state(run_dir / "last.pt")
+
+
+def resume_state(path: Path) -> dict[str, Any]:
+    """The checkpoint ``path`` if it holds what continuing a run needs (``RESUME_KEYS``); else a
+    ``CheckpointError`` naming the file and what it lacks (a file of weights alone, say)."""
+    checkpoint = load_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"--resume: {path} lacks {', '.join(missing)}, the training state a resume "
+                              "continues from (a file of weights alone cannot be resumed); start a new run")
+    return checkpoint
 
 
 def start_run(config: RunConfig | None, out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -174,6 +187,8 @@ class Trained:
     stopped: bool
     epochs: int
     freeze_epochs: int = 0
+    fit_started: float = math.nan   # perf_counter before the first training batch
+    fit_ended: float = math.nan     # ... and once the final weights are in the model
 
     def timing(self) -> dict[str, Any]:
         """What every summary says of the training: seconds, epochs, the best epoch and its score."""
@@ -188,11 +203,7 @@ class Trained:
 def restore(start: RunStart, checkpoint: dict[str, Any], spec: Spec, learner: Learner, generator: torch.Generator,
             saver: CheckpointCallback | None) -> None:
     """Put ``spec.model``, ``learner`` (optimizer, schedule, step, finished epochs' rows) and the random
-    states (``generator``'s data order, torch's dropout) back where ``checkpoint`` left them."""
-    missing = [key for key in RESUME_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"--resume {start.run_dir}: last.pt lacks {', '.join(missing)} (written by an "
-                              "nnlab that could not resume this kind of run); start a new run")
+    states (``generator``'s data order, torch's dropout) back where ``checkpoint`` (``resume_state``) left them."""
     check_pair(start.run_dir, checkpoint)
     try:
         spec.model.load_state_dict(checkpoint["model"])
@@ -333,6 +344,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
                 stopper.replay(learner.history)
         if budget is not None and budget.check():  # the interrupted run had used its whole budget
             epochs = start.start_epoch
+        fit_started = time.perf_counter()
         history = learner.fit(epochs, start_epoch=start.start_epoch)
     train_seconds = sum(row["seconds"] for row in history)
     stopped = interrupt.cut_short(history, epochs)
@@ -340,10 +352,12 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     if writes and not stopped:
         best = load_checkpoint(run_dir / "best.pt", map_location=start.device)
         spec.model.load_state_dict(best["model"])  # early stopping and last epochs: the best weights win
-        if config.plots:
-            plot_curves(history, run_dir / "curves.png")
-            plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
-    return Trained(spec.model, learner, history, best, train_seconds, stopped, epochs, freeze_epochs)
+    fit_ended = time.perf_counter()
+    if best is not None and config.plots:
+        plot_curves(history, run_dir / "curves.png")
+        plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
+    return Trained(spec.model, learner, history, best, train_seconds, stopped, epochs, freeze_epochs, fit_started,
+                   fit_ended)
 
 
 def build_learner(config: RunConfig, spec: Spec, device: torch.device, optimizer: torch.optim.Optimizer,
@@ -392,11 +406,18 @@ def stopped_summary(start: RunStart, trained: Trained) -> dict[str, Any]:
 
 def summarize(start: RunStart, trained: Trained, result: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
     """Write ``summary.json``: the kind's ``result`` (scores, data description) with what every run
-    reports (recipe, kind, timing, best epoch, device, precision, environment); returns it."""
+    reports (recipe, kind, timing, best epoch, device, precision, environment); returns it.
+
+    Besides ``train_seconds`` (the epochs: first training batch to the final weights, validation
+    included), the timing has ``load_seconds`` (the run's start to its first training batch: reading
+    the data, building the model) and ``test_seconds`` (the final weights to this summary: the test
+    pass and what the kind reports), so a time-to-accuracy can count training alone."""
     from nnlab.kit.rundir import write_json
     config = start.config
     summary = {"recipe": config.recipe, "kind": config.kind, "run_dir": str(start.run_dir), **result,
-               **trained.timing(), "device": str(start.device), "precision": trained.learner.precision,
+               **trained.timing(), "load_seconds": round(trained.fit_started - start.clock, 3),
+               "test_seconds": round(time.perf_counter() - trained.fit_ended, 3), "device": str(start.device),
+               "precision": trained.learner.precision,
                "dry_run": dry_run, **environment()}
     if start.run_dir is not None:
         write_json(start.run_dir / "summary.json", summary)
