@@ -8,9 +8,6 @@ import hashlib
 import io
 import json
 import socket
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -22,52 +19,9 @@ from nnlab.errors import CheckpointError
 from nnlab.models import backbones, create_model
 from nnlab.models.weights import hash_prefix
 from nnlab.workflows import stylize
+from test_sources import server  # noqa: F401  (the local HTTP server fixture: files, a one-shot cut, requests)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@dataclass
-class ServerState:
-    """What the test server serves and the paths it was asked for."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    cut_after: int | None = None  # send this many body bytes of the announced length, then close, once
-    requests: list[str] = field(default_factory=list)
-
-
-class Handler(BaseHTTPRequestHandler):
-    """GET of ``state.files``, with a one-shot switch that cuts the body short."""
-
-    def do_GET(self):
-        state: ServerState = self.server.state
-        name = self.path.lstrip("/")
-        state.requests.append(name)
-        if name not in state.files:
-            self.send_error(404)
-            return
-        body = state.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if state.cut_after is not None:
-            body, state.cut_after = body[:state.cut_after], None
-            self.close_connection = True
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    """A threaded HTTP server on a random local port; yields (base URL, state)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.state = ServerState()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", httpd.state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture
@@ -127,7 +81,7 @@ def test_stylize_downloads_vgg19_once_into_torch_home_and_loads_it(server, cache
     assert f"downloading VGG19 weights from {stylize.WEIGHTS_URL}" in err
     assert sorted(p.name for p in cache.iterdir()) == [name] and (cache / name).read_bytes() == data
     assert stylize_cli(tmp_path) == 0  # present: used as it is
-    assert server[1].requests == [name]
+    assert server[1].requests == [(name, None)]
     assert "downloading" not in capsys.readouterr().err
     features = stylize.vgg19_features("conv1_1")
     assert torch.equal(features.layers[0].weight, conv1_1()["features.0.weight"])
@@ -142,7 +96,7 @@ def test_backbone_downloads_torchvisions_file_once_then_loads_it_weights_only(se
     assert (cache / name).read_bytes() == data
     with pytest.raises(CheckpointError, match="do not fit torchvision resnet18"):
         create_model("resnet18", pretrained="torchvision")  # the model's own path: the cached file, loaded
-    assert state.requests == [name]
+    assert state.requests == [(name, None)]
 
 
 def test_a_wrong_hash_is_refused_in_one_line_and_leaves_no_file(server, cache, tmp_path, monkeypatch, capsys):
@@ -164,7 +118,7 @@ def test_a_cut_connection_leaves_nothing_behind_and_the_next_try_downloads(serve
         stylize.weights_path(None)
     assert list(cache.iterdir()) == []
     assert stylize.weights_path(None) == cache / name
-    assert (cache / name).read_bytes() == data and server[1].requests == [name, name]
+    assert (cache / name).read_bytes() == data and server[1].requests == [(name, None)] * 2
 
 
 def test_no_network_or_a_missing_file_names_the_url_the_file_and_what_to_do(server, cache, monkeypatch):
@@ -181,7 +135,7 @@ def test_no_network_or_a_missing_file_names_the_url_the_file_and_what_to_do(serv
         assert f"downloading {url} to {cache / 'resnet18-f37072fd.pth'} failed" in message and reason in message
         assert "check the network and run again" in message and f"curl -L -o {cache / 'resnet18-f37072fd.pth'}" in message
         assert list(cache.iterdir()) == []
-    assert state.requests == ["resnet18-f37072fd.pth"]
+    assert state.requests == [("resnet18-f37072fd.pth", None)]
 
 
 def test_offline_refuses_with_the_path_and_the_url_and_asks_nothing(server, cache, tmp_path, monkeypatch, capsys):
