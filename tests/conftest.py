@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
+from types import ModuleType
 
 import pytest
 import torch
 
 from nnlab.cli import main
+from nnlab.errors import DataError
+from prerequisites import NEEDS, locate_dataset
 
 # The suite runs in parallel (pytest-xdist, one worker per core): each worker, and every process a
 # test starts, gets its share of the cores, so that workers do not oversubscribe them.
@@ -21,6 +25,39 @@ def pytest_collection_modifyitems(items):
     """The slow end-to-end tests first: the workers start the long runs early and fill in with the short
     tests, so the suite ends when the work does, not when a long test that started last does."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def require(found: object, need: str) -> None:
+    """Go on where ``found`` is truthy; else skip the test, saying what is missing and how to get it
+    (``prerequisites.NEEDS[need]``, the words ``make test`` uses), or under ``NNLAB_REQUIRE_ALL=1``
+    (CI, and ``make test`` without ``PARTIAL=1``) fail it: a suite that skipped did not pass.
+
+    ``found`` may be the exception a lookup raised: its message (where it looked) ends the line.
+    """
+    if found and not isinstance(found, BaseException):
+        return
+    item = NEEDS[need]
+    message = f"{item.what} is missing: {item.how}" + (f" [{found}]" if isinstance(found, BaseException) else "")
+    if os.environ.get("NNLAB_REQUIRE_ALL") == "1":
+        pytest.fail(f"NNLAB_REQUIRE_ALL=1 and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def require_module(name: str, need: str) -> ModuleType:
+    """The module ``name``, imported; where it cannot be, ``require`` skips or fails the test for ``need``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        require(error, need)
+
+
+def real_dataset(name: str):
+    """The directory of the real dataset ``name`` (``fashion-mnist`` or ``text``), found without a
+    download; where it is nowhere, ``require`` skips or fails the test, saying where it looked."""
+    try:
+        return locate_dataset(name)
+    except DataError as error:
+        require(error, name)
 
 
 def run_cli(capsys, *argv):

@@ -2,10 +2,12 @@
 image (top-1 and its Grad-CAM map), type names (top-k and attention), press sample (a char-RNN's
 text, streamed), and browse a folder of runs (one interrupted), one run's page and two compared.
 
-Uses Debian's ``chromium`` (``make test`` installs it where apt and root are available) driven by
-Playwright from PyPI, with no browser download; one browser for the module. The runs, the server
-(a real uvicorn on a loopback port) and the browser come from ``scripts/screenshots.py``, the
-script behind ``make screenshots``, so the README's pictures and this test see the same page.
+Uses Debian's ``chromium`` (``make browser``, and ``make test``, install it as root) driven by
+Playwright from PyPI, with no browser download; one browser for the module. Without either, or
+without the real Fashion-MNIST, the tests skip saying which (under ``NNLAB_REQUIRE_ALL=1`` they
+fail). The runs, the server (a real uvicorn on a loopback port) and the browser come from
+``scripts/screenshots.py``, the script behind ``make screenshots``, so the README's pictures and
+this test see the same page.
 """
 import importlib.util
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nnlab.errors import DataError
+from conftest import real_dataset, require, require_module
 from nnlab.kinds.image import predict
 
 pytestmark = pytest.mark.slow
@@ -28,16 +30,14 @@ SERVED = ("fashion-cnn", "names-attention", "shakespeare-lstm")
 def runs(tmp_path_factory):
     """The demo runs (a conv net, one epoch on 6,000 real Fashion-MNIST images; made-up names; a made-up text;
     an interrupted char-RNN): about 7 s alone."""
-    if not Path(demo.CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {demo.CHROMIUM}: install Debian's chromium (make test does, as root)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    require(Path(demo.CHROMIUM).is_file(), "chromium")
+    require_module("playwright.sync_api", "playwright")
+    fashion = real_dataset("fashion-mnist")
     base = tmp_path_factory.mktemp("studio")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NNLAB_CACHE", str(base / "cache"))
-        try:
-            return demo.train_demo_runs(base)
-        except DataError as error:
-            pytest.skip(f"real Fashion-MNIST not available here: {error}")
+        patch.setenv("NNLAB_DATA", str(fashion.parent))  # where it was found, the user's cache included
+        return demo.train_demo_runs(base)
 
 
 @pytest.fixture(scope="module")

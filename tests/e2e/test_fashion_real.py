@@ -7,21 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from nnlab.data.sources import locate
-from nnlab.data.vision import FASHION_MNIST, load_image_dataset
-from nnlab.errors import DataError
+from conftest import real_dataset, run_cli
+from nnlab.data.vision import load_image_dataset
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fashion_dir():
-    try:
-        directory, _ = locate(FASHION_MNIST.spec, download=False)
-    except DataError as error:
-        pytest.skip(f"real Fashion-MNIST not available here: {error}")
-    return directory
+    """The real Fashion-MNIST's directory (Debian's package, ``$NNLAB_DATA`` or the cache), never downloaded."""
+    return real_dataset("fashion-mnist")
 
 
 def nnlab(*argv, env=None):
@@ -38,8 +33,8 @@ def test_fashion_cnn_one_epoch_on_real_data(fashion_dir, tmp_path, capsys, monke
     # Training through the installed `nnlab` script, as a user runs it; eval and predict then run in
     # this process (the same CLI, without two more interpreter and torch start-ups), on the same cache.
     # One epoch over 30% of the training batches: 87.2% on the idle 2-core machine (90.6% for a whole epoch).
-    proc = nnlab("train", "fashion-cnn", "--out", str(run), "--epochs", "1", "--set", "limit_train_batches=0.3",
-                 "--json", env={**os.environ, "NNLAB_CACHE": str(cache)})
+    proc = nnlab("train", "fashion-cnn", "--data", str(fashion_dir), "--out", str(run), "--epochs", "1",
+                 "--set", "limit_train_batches=0.3", "--json", env={**os.environ, "NNLAB_CACHE": str(cache)})
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["test_accuracy"] > 0.86, summary["test_accuracy"]
     assert summary["dataset_source"] and summary["per_class"]["Trouser"]["recall"] > 0.9

@@ -5,9 +5,8 @@ import os
 
 import pytest
 
-from nnlab.data.sources import locate
+from conftest import real_dataset
 from nnlab.data.text import SHAKESPEARE
-from nnlab.errors import DataError
 from nnlab.kinds import charlm
 from nnlab.recipes import train
 
@@ -16,16 +15,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    try:
-        locate(SHAKESPEARE, download=False)
-    except DataError as error:
-        pytest.skip(f"Tiny Shakespeare not available here: {error}")
+    """The Tiny Shakespeare file (``$NNLAB_DATA/text`` or the cache), never downloaded."""
+    return real_dataset("text") / SHAKESPEARE.files[0].name
 
 
 @pytest.mark.parametrize("recipe", ["shakespeare-lstm", "shakespeare-transformer", "shakespeare-words"])
 def test_recipe_trains_briefly_on_tiny_shakespeare_and_samples(shakespeare, recipe, tmp_path):
     with open(os.devnull, "w") as quiet:
-        summary = train(recipe, out=tmp_path / "run", stream=quiet, dry_run=True)
+        summary = train(recipe, out=tmp_path / "run", stream=quiet, dry_run=True, overrides={"data": str(shakespeare)})
     uniform = math.log(summary["vocab_size"])
     assert summary["valid_loss"] < uniform, summary["valid_loss"]           # it learnt something in 4 steps
     words = summary["tokens"] == "word"

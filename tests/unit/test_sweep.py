@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -181,36 +180,90 @@ def test_two_workers_finish_a_2x2_grid_with_2_seeds_in_exactly_8_trials(squares,
     assert not list(out.glob("*/*.png"))  # trials write no plots of their own (--set plots=true would)
 
 
+# The sweep of another process (another machine), stopped as it starts its trial number AT (counted
+# in that process): "kill" SIGKILLs it there; "wait" writes a line to the pipe TOLD and waits for a
+# byte on the pipe GO before training it. The tests keep in step with it by these events, not by clocks.
+ELSEWHERE = """
+import os, signal, sys
+import nnlab.commands.sweep_workers as workers
+from nnlab.cli import main
+action, at, told, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+real, calls = workers.train_or_continue, []
+def train_or_continue(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == at:
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.write(told, b"waiting\\n")
+        os.read(go, 1)
+    return real(*args, **kwargs)
+workers.train_or_continue = train_or_continue
+sys.exit(main(sys.argv[5:]))
+"""
+
+
+class SweepElsewhere:
+    """``nnlab sweep ARGV`` in another process that stops as it starts its trial ``at``: killed there
+    (``kill=True``: a machine lost mid-sweep), or waiting there (``waiting()``) until ``go()``."""
+
+    def __init__(self, argv, at, log, kill=False):
+        told_read, told_write = os.pipe()
+        go_read, self.go_write = os.pipe()
+        with open(log, "w") as out:  # a file, not a pipe: nothing blocks on output nobody reads yet
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", ELSEWHERE, "kill" if kill else "wait", str(at), str(told_write), str(go_read),
+                 *argv], stdout=out, stderr=subprocess.STDOUT, pass_fds=(told_write, go_read), env=os.environ.copy())
+        os.close(told_write)
+        os.close(go_read)
+        self.told, self.log = told_read, log
+
+    def waiting(self):
+        """True once it waits at its trial ``at``; False if it ended first (the pipe closed)."""
+        return os.read(self.told, 64) == b"waiting\n"
+
+    def go(self):
+        """Let it train its trial ``at`` (once; nothing if it already ended)."""
+        if self.go_write is not None:
+            try:
+                os.write(self.go_write, b"g")
+            except BrokenPipeError:
+                pass
+            os.close(self.go_write)
+            self.go_write = None
+
+    def finish(self):
+        """Its exit code (negative: the signal that ended it) and its output; 300 s only against a hang."""
+        self.go()
+        code = self.process.wait(timeout=300)
+        if self.told is not None:
+            os.close(self.told)
+            self.told = None
+        return code, self.log.read_text()
+
+
 @pytest.mark.slow
-def test_a_sweep_killed_midway_and_started_again_ends_with_the_same_8(squares, tmp_path, capsys):
+def test_a_sweep_killed_midway_and_started_again_ends_with_the_same_8(squares, tmp_path, capsys, monkeypatch):
     out = tmp_path / "killed"
     argv = ["sweep", "fashion-cnn", "--grid", "lr=3e-3,3e-2", "--grid", "optimizer=adamw,sgd", "--seeds", "2",
             "--out", str(out), *tiny(squares)]
-    process = subprocess.Popen([sys.executable, "-m", "nnlab", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if (out / "sweep.db").exists() and len(_complete(out)) >= 2:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the sweep finished before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done_before = _complete(out)
-    assert 2 <= len(done_before) < 8
+    code, log = SweepElsewhere(argv, at=3, log=tmp_path / "killed.log", kill=True).finish()
+    assert code == -signal.SIGKILL, log  # killed as it started its third trial
+    done_before = trials_of(out)
+    assert len(done_before) == 2 and len(trials_of(out, optuna.trial.TrialState.RUNNING)) == 1
+    import nnlab.recipes
+    trained, real = [], nnlab.recipes.train
+
+    def train(*args, **kwargs):  # each trial this sweep trains (or resumes): its run directory
+        trained.append(kwargs.get("out") or kwargs.get("resume"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(nnlab.recipes, "train", train)
     code, stdout, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
     complete = trials_of(out)
     assert len(complete) == 8 and len(set(jobs(complete))) == 8
-    assert set(jobs(done_before)) <= set(jobs(complete))  # nothing finished before was run again
+    assert len(trained) == 6  # nothing finished before was run again; the killed trial was
+    assert {out / t.user_attrs["run_dir"] for t in done_before}.isdisjoint(trained)
     assert json.loads(stdout.strip().splitlines()[-1])["trials_done"] == 8
-
-
-def _complete(out):
-    try:
-        return trials_of(out)
-    except (KeyError, optuna.exceptions.OptunaError, Exception):  # the study is being created
-        return []
 
 
 def test_ablate_lists_every_declared_trick_once_against_the_full_recipe(squares, tmp_path, capsys, monkeypatch):
