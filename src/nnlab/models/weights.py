@@ -58,7 +58,7 @@ def cached_file(url: str, what: str, otherwise: str = "", offline: bool | None =
     fetch_yourself = f"download {url} there (e.g. `curl -L -o {path} {url}`){otherwise}"
     if is_offline() if offline is None else offline:
         raise CheckpointError(f"{what} not found at {path}; {fetch_yourself} "
-                              f"(offline: --offline or {OFFLINE_ENV}=1 downloads nothing)")
+                              f"(offline, by --offline or {OFFLINE_ENV}=1: nothing is downloaded)")
     download(url, path, what, fetch_yourself, progress)
     return path
 
