@@ -18,8 +18,6 @@ count and length, and the computations by a ``Bounded`` queue (a few at once, a 
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Literal
 from urllib.parse import quote
 
@@ -28,10 +26,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nnlab.commands.serve import (ServedModel, UploadRejected, read_image, read_json, static_file, text_inputs,
+from nnlab.commands.served import (ServedModel, UploadRejected, read_image, read_json, static_file, text_inputs,
                                   wrong_kind)
 from nnlab.errors import ConfigError, DataError
-from nnlab.inspection.cam import grad_cam, overlay_png
+from nnlab.files import figure_png
+from nnlab.inspection.cam import cam_figure, grad_cam
 
 # Page files by name (never a path from the request) and their content types.
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
@@ -130,7 +129,7 @@ def add_page(app: FastAPI, csp: str) -> None:
         return Response(static_file(asset), media_type=STATIC[asset], headers=headers)
 
 
-def class_map(served: ServedModel, pixels: torch.Tensor, class_name: str | None, scratch: Path) -> tuple[bytes, dict]:
+def class_map(served: ServedModel, pixels: torch.Tensor, class_name: str | None) -> tuple[bytes, dict]:
     """Grad-CAM of ``pixels`` (uint8 [C, H, W], as ``/predict`` decodes them) for ``class_name``
     (None: the predicted class) on the served model: the overlay PNG ``nnlab cam`` writes, and what it shows."""
     loaded = served.current
@@ -139,15 +138,15 @@ def class_map(served: ServedModel, pixels: torch.Tensor, class_name: str | None,
     x = (pixels.float() / 255 - torch.tensor(loaded.state["mean"]).view(shape)) / torch.tensor(loaded.state["std"]).view(shape)
     target = classes.index(class_name) if class_name is not None else None
     try:
-        heat, probs, target = grad_cam(loaded.model, x[None].to(served.device), target)  # x[None]: [1, C, H, W]
+        heat, probs, target = grad_cam(loaded.model, x[None].to(served.device), target,  # x[None]: [1, C, H, W]
+                                       tta_flip=bool(loaded.config.tta))  # the probabilities /predict gives
     except ConfigError:  # the model's features are not a [N, C, H, W] map (an MLP, an RNN over rows)
         raise UploadRejected(422, f"model {served.name!r} ({loaded.state['model_name']}) has no convolutional "
                                   "feature map for Grad-CAM to explain") from None
     loaded.model.zero_grad(set_to_none=True)  # the served model keeps no gradients between requests
     predicted = int(probs.argmax())
     title = f"{classes[target]} (p={probs[target]:.2f}); predicted {classes[predicted]} (p={probs[predicted]:.2f})"
-    with tempfile.TemporaryDirectory(dir=scratch) as folder:
-        png = overlay_png(pixels, heat.cpu(), title, Path(folder) / "cam.png").read_bytes()
+    png = figure_png(cam_figure(pixels, heat.cpu(), title))
     return png, {"class": classes[target], "probability": float(probs[target]), "predicted": classes[predicted]}
 
 
@@ -184,7 +183,7 @@ def add_model_routes(app: FastAPI, lookup: Callable[[str], ServedModel], inferen
             raise UploadRejected(422, f"class {class_name!r}: not a class of model {model!r}; classes: "
                                       f"{', '.join(classes)}")
         image, _ = await read_image(request, served, invert)
-        png, shown = await cams.run(class_map, served, image, class_name, request.app.state.scratch)
+        png, shown = await cams.run(class_map, served, image, class_name)
         return Response(png, media_type="image/png", headers={
             "X-Class": quote(shown["class"], safe=""), "X-Probability": f"{shown['probability']:.6f}",
             "X-Predicted": quote(shown["predicted"], safe=""), "Cache-Control": "no-store"})

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Query
 
 from nnlab.commands.runs import find_runs, flatten, list_runs, read_metrics, run_status
-from nnlab.commands.serve import ServedModel, UploadRejected
+from nnlab.commands.served import ServedModel, UploadRejected
 from nnlab.errors import ConfigError
 
 DEFAULT_RUNS = "runs"
