@@ -48,9 +48,9 @@ def cached_file(url: str, what: str, otherwise: str = "", offline: bool | None =
                 progress: bool = True) -> Path:
     """The cache file of ``url``, downloaded (hash-checked) first if absent; a ``CheckpointError`` if that fails.
 
-    ``what`` starts the messages (``"resnet18: pretrained weights"``); ``otherwise`` ends the
-    offline one with the user's other choices (``", or pass the file's path"``). ``offline``
-    None means ``is_offline()``.
+    ``what`` starts the messages (``"resnet18: pretrained weights"``); ``otherwise`` follows
+    their "download it there yourself" with the user's other choices (``" or pass the file's
+    path"``). ``offline`` None means ``is_offline()``.
     """
     path = checkpoints_dir() / url.rsplit("/", 1)[1]
     if path.is_file():
