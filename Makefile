@@ -7,7 +7,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 RECIPE ?= fashion-cnn
 ARGS   ?=
 
-.PHONY: setup data browser test-packages train test test-fast bench lint clean
+.PHONY: setup data browser postgres test-packages train test test-fast bench lint clean
 
 setup: $(STAMP) data
 
@@ -34,9 +34,10 @@ $(STAMP): pyproject.toml
 # Debian packages, in one apt-get call for whatever is missing (one `apt-get update`, not one per
 # package): real Fashion-MNIST (dataset-fashion-mnist, for train and test) and, for test, Chromium for
 # the headless web-page tests (tests/e2e/test_browser.py, driven by Playwright with this binary: no
-# browser download), and PostgreSQL's server for the sweep test on a real database
+# browser download), and PostgreSQL's server for the sweep tests on a real database
 # (tests/unit/test_sweep_postgres.py starts a throwaway cluster itself). Without apt-get as root
-# nothing is installed: nnlab downloads Fashion-MNIST on first use, and those tests skip, saying why.
+# nothing is installed and the second argument says what follows from that (nothing, where the
+# caller says it itself).
 define debian
 	@missing=""; \
 	for want in $(1); do \
@@ -54,30 +55,47 @@ define debian
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "apt-get install$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
-		|| echo "apt-get could not install$$missing: nnlab downloads Fashion-MNIST on first use; the browser tests skip"; \
-	else \
-		echo "no apt-get as root for$$missing: nnlab downloads Fashion-MNIST on first use; the browser tests skip"; \
+		|| { [ -z "$(2)" ] || echo "apt-get could not install$$missing: $(2)"; }; \
+	elif [ -n "$(2)" ]; then \
+		echo "no apt-get as root for$$missing: $(2)"; \
 	fi
 endef
 
+# `make train` goes on without the package: its first run downloads Fashion-MNIST into the cache.
 data:
-	$(call debian,dataset-fashion-mnist)
+	$(call debian,dataset-fashion-mnist,the first nnlab train downloads Fashion-MNIST (nnlab download fashion-mnist))
 
 browser:
-	$(call debian,chromium)
+	$(call debian,chromium,without Chromium the browser tests and make screenshots cannot run)
 
-# What `make test` needs from Debian, while pip installs the virtualenv beside it.
+postgres:
+	$(call debian,postgresql,without PostgreSQL the sweep tests on a real database cannot run)
+
+# What `make test` needs from Debian, while pip installs the virtualenv beside it. What cannot be
+# installed here is named by tests/prerequisites.py, the next step of `make test`.
 test-packages:
-	$(call debian,dataset-fashion-mnist chromium postgresql)
+	$(call debian,dataset-fashion-mnist chromium postgresql,)
 
 train: setup
 	$(BIN)/nnlab train $(RECIPE) $(ARGS)
 
-# pip and apt-get at the same time (both mostly wait on downloads), then the whole suite, one
-# pytest-xdist worker per core.
+# pip and apt-get at the same time (both mostly wait on downloads); then tests/prerequisites.py checks
+# that everything the whole suite needs is there (Chromium, PostgreSQL, playwright, psycopg, the real
+# Fashion-MNIST, Tiny Shakespeare) and, where something is not, stops in one line naming it and how to
+# get it; then the whole suite, one pytest-xdist worker per core, under NNLAB_REQUIRE_ALL=1: a test
+# that would skip for something missing fails instead. `make test PARTIAL=1` (or `make test-fast`)
+# runs without what is missing, those tests skipping with the same words.
+# Where the shared data folder sits beside the clone (../shared/data, as in CI) and NNLAB_DATA is not
+# set, the tests read Tiny Shakespeare, the names and the translation pairs from it.
+SHARED_DATA := $(wildcard $(CURDIR)/../shared/data)
+ifeq ($(origin NNLAB_DATA)-$(if $(SHARED_DATA),found),undefined-found)
+test test-fast: export NNLAB_DATA = $(abspath $(SHARED_DATA))
+endif
+
 test:
 	$(MAKE) --no-print-directory -j2 $(STAMP) test-packages
-	$(BIN)/python -m pytest
+	@$(BIN)/python tests/prerequisites.py $(if $(PARTIAL),--partial)
+	$(if $(PARTIAL),,NNLAB_REQUIRE_ALL=1 )$(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest -m 'not slow'

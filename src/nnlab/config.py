@@ -22,6 +22,7 @@ from typing import Any
 
 from nnlab.engine.choices import DEVICES, OPTIMIZER_CLASSES, SCHEDULES
 from nnlab.errors import ConfigError
+from nnlab.files import atomic_write
 
 
 # Every config class by the kind it configures (filled as the classes are defined).
@@ -242,9 +243,7 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as JSON (plain types only), atomically."""
-    from nnlab.engine.checkpoint import atomic_write_bytes
-    data = (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode("utf-8")
-    atomic_write_bytes(Path(path), lambda handle: handle.write(data))
+    atomic_write(path, (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode("utf-8"))
 
 
 def config_kind(path: str | Path) -> str:

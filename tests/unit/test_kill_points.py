@@ -2,7 +2,7 @@
 that resumes to the uninterrupted result or is refused with one clear line: never a torn file read
 as valid, never a row twice.
 
-The killed run is a real process: a fork of this one whose writes (``atomic_write_bytes`` wherever
+The killed run is a real process: a fork of this one whose writes (``files.atomic_write`` wherever
 it was imported, the appends of ``metrics.jsonl`` and ``lr.csv``) count themselves and send the
 process SIGKILL at the chosen one. The parent then reads what was left and resumes or restarts it.
 """
@@ -22,6 +22,7 @@ import torch
 import nnlab
 import nnlab.inspection.report  # noqa: F401  (the writers' modules, imported before any patching: see Writes.install)
 import nnlab.kit.api  # noqa: F401
+from nnlab import files
 from nnlab.engine import callbacks, checkpoint
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.recipes import train
@@ -42,10 +43,8 @@ KILL_POINTS = [(n, phase) for n in range(len(WRITES)) for phase in ("torn", "aft
 def quick_plots():
     """The run's two plots written as they are (atomically, through the plots module) but without
     matplotlib's second of drawing: a kill point is where a file is written, whatever its pixels."""
-    from nnlab.inspection import plots
-
     def plot(_, path):
-        return plots.atomic_write_bytes(Path(path), lambda handle: handle.write(b"\x89PNG\r\n\x1a\n" + bytes(64)))
+        return files.atomic_write(path, b"\x89PNG\r\n\x1a\n" + bytes(64))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("nnlab.kit.run.plot_curves", plot)
         patch.setattr("nnlab.kit.run.plot_lr_csv", plot)
@@ -64,7 +63,7 @@ class Writes:
 
     def __init__(self, kill_at: int | None = None, phase: str = "after") -> None:
         self.kill_at, self.phase, self.names = kill_at, phase, []
-        self.real_atomic, self.real_open = checkpoint.atomic_write_bytes, open
+        self.real_atomic, self.real_open = files.atomic_write, open
 
     def _next(self, path) -> bool:
         self.names.append(Path(path).name)
@@ -73,18 +72,23 @@ class Writes:
     def _die(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def atomic_write_bytes(self, path, write):
+    def atomic_write(self, path, content):
         if not self._next(path):
-            return self.real_atomic(path, write)
+            return self.real_atomic(path, content)
         if self.phase == "torn":
+            buffer = io.BytesIO()
+            if callable(content):
+                content(buffer)
+            else:
+                buffer.write(content)
+            whole = buffer.getvalue()
+
             def half(handle):
-                buffer = io.BytesIO()
-                write(buffer)
-                handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                handle.write(whole[: len(whole) // 2])
                 handle.flush()
                 self._die()
             return self.real_atomic(path, half)
-        result = self.real_atomic(path, write)
+        result = self.real_atomic(path, content)
         self._die()
         return result
 
@@ -116,10 +120,10 @@ class Writes:
     def install(self, patch: pytest.MonkeyPatch) -> None:
         # Every module that imported the atomic writer by name. One first imported while a recording
         # Writes was installed keeps that one (it only counts, then writes): it is replaced too.
-        for module in [m for m in list(sys.modules.values()) if "atomic_write_bytes" in getattr(m, "__dict__", {})]:
-            current = module.atomic_write_bytes
+        for module in [m for m in list(sys.modules.values()) if "atomic_write" in getattr(m, "__dict__", {})]:
+            current = module.atomic_write
             assert current is self.real_atomic or isinstance(getattr(current, "__self__", None), Writes), module
-            patch.setattr(module, "atomic_write_bytes", self.atomic_write_bytes)
+            patch.setattr(module, "atomic_write", self.atomic_write)
         patch.setattr(callbacks, "open", self.open, raising=False)  # MetricsLog's and LRLog's appends
 
 

@@ -65,3 +65,77 @@ def test_plots_leave_no_open_pyplot_figures(tmp_path):
     plot_confusion(torch.eye(2, dtype=torch.int64), ["a", "b"], tmp_path / "m.png")
     plot_lr([0.1], tmp_path / "l.png")
     assert plt.get_fignums() == before
+
+
+def _figures(tmp_path):
+    """Each picture nnlab draws, by its ``*_figure`` function, on a few made-up values."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from nnlab.commands.ablate import ablation_figure
+    from nnlab.commands.runs import compare_figure
+    from nnlab.commands.sweep import settings_figure
+    from nnlab.inspection.cam import cam_figure
+    from nnlab.inspection.filters import grid_figure
+    from nnlab.inspection.plots import confusion_figure, curves_figure, lr_figure, lr_figure_from_csv, lr_find_figure
+    from nnlab.inspection.report import top_losses_figure
+    from nnlab.kinds.fashion_transfer import transfer_figure
+    from nnlab.kinds.perceptron import PerceptronResult, boundary_figure
+    from nnlab.kinds.series import forecast_figure
+    from nnlab.kinds.textcls import word_weights_figure
+    from nnlab.kinds.translate import attention_figure
+
+    (tmp_path / "lr.csv").write_text("step,body,head\n0,0.1,0.2\n1,0.05,0.1\n")
+    top = [{"predicted": "a", "probability": 0.9, "true": "b", "true_probability": 0.1, "loss": 2.3}] * 2
+    transfer = [{"shots": k, "repeats": 2, "transfer_accuracy": 0.8, "transfer_spread": 0.01,
+                 "scratch_accuracy": 0.6, "scratch_spread": 0.02} for k in (1, 5)]
+    plan = SimpleNamespace(metric="valid_acc", prune=None, kind="sweep", recipe="iris-mlp", seeds=[0, 1])
+    settings = [{"setting": "lr=0.1", "mean": 0.9, "std": 0.01, "pruned": 0}]
+    trials = [{"setting": "lr=0.1", "value": 0.9, "pruned": False}]
+    ablation = {"metric": "valid_acc", "test_metric": "test_acc", "full": {"n": 2},
+                "tricks": [{"trick": "label_smoothing", "valid_gain": 0.01, "valid_gain_std": 0.005,
+                            "test_gain": 0.02, "test_gain_std": 0.01, "n": 2}]}
+    points = np.array([[0.0, 1.0], [1.0, 0.0]])
+    return {
+        "curves": lambda: curves_figure(ROWS),
+        "confusion": lambda: confusion_figure(torch.tensor([[3, 1], [0, 4]]), ["a", "b"]),
+        "lr": lambda: lr_figure([0.1, 0.2, 0.1]),
+        "lr_from_csv": lambda: lr_figure_from_csv(tmp_path / "lr.csv"),
+        "lr_find": lambda: lr_find_figure([1e-4, 1e-3, 1e-2], [2.0, 1.5, 3.0], {"steepest": 1e-3}),
+        "top_losses": lambda: top_losses_figure(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), top),
+        "cam": lambda: cam_figure(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(8, 8), "a (p=0.90)"),
+        "grid": lambda: grid_figure([(np.zeros((4, 4)), "filter 0"), (np.ones((4, 4)), "filter 1")], 2, "conv1"),
+        "forecast": lambda: forecast_figure(torch.rand(10, 1), torch.rand(10, 1)),
+        "boundary": lambda: boundary_figure(points, np.array([0, 1]), PerceptronResult(
+            np.array([1.0, -1.0]), 0.0, [(np.array([1.0, -1.0]), 0.0)], [1])),
+        "attention": lambda: attention_figure(["le", "chat"], ["the", "cat", "<eos>"], torch.rand(3, 2)),
+        "transfer": lambda: transfer_figure(transfer),
+        "word_weights": lambda: word_weights_figure([[("good", 0.7), ("film", 0.3)]], ["pos"]),
+        "settings": lambda: settings_figure(plan, settings, trials),
+        "ablation": lambda: ablation_figure("fashion-cnn", ablation),
+        "compare": lambda: compare_figure({"run-a": ROWS, "run-b": ROWS[:2]}),
+    }
+
+
+FIGURES = ["curves", "confusion", "lr", "lr_from_csv", "lr_find", "top_losses", "cam", "grid", "forecast", "boundary",
+           "attention", "transfer", "word_weights", "settings", "ablation", "compare"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_picture_is_a_matplotlib_figure_outside_pyplot(tmp_path, name):
+    from matplotlib.figure import Figure
+    before = plt.get_fignums()
+    fig = _figures(tmp_path)[name]()
+    assert isinstance(fig, Figure) and fig.axes
+    assert plt.get_fignums() == before  # nothing to close: Jupyter shows it, and it is collected after
+
+
+def test_the_list_of_pictures_is_every_figure_function(tmp_path):
+    assert sorted(_figures(tmp_path)) == sorted(FIGURES)
+
+
+def test_lr_figure_from_csv_is_none_without_steps(tmp_path):
+    from nnlab.inspection.plots import lr_figure_from_csv, plot_lr_csv
+    (tmp_path / "lr.csv").write_text("step,lr\n")
+    assert lr_figure_from_csv(tmp_path / "lr.csv") is None and lr_figure_from_csv(tmp_path / "absent.csv") is None
+    assert plot_lr_csv(tmp_path / "lr.csv", tmp_path / "lr.png") is None and not (tmp_path / "lr.png").exists()

@@ -9,10 +9,14 @@ metric (mean ± std over seeds; positive: the trick helps), as a table and ``abl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nnlab.commands.sweep import Axis, execute, mean_std, metric_direction, new_plan, trial_rows
 from nnlab.errors import ConfigError
+from nnlab.files import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FULL = "full"
 
@@ -80,11 +84,9 @@ def ablation_table(plan: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"metric": plan.metric, "test_metric": test_metric, "full": reference, "tricks": tricks}
 
 
-def plot_ablation(recipe: str, table: dict[str, Any], path: Path) -> Path:
-    """Each trick's gain (validation and test, ±1 std over seeds) as horizontal bars."""
-    from matplotlib.figure import Figure
-
-    from nnlab.engine.checkpoint import atomic_write_bytes
+def ablation_figure(recipe: str, table: dict[str, Any]) -> Figure:
+    """Each trick's gain (validation and test, ±1 std over seeds) as horizontal bars (``ablation.png``)."""
+    from matplotlib.figure import Figure  # here, not at the top: most commands draw nothing
     rows = [r for r in table["tricks"] if "valid_gain" in r]
     fig = Figure(figsize=(7.5, 1.2 + 0.55 * max(len(rows), 1)), layout="tight")
     ax = fig.subplots()
@@ -99,7 +101,7 @@ def plot_ablation(recipe: str, table: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"ablation of {recipe}: {table['full']['n']} seeds")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="x")
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def ablate(recipe: str, seeds: int = 3, metric: str | None = None, out: str | Path | None = None,
@@ -116,7 +118,7 @@ def ablate(recipe: str, seeds: int = 3, metric: str | None = None, out: str | Pa
     columns = ["trick", "valid_gain", "valid_gain_std", "test_gain", "test_gain_std", "n"]
     summary["files"]["ablation"] = str(write_csv(plan.out / "ablation.csv", table["tricks"], columns))
     if any("valid_gain" in r for r in table["tricks"]):
-        summary["files"]["ablation_plot"] = str(plot_ablation(recipe, table, plan.out / "ablation.png"))
+        summary["files"]["ablation_plot"] = str(save_figure(ablation_figure(recipe, table), plan.out / "ablation.png"))
     summary["ablation"] = table
     write_json(plan.out / "summary.json", summary)
     return summary

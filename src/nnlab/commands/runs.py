@@ -17,8 +17,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, NnlabError
+from nnlab.files import save_figure
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
 
@@ -159,8 +159,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _overlay(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Loss and accuracy against epoch for each run (valid solid, train dashed, one colour per run)."""
+def compare_figure(curves: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Loss and accuracy against epoch for each run (``curves``: its label -> its metrics.jsonl rows;
+    valid solid, train dashed, one colour per run): ``nnlab compare``'s picture."""
     fig = Figure(figsize=(11, 4.2), layout="tight")
     axes = fig.subplots(1, 2)
     for k, (label, rows) in enumerate(curves.items()):
@@ -178,7 +179,7 @@ def _overlay(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def compare(run_dirs: list[str | Path], out: str | Path = "compare.png") -> dict[str, Any]:
@@ -203,7 +204,7 @@ def compare(run_dirs: list[str | Path], out: str | Path = "compare.png") -> dict
     differences = {key: [configs[label].get(key, missing) for label in configs] for key in keys}
     differences = {key: [None if v is missing else v for v in values] for key, values in differences.items()
                    if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1}
-    plot = _overlay(curves, Path(out))
+    plot = save_figure(compare_figure(curves), out)
     return {"runs": list(configs), "differences": differences, "results": results, "plot": str(plot)}
 
 

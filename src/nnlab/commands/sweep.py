@@ -36,11 +36,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nnlab.commands.sweep_workers import hide_password, open_storage, open_study, run_workers
 from nnlab.config import parse_value
 from nnlab.errors import ConfigError
+from nnlab.files import atomic_write, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SEARCHES = ("grid", "random", "tpe")
 HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "r2", "auc")
@@ -325,17 +329,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Pat
     writer = csv.DictWriter(text, columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    from nnlab.engine.checkpoint import atomic_write_bytes
-    data = text.getvalue().encode("utf-8")
-    return atomic_write_bytes(path, lambda handle: handle.write(data))
+    return atomic_write(path, text.getvalue().encode("utf-8"))
 
 
-def plot_settings(plan: Plan, table: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> Path:
+def settings_figure(plan: Plan, table: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Figure:
     """The metric per setting (mean with a ±1 std error bar, each seed a dot; a pruned seed a cross at its
-    last epoch's value), best first."""
-    from matplotlib.figure import Figure
-
-    from nnlab.engine.checkpoint import atomic_write_bytes
+    last epoch's value), best first (a sweep's ``sweep.png``)."""
+    from matplotlib.figure import Figure  # here, not at the top: most commands draw nothing
     fig = Figure(figsize=(max(6.0, 0.9 * len(table) + 2), 4.5), layout="tight")
     ax = fig.subplots()
     for x, setting in enumerate(table):
@@ -350,7 +350,7 @@ def plot_settings(plan: Plan, table: list[dict[str, Any]], rows: list[dict[str, 
     ax.set_ylabel(f"{plan.metric} (mean ± std over seeds; dots: seeds)" + ("; x: pruned" if plan.prune else ""))
     ax.set_title(f"{plan.kind} {plan.recipe}: {len(table)} settings x {len(plan.seeds)} seeds")
     ax.grid(alpha=0.3, axis="y")
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def report(plan: Plan, study: Any) -> dict[str, Any]:
@@ -368,7 +368,7 @@ def report(plan: Plan, study: Any) -> dict[str, Any]:
                                      ["trial"] + keys + ["seed", "value", "seconds", "run_dir"]
                                      + (["pruned", "pruned_epoch"] if plan.prune else [])))}
     if table:
-        files["plot"] = str(plot_settings(plan, table, rows, plan.out / "sweep.png"))
+        files["plot"] = str(save_figure(settings_figure(plan, table, rows), plan.out / "sweep.png"))
     best = None
     if table and table[0]["mean"] is not None and not table[0]["pruned"]:
         top = table[0]

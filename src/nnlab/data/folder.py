@@ -21,9 +21,9 @@ import torch
 from PIL import Image, ImageOps
 
 from nnlab.data.batches import stratified_split
-from nnlab.data.idx import _atomic_write
 from nnlab.data.sources import cache_root
 from nnlab.errors import ConfigError, DataError
+from nnlab.files import atomic_write
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 VALID_NAMES = ("valid", "val", "test")
@@ -132,8 +132,7 @@ def read_image_folder(root: str | Path, size: tuple[int, int] = (64, 64), channe
         is_test = np.asarray([flag for path, flag in zip(files, flags) if str(path) not in failed], dtype=bool)
         buffer = io.BytesIO()
         np.savez(buffer, images=images, labels=kept, is_test=is_test, skipped=np.asarray(skipped, dtype=str))
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cached, lambda handle: handle.write(buffer.getvalue()))
+        atomic_write(cached, buffer.getvalue())  # creates the cache folder
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(kept)
     if halves is not None:
         test_mask = torch.from_numpy(is_test)

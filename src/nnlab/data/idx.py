@@ -11,16 +11,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 
 from nnlab.errors import DataError
+from nnlab.files import atomic_write
 
 # IDX data type code -> big-endian numpy dtype, as in LeCun's description of the format.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -152,21 +151,6 @@ def _idx_code(dtype: np.dtype) -> int:
     raise ValueError(f"IDX cannot store dtype {dtype}; use one of {names}")
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same directory and ``os.replace`` it into place.
-
-    Readers never see a half-written file, even when the writer is killed midway.
-    """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file in the exact upstream layout, gzip-compressed if ``path`` ends in .gz.
 
@@ -192,7 +176,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
             file.write(header)
             file.write(data)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_idx_pair(images_path: str | Path, labels_path: str | Path,
@@ -248,7 +232,7 @@ def _save_cached(cache_dir: Path, prefix: str, entries: dict[Path, np.ndarray]) 
             if file not in entries:
                 file.unlink(missing_ok=True)
         for file, array in entries.items():
-            _atomic_write(file, lambda f, a=array: np.save(f, a, allow_pickle=False))
+            atomic_write(file, lambda f, a=array: np.save(f, a, allow_pickle=False))
     except OSError:
         pass  # a read-only or full cache directory only costs the next run a decode
 

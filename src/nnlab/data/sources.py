@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from nnlab.data.idx import sha256_of_decompressed
 from nnlab.errors import DataError
+from nnlab.files import atomic_write
 
 CHUNK = 1 << 16
 USER_AGENT = "nnlab/0.1 (python urllib)"
@@ -350,18 +351,6 @@ def zip_members(archive: Path, url: str, prefix: str, what: str) -> dict[str, by
 
 
 def place_files(directory: Path, files: dict[str, bytes]) -> list[Path]:
-    """Write ``files`` (name -> bytes) into ``directory`` and return their paths: every one to a
-    ``.part`` first, then each moved into place with ``os.replace``, so a final name never holds a
-    partial file, and the writing (the part that can fail) is over before the first name changes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for name, data in files.items():
-        part = directory / (name + ".part")
-        part.write_bytes(data)
-        parts.append(part)
-    placed = []
-    for part in parts:
-        final = part.with_name(part.name.removesuffix(".part"))
-        os.replace(part, final)
-        placed.append(final)
-    return placed
+    """Write ``files`` (name -> bytes) into ``directory`` and return their paths, each one atomically
+    (``files.atomic_write``), so a final name never holds a partial file."""
+    return [atomic_write(directory / name, data) for name, data in files.items()]

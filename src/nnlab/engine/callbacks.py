@@ -11,10 +11,11 @@ from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-from nnlab.engine.checkpoint import atomic_write_bytes, save_checkpoint
+from nnlab.engine.checkpoint import save_checkpoint
 from nnlab.engine.distributed import any_rank
 from nnlab.engine.learner import Callback, CancelFitException
 from nnlab.engine.optim import trainable_groups
+from nnlab.files import atomic_write
 
 
 def _fmt(value: Any) -> str:
@@ -231,7 +232,7 @@ class LRLog(Callback):
         self.header: str | None = lines[0] if lines else None
         kept = [line for line in lines[1:] if line.split(",")[0].isdigit() and int(line.split(",")[0]) < start_step]
         text = "".join(line + "\n" for line in ([self.header] if self.header else []) + kept).encode("utf-8")
-        atomic_write_bytes(self.path, lambda handle: handle.write(text))
+        atomic_write(self.path, text)
 
     def before_batch(self) -> None:
         lrs = ",".join(f"{group['lr']:.8g}" for group in self.learner.optimizer.param_groups)

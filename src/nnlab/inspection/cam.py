@@ -19,8 +19,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import ConfigError
+from nnlab.files import save_figure
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
@@ -68,8 +68,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
     return (cam / peak if peak > 0 else cam), probs, target
 
 
-def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: Path) -> Path:
-    """Write the image (uint8 [C, H, W]) beside itself overlaid with the heat map ([H, W] in [0, 1]) as PNG."""
+def cam_figure(image: torch.Tensor, heat: torch.Tensor, title: str) -> Figure:
+    """The image (uint8 [C, H, W]) beside itself overlaid with the heat map ([H, W] in [0, 1])."""
     picture = image.permute(1, 2, 0).float().numpy() / 255.0  # [H, W, C]
     if picture.shape[2] == 1:
         picture = picture.repeat(3, axis=2)
@@ -82,4 +82,9 @@ def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: Path)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
+
+
+def overlay_png(image: torch.Tensor, heat: torch.Tensor, title: str, path: str | Path) -> Path:
+    """``cam_figure`` written to ``path`` as PNG (``nnlab cam``'s picture); returns ``path``."""
+    return save_figure(cam_figure(image, heat, title), path)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import ConfigError, DataError
+from nnlab.files import save_figure
 
 KERNELS: dict[str, list[list[float]]] = {
     "sobel-x": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],      # responds to vertical edges
@@ -70,7 +70,9 @@ def _grey(path: Path) -> torch.Tensor:
         raise DataError(f"{path}: not a readable image ({error})") from None
 
 
-def save_grid(panels: list[tuple[np.ndarray, str]], path: Path, columns: int, title: str = "") -> Path:
+def grid_figure(panels: list[tuple[np.ndarray, str]], columns: int, title: str = "") -> Figure:
+    """``panels`` (a picture, [H, W] grey or [H, W, 3], and its label) in a grid ``columns`` wide:
+    filters, feature maps, or an image before and after a kernel."""
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="tight")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
@@ -81,7 +83,12 @@ def save_grid(panels: list[tuple[np.ndarray, str]], path: Path, columns: int, ti
         ax.set_title(label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
+
+
+def save_grid(panels: list[tuple[np.ndarray, str]], path: str | Path, columns: int, title: str = "") -> Path:
+    """``grid_figure`` written to ``path`` as PNG; returns ``path``."""
+    return save_figure(grid_figure(panels, columns, title), path)
 
 
 def convolve(image: str | Path, kernel: str, pool: str | None = None, size: int = 2,

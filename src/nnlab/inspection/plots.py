@@ -1,9 +1,12 @@
-"""PNG plots of a run: training curves, confusion matrix and learning-rate schedule.
+"""Pictures of a run: training curves, confusion matrix and learning-rate schedule.
 
+Each ``*_figure`` function returns a matplotlib ``Figure`` (Jupyter shows it inline); each
+``plot_*`` function saves that figure to a PNG through ``files.save_figure`` (atomically) and
+returns the path, as the run directory's ``curves.png``, ``lr.png``, ``confusion.png`` are written.
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``) instead of pyplot:
 saving to PNG then renders with the Agg backend whatever backend the user's session has chosen,
 works on headless machines, and never registers a figure in pyplot's global list, so nothing
-needs closing and nothing leaks, even when a plot fails half way. Every file is written atomically.
+needs closing and nothing leaks, even when a plot fails half way.
 """
 from __future__ import annotations
 
@@ -16,19 +19,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.files import save_figure
 
-DPI = 100
 # Text at matplotlib's default 10 pt is about this wide per character (DejaVu Sans, on average).
 CHAR_IN = 0.085
 # Beyond this many classes the per-cell numbers overlap and make the plot unreadable; colour alone
 # still shows the structure.
 MAX_ANNOTATED_CLASSES = 20
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` via a temp file beside it and a rename, so readers never see half a file."""
-    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=DPI))
 
 
 def _margins(fig: Figure, left: float, bottom: float, right: float = 0.2, top: float = 0.4,
@@ -66,8 +63,8 @@ def _plot_panel(ax: Axes, rows: Sequence[dict[str, Any]], metric: str, label: st
         ax.legend()
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Plot loss and accuracy against epoch, train and valid, from metrics.jsonl rows; returns ``path``.
+def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
+    """Loss and accuracy against epoch, train and valid, from metrics.jsonl rows.
 
     Rows need ``epoch`` and may lack any of ``train_loss``, ``train_acc``, ``valid_loss`` and
     ``valid_acc`` (or hold None, as runs without a validation split do); missing points are skipped.
@@ -77,7 +74,12 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
     _plot_panel(loss_ax, rows, "loss", "loss")
     _plot_panel(acc_ax, rows, "acc", "accuracy")
     _margins(fig, left=0.8, bottom=0.55, gap=0.85)
-    return _save(fig, path)
+    return fig
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """``curves_figure(rows)`` written to ``path`` as PNG (a run's ``curves.png``); returns ``path``."""
+    return save_figure(curves_figure(rows), path)
 
 
 def _row_normalised(cm: torch.Tensor) -> torch.Tensor:
@@ -97,8 +99,8 @@ def _annotate(ax: Axes, values: torch.Tensor, normalize: bool) -> None:
                     color="white" if value > threshold else "black")
 
 
-def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, normalize: bool = True) -> Path:
-    """Draw the confusion matrix (rows true, columns predicted) as a heat map; returns ``path``.
+def confusion_figure(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True) -> Figure:
+    """The confusion matrix ``cm`` (rows true, columns predicted) as a heat map.
 
     With ``normalize`` each row shows the fraction of that true class given each prediction, which
     makes classes of different sizes comparable; otherwise cells show raw counts.
@@ -119,11 +121,16 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, n
     ax.set_title("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)")
     if n <= MAX_ANNOTATED_CLASSES:
         _annotate(ax, values, normalize)
-    return _save(fig, path)
+    return fig
 
 
-def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
-    """Plot the learning rate of every optimizer step, to check a schedule's shape; returns ``path``."""
+def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: str | Path, normalize: bool = True) -> Path:
+    """``confusion_figure`` written to ``path`` as PNG (a run's ``confusion.png``); returns ``path``."""
+    return save_figure(confusion_figure(cm, classes, normalize), path)
+
+
+def lr_figure(lrs: Sequence[float]) -> Figure:
+    """The learning rate of every optimizer step, to check a schedule's shape."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot(range(len(lrs)), list(lrs))
@@ -133,30 +140,51 @@ def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
     _margins(fig, left=0.85, bottom=0.55)
-    return _save(fig, path)
+    return fig
+
+
+def plot_lr(lrs: Sequence[float], path: str | Path) -> Path:
+    """``lr_figure(lrs)`` written to ``path`` as PNG; returns ``path``."""
+    return save_figure(lr_figure(lrs), path)
+
+
+def read_lr_csv(csv_path: str | Path) -> tuple[list[float], dict[str, list[float]]]:
+    """The steps of a run's ``lr.csv`` and each parameter group's rate at them (by the header's
+    names); no steps where the file is absent or holds only its header."""
+    lines = Path(csv_path).read_text(encoding="utf-8").splitlines() if Path(csv_path).is_file() else []
+    if len(lines) < 2:
+        return [], {}
+    header = lines[0].split(",")
+    table = [[float(v) for v in line.split(",")] for line in lines[1:]]
+    return [row[0] for row in table], {name: [row[i] for row in table] for i, name in enumerate(header[1:], start=1)}
+
+
+def lr_figure_from_csv(csv_path: str | Path) -> Figure | None:
+    """The learning rate of each parameter group at every step of a run's ``lr.csv``, or ``None``
+    where it recorded no step."""
+    steps, groups = read_lr_csv(csv_path)
+    if not steps:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, lrs in groups.items():
+        ax.plot(steps, lrs, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    if len(groups) > 1:
+        ax.legend()
+    _margins(fig, left=0.85, bottom=0.55, top=0.25)
+    return fig
 
 
 def plot_lr_csv(csv_path: str | Path, path: str | Path) -> Path | None:
-    """Plot the learning rate of each parameter group at every step from a run's ``lr.csv``."""
-    lines = Path(csv_path).read_text(encoding="utf-8").splitlines() if Path(csv_path).is_file() else []
-    if len(lines) < 2:
-        return None
-    header = lines[0].split(",")
-    table = [[float(v) for v in line.split(",")] for line in lines[1:]]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    steps = [row[0] for row in table]
-    for i, name in enumerate(header[1:], start=1):
-        ax.plot(steps, [row[i] for row in table], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    if len(header) > 2:
-        ax.legend()
-    _margins(fig, left=0.85, bottom=0.55, top=0.25)
-    return _save(fig, path)
+    """``lr_figure_from_csv`` written to ``path`` as PNG (a run's ``lr.png``); ``None``, and no file,
+    where ``lr.csv`` recorded no step."""
+    fig = lr_figure_from_csv(csv_path)
+    return None if fig is None else save_figure(fig, path)
 
 
-def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float], path: str | Path) -> Path:
+def lr_find_figure(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float]) -> Figure:
     """Smoothed loss against learning rate (log scale) from an LR sweep, with the suggestions marked."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -168,4 +196,9 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str,
         ax.axvline(lr, linestyle="--", color="C1" if "steep" in name else "C2", label=f"{name} {lr:.2g}")
     ax.legend()
     _margins(fig, left=0.7, bottom=0.55, top=0.25)
-    return _save(fig, path)
+    return fig
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float], path: str | Path) -> Path:
+    """``lr_find_figure`` written to ``path`` as PNG (``lr_find.png``); returns ``path``."""
+    return save_figure(lr_find_figure(lrs, losses, marks), path)

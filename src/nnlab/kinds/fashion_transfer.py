@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Sequence, TextIO
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from nnlab.config import RunConfig, check_positive
 from nnlab.data.batches import TensorBatches, make_augment
@@ -44,6 +45,7 @@ from nnlab.data.vision import load_image_dataset
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.engine.learner import predict_probs
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.files import save_figure
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
 from nnlab.kinds.transfer import check_comparison, fit_compared, saved_models
 from nnlab.kit.kind import Kind, Option
@@ -408,11 +410,8 @@ def compare(config: FashionTransferConfig, state: dict, data, run_dir: Path, k: 
             "transfer_valid_accuracy_by_method": {name: sum(v) / len(v) for name, v in options["transfer"].items()}}
 
 
-def plot_transfer(results: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Test accuracy against K for both starts (error bars: the spread over seeds), as ``path``."""
-    from matplotlib.figure import Figure
-
-    from nnlab.engine.checkpoint import atomic_write_bytes
+def transfer_figure(results: Sequence[dict[str, Any]]) -> Figure:
+    """Test accuracy against K for both starts (error bars: the spread over seeds; a run's ``transfer.png``)."""
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     shots = [r["shots"] for r in results]
@@ -428,7 +427,7 @@ def plot_transfer(results: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
@@ -454,7 +453,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     results = [compare(config, state, data, run_dir, k, device, epochs, freeze_epochs, stream, rows) for k in shots]
     write_jsonl(run_dir / "metrics.jsonl", rows)
     if config.plots:
-        plot_transfer(results, run_dir / "transfer.png")
+        save_figure(transfer_figure(results), run_dir / "transfer.png")
     summary = {
         "recipe": config.recipe, "kind": config.kind, "run_dir": str(run_dir), "source": str(source),
         "source_model": state["model_name"], "source_classes": list(state.get("source_classes", ())),

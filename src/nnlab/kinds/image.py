@@ -22,13 +22,14 @@ from nnlab.config import RunConfig
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.engine.distributed import init_from_env, is_main, local_device, rank, shutdown, world_size
 from nnlab.engine.ema import check_decay
 from nnlab.engine.learner import predict_probs, resolve_device, resolve_precision
 from nnlab.engine.metrics import check_predict_args, ranked, score
 from nnlab.engine.optim import freeze
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.files import atomic_write
 from nnlab.kit.kind import Kind, Option
 from nnlab.kit.rundir import check_output, load_best, read_summary, rebuild_args
 from nnlab.kit.run import RunStart, Spec, find_lr, plot_run_confusion, stopped_summary, summarize, train_model
@@ -271,9 +272,9 @@ def write_predictions(out: Path, classes: Sequence[str], batches: Iterator[tuple
             writer.writerows([str(name), classes[i], *(f"{v:.6f}" for v in p)]
                              for name, i, p in zip(names, best.tolist(), probs.tolist()))
         text.flush()
-        text.detach()  # the handle stays open for atomic_write_bytes to fsync and close
+        text.detach()  # the handle stays open for atomic_write to fsync and close
 
-    atomic_write_bytes(out, write)
+    atomic_write(out, write)
     return {"out": str(out), "rows": int(counts.sum()), "predicted_counts": dict(zip(classes, counts.tolist()))}
 
 

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from nnlab.config import RunConfig, load_config
 from nnlab.data.batches import stratified_split
 from nnlab.data.tabular import class_names, encode_classes, numeric_column, read_csv
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.files import atomic_write, save_figure
 from nnlab.models import create_model
 from nnlab.kit.rundir import check_output, environment, write_json
 from nnlab.kit.kind import CSV_OPTION, Kind, Option, TARGET_OPTION
@@ -197,9 +197,9 @@ def _draw_line(ax: Axes, weights: np.ndarray, bias: float, x: np.ndarray) -> Non
     ax.set_ylim(y0, y1)
 
 
-def plot_boundaries(x: np.ndarray, y: np.ndarray, result: PerceptronResult, path: str | Path) -> Path:
+def boundary_figure(x: np.ndarray, y: np.ndarray, result: PerceptronResult) -> Figure:
     """One panel per epoch (at most ``MAX_PANELS``, evenly spaced) with the points and the line
-    after that epoch; written atomically as PNG."""
+    after that epoch (a run's ``boundary.png``)."""
     epochs = len(result.history)
     shown = sorted(set(np.linspace(0, epochs - 1, min(epochs, MAX_PANELS)).round().astype(int).tolist()))
     cols = min(4, len(shown))
@@ -213,7 +213,7 @@ def plot_boundaries(x: np.ndarray, y: np.ndarray, result: PerceptronResult, path
         ax.set_title(f"epoch {epoch + 1}: {result.mistakes[epoch]} mistakes", fontsize=9)
     for ax in axes[len(shown):]:
         ax.set_axis_off()
-    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def _gate_summary(result: PerceptronResult, name: str) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     result = train_perceptron(x[train_idx], y[train_idx], epochs, config.lr, config.seed)
     train_seconds = time.perf_counter() - start
     if config.plots:
-        plot_boundaries(x, y, result, run_dir / "boundary.png")
+        save_figure(boundary_figure(x, y, result), run_dir / "boundary.png")
     gates = learn_gates(epochs, config.lr, config.seed)
     _, mlp_accuracy = train_xor_mlp(seed=config.seed)
     summary = {
@@ -323,7 +323,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
         writer.writerow([*row, summary["classes"][label]])
     data = buffer.getvalue().encode("utf-8")
     out = check_output(output or Path(sources[0]).with_suffix(".predictions.csv"), sources[0])
-    atomic_write_bytes(out, lambda handle: handle.write(data))
+    atomic_write(out, data)
     counts = np.bincount(labels, minlength=2).tolist()
     return {"run_dir": str(run_dir), "csv": str(sources[0]), "out": str(out), "rows": len(table.rows),
             "predicted_counts": dict(zip(summary["classes"], counts))}

@@ -21,9 +21,9 @@ from nnlab.config import RunConfig, check_choice, check_positive
 from nnlab.data.series import make_windows, read_series, sine_waves
 from nnlab.data.tabular import FeatureBatches
 from nnlab.engine.callbacks import EpochLines
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import ConfigError
+from nnlab.files import save_figure
 from nnlab.kit.rundir import load_best, read_summary
 from nnlab.kit.kind import CSV_OPTION, Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
@@ -94,8 +94,8 @@ def forecast(model: torch.nn.Module, x: torch.Tensor, mean: float, std: float) -
     return model.eval()((x - mean) / std).float() * std + mean
 
 
-def plot_forecast(y: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
-    """True and predicted next value over the validation tail, as a PNG."""
+def forecast_figure(y: torch.Tensor, pred: torch.Tensor) -> Figure:
+    """True and predicted next value over the validation tail (a run's ``forecast.png``)."""
     fig = Figure(figsize=(10, 3.5))
     ax = fig.subplots()
     ax.plot(y[:, 0].tolist(), label="true", linewidth=1)
@@ -103,7 +103,7 @@ def plot_forecast(y: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
     ax.set_xlabel("validation step")
     ax.legend()
     fig.tight_layout()
-    return atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
         return stopped_summary(start, trained)
     pred = forecast(model, vx.to(device), mean, std).cpu()
     if config.plots:
-        plot_forecast(vy, pred, run_dir / "forecast.png")
+        save_figure(forecast_figure(vy, pred), run_dir / "forecast.png")
     return summarize(start, trained, {
         "dataset": source, "model": "series_rnn", **scores(pred, vx, vy),
         "windows": {"train": len(x), "valid": len(vx)}, "window": config.window, "horizon": config.horizon},

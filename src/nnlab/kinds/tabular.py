@@ -23,11 +23,11 @@ from nnlab.data.batches import stratified_split
 from nnlab.data.tabular import (SKLEARN_DATASETS, FeatureBatches, Preprocessor, Table, class_names,
                                 encode_classes, fit_preprocessor, load_sklearn_table, read_csv)
 from nnlab.engine.callbacks import EpochLines
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import count_correct, resolve_device
 from nnlab.engine.metrics import score
 from nnlab.engine.scores import regression_report, roc_auc_ovr
 from nnlab.errors import ConfigError, DataError
+from nnlab.files import atomic_write
 from nnlab.kit.rundir import check_output, load_best, read_summary
 from nnlab.kit.kind import CSV_OPTION, Kind, Option, TARGET_OPTION
 from nnlab.kit.run import RunStart, Spec, plot_run_confusion, summarize, train_model
@@ -261,7 +261,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
     outputs = model_outputs(model, pre.transform(table))
     out = check_output(output or csv_in.with_suffix(".predictions.csv"), csv_in)
     data = predictions_csv(table, pre, outputs)
-    atomic_write_bytes(out, lambda handle: handle.write(data))
+    atomic_write(out, data)
     result: dict[str, Any] = {"run_dir": str(run_dir), "csv": str(csv_in), "out": str(out), "rows": len(table.rows),
                               "task": pre.task}
     if pre.task == "classify":

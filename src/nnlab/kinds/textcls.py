@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.tabular import read_csv
 from nnlab.data.textcls import TextDataset, TokenBatches, Vocab, build_vocab, encode_texts, load_text_csv, tokenize
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.engine.metrics import check_predict_args
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.files import atomic_write, save_figure
 from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kinds.tabular import class_predictions_csv
@@ -191,15 +191,14 @@ def explain_words(run_dir: str | Path, model: torch.nn.Module, ids: torch.Tensor
         words = doc[: ids.shape[1]]  # the words encode_texts kept (the first max_length)
         result["words"] = [{"word": w, "weight": round(float(a), 4)} for w, a in zip(words, weight[: len(words)])]
     if output is not None:
-        path = plot_word_weights([[(w["word"], w["weight"]) for w in r["words"]] for r in results],
-                                 [r["top"][0]["class"] for r in results], output)
+        path = save_figure(word_weights_figure([[(w["word"], w["weight"]) for w in r["words"]] for r in results],
+                                               [r["top"][0]["class"] for r in results]), output)
         results[0]["explanation"] = str(path)
 
 
-def plot_word_weights(texts: Sequence[Sequence[tuple[str, float]]], labels: Sequence[str],
-                      path: str | Path) -> Path:
+def word_weights_figure(texts: Sequence[Sequence[tuple[str, float]]], labels: Sequence[str]) -> Figure:
     """Each text as a strip of words, each on a background as dark as its attention weight (scaled
-    to the largest weight drawn), after its predicted class; returns ``path``."""
+    to the largest weight drawn), after its predicted class (``nnlab predict --explain``'s picture)."""
     width = max(sum(len(w) + 1 for w, _ in words) for words in texts)
     # A monospace font: 10-point characters are 6 points (1/12 inch) wide, so columns are exact.
     label_inches, strip_inches = 1.0, width / 12 + 0.2
@@ -217,7 +216,7 @@ def plot_word_weights(texts: Sequence[Sequence[tuple[str, float]]], labels: Sequ
                     family="monospace", color="white" if shade > 0.6 else "black", transform=ax.transAxes,
                     bbox={"facecolor": colormaps["Reds"](shade), "edgecolor": "none", "pad": 1.5})
             column += len(word) + 1
-    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def encode_inputs(state: dict, inputs: Sequence[str]) -> torch.Tensor:
@@ -253,7 +252,7 @@ def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None 
     probs, _ = predict_probs(model, rows, torch.device("cpu"))
     out = Path(output) if output else Path(csv).with_suffix(".predictions.csv")
     data = class_predictions_csv(table, config.label_column, classes, probs)
-    atomic_write_bytes(out, lambda handle: handle.write(data))
+    atomic_write(out, data)
     predicted = probs.argmax(1)
     result: dict[str, Any] = {"run_dir": str(run_dir), "csv": str(csv), "out": str(out), "rows": len(table.rows),
                               "predicted_counts": dict(zip(classes, torch.bincount(predicted, minlength=len(classes))

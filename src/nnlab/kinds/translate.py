@@ -26,9 +26,9 @@ from nnlab.config import RunConfig, check_choice, check_dropout, check_positive
 from nnlab.data.sources import cache_root
 from nnlab.data.translation import (PAD, UNK, PairBatches, PairFilter, Vocab, build_vocab, date_pairs, detokenize,
                                     encode_pairs, normalize, pad, parse_prefixes, read_pairs, tokenize)
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.files import save_figure
 from nnlab.kit.rundir import load_best, read_summary
 from nnlab.kit.kind import Kind, Option
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
@@ -192,7 +192,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     test = [pairs[i] for i in rows["test"].tolist()]
     result = score(trained.model.eval(), test, saved, device, config.beam, config.eval_batch_size, config.examples)
     if run_dir is not None and config.plots:
-        plot_attention(*first_attention(trained.model, test[0][0], saved, device), run_dir / "attention.png")
+        save_figure(attention_figure(*first_attention(trained.model, test[0][0], saved, device)),
+                    run_dir / "attention.png")
     return summarize(start, trained, {
         "dataset": source, "model": "seq2seq", "attention": config.attention, **result,
         "pairs": {k: len(v) for k, v in rows.items()}, "source_vocab": len(source_vocab),
@@ -276,8 +277,8 @@ def first_attention(model: torch.nn.Module, sentence: str, state: dict[str, Any]
             weights)
 
 
-def plot_attention(source: Sequence[str], output: Sequence[str], weights: torch.Tensor, path: str | Path) -> Path:
-    """Draw ``weights [T, S]`` as a heat map, source tokens along the top, output tokens down the side."""
+def attention_figure(source: Sequence[str], output: Sequence[str], weights: torch.Tensor) -> Figure:
+    """``weights [T, S]`` as a heat map, source tokens along the top, output tokens down the side."""
     fig = Figure(figsize=(max(4.0, 0.45 * len(source) + 2), max(3.0, 0.45 * len(output) + 1.5)), layout="tight")
     ax = fig.subplots()
     image = ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
@@ -287,7 +288,7 @@ def plot_attention(source: Sequence[str], output: Sequence[str], weights: torch.
     ax.set_yticks(range(len(output)), labels=list(output))
     ax.set_xlabel("source")
     ax.set_ylabel("output")
-    return atomic_write_bytes(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))
+    return fig
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[TranslateConfig, torch.nn.Module, dict]:
@@ -333,8 +334,8 @@ def translate(run_dir: str | Path, sentences: Sequence[str], beam: int = 1, atte
     out = [{"source": s, "translation": detokenize(words, unit), "beam": beam}
            for s, (words, _) in zip(sentences, decode(model, sources, state, device, beam))]
     if attention is not None:
-        out[0]["attention"] = str(plot_attention(*first_attention(model, sentences[0], state, device, beam),
-                                                  attention))
+        out[0]["attention"] = str(save_figure(attention_figure(*first_attention(model, sentences[0], state, device,
+                                                                               beam)), attention))
     return out
 
 

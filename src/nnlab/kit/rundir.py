@@ -19,21 +19,20 @@ import torch
 
 from nnlab import __version__
 from nnlab.config import load_config
-from nnlab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from nnlab.engine.checkpoint import load_checkpoint
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.files import atomic_write
 from nnlab.models import create_model
 
 
 def write_json(path: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically."""
-    data = (json.dumps(obj, indent=2) + "\n").encode("utf-8")
-    return atomic_write_bytes(path, lambda handle: handle.write(data))
+    return atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Write ``rows`` as JSON lines atomically."""
-    data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
-    return atomic_write_bytes(path, lambda handle: handle.write(data))
+    return atomic_write(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:

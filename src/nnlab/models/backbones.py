@@ -12,7 +12,6 @@ the RGB channels (so a grey image sees the same filters).
 """
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
+from nnlab import files
 from nnlab.errors import CheckpointError
 from nnlab.models.registry import Classifier, register
 from nnlab.models.weights import cached_file
@@ -51,14 +51,7 @@ _DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.
 
 def load_weights(model: nn.Module, arch: str, path: Path) -> None:
     """Load a torchvision state dict from ``path`` into ``model`` (weights only), or a ``CheckpointError``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: refused to load: the file holds more than weights ({error})") from None
-    except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt or truncated weights file: {error}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = files.load_weights(path, "cpu", "weights file")
     if arch.startswith("densenet"):
         state = {(_DENSENET_KEY.sub(lambda m: m[1] + m[2], key)): value for key, value in state.items()}
     try:

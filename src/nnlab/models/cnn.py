@@ -18,7 +18,6 @@ makes the feature grid ``pool_size`` x ``pool_size`` whatever the input size.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from nnlab.errors import CheckpointError
+from nnlab.files import load_weights
 from nnlab.models.registry import Classifier, register
 
 
@@ -104,12 +104,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_file():
         raise CheckpointError(f"pretrained={path}: no such file (a fashion-transfer run's pretrain.pt, "
                               "an image run's best.pt, or a state dict)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first = (str(error).strip().splitlines() or ["unreadable"])[0]
-        raise CheckpointError(f"pretrained={path}: not a weights-only checkpoint ({first})") from None
-    weights = state.get("model", state) if isinstance(state, dict) else None
+    state = load_weights(path, "cpu")
+    weights = state.get("model", state)
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"pretrained={path}: expected a state dict or an nnlab checkpoint")
     args = state.get("model_args") if isinstance(state.get("model_args"), dict) else {}

@@ -20,7 +20,6 @@ normalisation is the first thing VGG19 applies.
 from __future__ import annotations
 
 import io
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ from torch import nn
 from tqdm import tqdm
 
 from nnlab.data.images import _convert, _open
-from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.engine.learner import autocast, resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
+from nnlab.files import atomic_write, load_weights
 from nnlab.models.weights import cached_file
 
 WEIGHTS_URL = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
@@ -167,15 +166,7 @@ def weights_path(weights: str | Path | None) -> Path | None:
 
 def _read_features_state(path: Path, n_layers: int) -> dict[str, torch.Tensor]:
     """``features.N.*`` (or ``N.*``) tensors of a VGG19 state dict for N < ``n_layers``, keyed ``N.*``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = (str(error).strip().splitlines() or ["unsupported content"])[0]
-        raise CheckpointError(f"{path}: refused to load: the file holds more than weights ({first})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(f"{path}: corrupt or truncated weights file: {str(error).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a VGG19 state dict, found {type(state).__name__}")
+    state = load_weights(path, "cpu", "VGG19 weights file")
     kept = {}
     for key, value in state.items():
         short = key[len("features."):] if key.startswith("features.") else key
@@ -454,7 +445,7 @@ def stylize(content: str | Path, style: str | Path, out: str | Path | None = Non
             path = frame_path(out, step)
             with torch.no_grad():
                 blob = png_bytes(finished(image.clamp(0, 1)))
-            atomic_write_bytes(path, lambda handle: handle.write(blob))
+            atomic_write(path, blob)
             frames.append(str(path))
 
     started = time.perf_counter()
@@ -466,7 +457,7 @@ def stylize(content: str | Path, style: str | Path, out: str | Path | None = Non
         end_terms = {k: v.item() for k, v in loss(image).items()}  # sync: also waits for the last step
     seconds = time.perf_counter() - started
     blob = png_bytes(finished(image))
-    atomic_write_bytes(out, lambda handle: handle.write(blob))
+    atomic_write(out, blob)
     return {
         "output": str(out), "content": str(content), "style": str(style),
         "size": [content_image.shape[3], content_image.shape[2]], "steps": steps, "optimizer": optimizer,
