@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TextIO
 
 import torch
 import torch.nn.functional as F
 
-from nnlab.config import RunConfig, check_positive, load_config
+from nnlab.config import RunConfig, apply_overrides, check_positive, load_config
 from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.engine.learner import predict_probs, resolve_device
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.kinds.image import load_run
+from nnlab.kinds.image import ImageConfig, load_run
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
 from nnlab.kit.kind import Kind, Option
-from nnlab.kit.run import RunStart, Spec, train_model
+from nnlab.kit.run import RunStart, Spec, start_run, train_model
 from nnlab.models import create_model
 
 @dataclass
@@ -43,7 +43,8 @@ class TransferConfig(RunConfig):
     fine-tuned on scikit-learn's 8x8 digits upscaled to 28x28, against the same net from scratch."""
 
     kind: str = "transfer"
-    source_recipe: str = "fashion-cnn"  # the image recipe pretrained first (unless from_run)
+    source_recipe: str = "fashion-cnn"  # the name of the image recipe pretrained first (unless from_run)
+    source: dict[str, Any] = field(default_factory=dict)  # that recipe's config, nested (what pretraining runs)
     from_run: str | None = None         # --from RUN_DIR: an image run on 28x28 grey images to start from
     pretrain_epochs: int = 2            # epochs of source_recipe (its schedule squeezed into them)
     percents: tuple[int, ...] = (10, 25, 100)  # shares of the digits' training split, each trained twice
@@ -110,20 +111,28 @@ def source_model(config: TransferConfig, run_dir: Path, stream: TextIO, dry_run:
         if kind != "image":
             raise CheckpointError(f"--from {source}: not an image run (its kind: {kind})")
     else:
-        from nnlab import recipes  # this kind trains another recipe first
-        if recipes.get_recipe(config.source_recipe).kind != "image":
-            raise ConfigError(f"source_recipe {config.source_recipe!r}: not an image recipe")
+        from nnlab.kinds.image import ImageKind
+        if config.source.get("kind", "image") != "image" or not config.source:
+            raise ConfigError(f"source: the nested config of the recipe to pretrain ({config.source_recipe!r}) "
+                              "must be an image run's")
         source = run_dir / "pretrain"
         overrides = {"epochs": config.pretrain_epochs, "seed": config.seed, "device": config.device,
-                     "threads": config.threads, **({"data": config.data} if config.data else {})}
+                     "threads": config.threads, "time_budget": None, **({"data": config.data} if config.data else {})}
+        source_config = apply_overrides(ImageConfig(**{**config.source, **tuples_of(config.source)}), overrides)
         print(f"pretraining {config.source_recipe} for {config.pretrain_epochs} epochs into {source}",
               file=stream, flush=True)
-        recipes.train(config.source_recipe, out=source, overrides=overrides, stream=stream, dry_run=dry_run)
+        with start_run(source_config, source) as start:
+            ImageKind().train(start, stream, dry_run)
     _, _, state = load_run(source)
     if list(state["input_shape"]) != [1, 28, 28]:
         raise CheckpointError(f"{source}: its model takes {'x'.join(map(str, state['input_shape']))} images; "
                               "digits-transfer needs a run on 28x28 grey images (e.g. fashion-cnn)")
     return source, state
+
+
+def tuples_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """The list values of a config read back from JSON as the tuples an ``ImageConfig`` holds."""
+    return {key: tuple(value) for key, value in fields.items() if isinstance(value, list)}
 
 
 def digits_model(state: dict, init: str, seed: int) -> torch.nn.Module:
