@@ -7,6 +7,7 @@ model rebuilt from ``best.pt`` (weights only, never pickled code) by its registe
 from __future__ import annotations
 
 import importlib.metadata
+import dataclasses
 import json
 import os
 import platform
@@ -84,7 +85,9 @@ LEFT_BY_A_START = ("config.json", "metrics.jsonl", "lr.csv", "best.pt", "pretrai
 
 def is_run_config(path: Path) -> bool:
     """Whether ``path`` is an nnlab run's ``config.json``, judged by its content: a JSON object naming a
-    known ``kind``, every key a setting of that kind's config (``load_config`` reads it back)."""
+    ``kind`` and holding every setting all runs share (``RunConfig``'s fields); where that kind's config
+    class is known here, ``load_config`` must read it back too."""
+    from nnlab.config import CONFIG_CLASSES, RunConfig
     from nnlab.errors import NnlabError
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -92,12 +95,13 @@ def is_run_config(path: Path) -> bool:
         return False
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         return False
-    from nnlab.kinds import get_kind  # the table of kinds, by name: its config class is imported with it
-    try:
-        get_kind(raw["kind"])
-        load_config(path)
-    except NnlabError:
+    if not {f.name for f in dataclasses.fields(RunConfig)} <= raw.keys():
         return False
+    if raw["kind"] in CONFIG_CLASSES:
+        try:
+            load_config(path)
+        except NnlabError:
+            return False
     return True
 
 
@@ -182,13 +186,21 @@ def remove_orphans(run_dir: Path) -> list[Path]:
     return orphans
 
 
-def check_output(out: str | Path, *inputs: str | Path) -> Path:
-    """``out`` as a path, unless it is one of ``inputs`` (a ``ConfigError``: outputs never overwrite inputs)."""
+def check_output(out: str | Path, *inputs: str | Path, what: str = "the input file") -> Path:
+    """``out`` as a path, unless it is one of ``inputs`` (a ``ConfigError`` saying it is ``what``:
+    outputs never overwrite inputs)."""
     out = Path(out)
     for given in inputs:
         if Path(given).resolve() == out.resolve():
-            raise ConfigError(f"-o {out}: is the input file; choose another output")
+            raise ConfigError(f"-o {out}: is {what}; choose another output")
     return out
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files that are the run in ``run_dir`` (config, logs, checkpoints, SGDR snapshots, pictures,
+    summary), existing or not: what commands read back, so no command's output may replace them."""
+    names = ("config.json", *RUN_FILES, "curves.png", "lr.png", "confusion.png")
+    return [run_dir / name for name in names] + sorted((run_dir / "snapshots").glob("*.pt"))
 
 
 def rebuild_args(model_args: dict[str, Any]) -> dict[str, Any]:
