@@ -101,7 +101,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m 'not slow'
 
 bench: setup
-	$(BIN)/python benchmarks/fashion_time_to_accuracy.py
+	$(BIN)/nnlab speedrun fashion-92 --baselines
 
 # benchmarks/peers.py: PyTorch Lightning, fastai and Keras 3 (torch backend) in a virtualenv of their
 # own (the main install stays lean), each installed beside the same torch 2.14.1 from the local wheel

@@ -4,7 +4,8 @@ The tutorial ("NLP From Scratch: Classifying Names with a Character-Level RNN") 
 name as one-hot letters ``[L, 1, 58]`` to a one-layer ``nn.RNN`` of 128, takes the final
 state through a linear layer and LogSoftmax, and trains with NLL loss by plain SGD (lr 0.15),
 a "batch" being 64 names run one at a time with their losses summed, gradients clipped to
-norm 3, 27 epochs. It is written out here as the tutorial has it, and trained on the exact
+norm 3, 27 epochs. It is written out as the tutorial has it in ``nnlab.lessons.tutorials``
+(``nnlab speedrun names-84 --baselines`` times the same loop), and trained on the exact
 training names of ``nnlab train names-rnn`` / ``names-cnn`` (same protocol, same seed, so the
 same test names); then both recipes train through nnlab itself, in this process. Prints a JSON
 line per model as it finishes, then one JSON object of all: accuracy, macro-F1 and seconds of
@@ -23,82 +24,40 @@ import io
 import json
 import os
 import random
-import string
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from nnlab.config import parse_set_args
 from nnlab.data.names import load_names
 from nnlab.engine.metrics import score
 from nnlab.kinds.names import split_names
+from nnlab.lessons.tutorials import TUTORIAL_LETTERS, TutorialRNN, line_to_tensor, names_predict, names_train_epoch
 from nnlab.recipes import get_recipe, recipe_config
 from nnlab.recipes import train as train_recipe
 
-# The tutorial's alphabet: ASCII letters and " .,;'", plus "_" for anything else.
-TUTORIAL_LETTERS = string.ascii_letters + " .,;'" + "_"
-
-
-def line_to_tensor(line: str) -> torch.Tensor:
-    """The tutorial's encoding: one-hot letters ``[L, 1, 58]``."""
-    tensor = torch.zeros(len(line), 1, len(TUTORIAL_LETTERS))
-    for i, letter in enumerate(line):
-        tensor[i][0][TUTORIAL_LETTERS.find(letter) if letter in TUTORIAL_LETTERS else -1] = 1
-    return tensor
-
-
-class TutorialRNN(nn.Module):
-    """The tutorial's ``CharRNN``: nn.RNN -> linear on the final state -> LogSoftmax."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int) -> None:
-        super().__init__()
-        self.rnn = nn.RNN(input_size, hidden_size)
-        self.h2o = nn.Linear(hidden_size, output_size)
-        self.softmax = nn.LogSoftmax(dim=1)
-
-    def forward(self, line_tensor: torch.Tensor) -> torch.Tensor:
-        _, hidden = self.rnn(line_tensor)
-        return self.softmax(self.h2o(hidden[0]))
-
-
 def train_tutorial(names: list[str], labels: list[int], n_classes: int, epochs: int, seed: int,
-                   lr: float = 0.15, batch: int = 64, clip: float = 3.0) -> tuple[TutorialRNN, list[float]]:
-    """The tutorial's ``train``: per epoch the names shuffled and cut into ``len // 64`` batches,
-    each name's NLL summed over its batch, one SGD step per batch. Returns the model and the
-    seconds of each epoch."""
+                   lr: float = 0.15) -> tuple[TutorialRNN, list[float]]:
+    """The tutorial's ``train`` (``nnlab.lessons.tutorials.names_train_epoch`` each epoch): returns the
+    model and the seconds of each epoch."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = TutorialRNN(len(TUTORIAL_LETTERS), 128, n_classes)
     tensors = [line_to_tensor(name) for name in names]
     targets = [torch.tensor([label]) for label in labels]
-    criterion = nn.NLLLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
-        order = list(range(len(names)))
-        rng.shuffle(order)
-        n_batches = max(len(order) // batch, 1)
-        for chunk in (order[k * len(order) // n_batches: (k + 1) * len(order) // n_batches]
-                      for k in range(n_batches)):  # numpy.array_split, as the tutorial does
-            loss = sum(criterion(model(tensors[i]), targets[i]) for i in chunk)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad()
+        names_train_epoch(model, tensors, targets, optimizer, rng)
         seconds.append(time.perf_counter() - start)
     return model, seconds
 
 
-@torch.no_grad()
 def tutorial_scores(model: TutorialRNN, names: list[str], labels: torch.Tensor, classes: list[str]) -> dict:
-    model.eval()
-    probs = torch.cat([model(line_to_tensor(name)).exp() for name in names])
-    result = score(probs, labels, classes)
+    result = score(names_predict(model, names), labels, classes)
     return {"test_accuracy": round(result["test_accuracy"], 4), "test_macro_f1": round(result["macro"]["f1"], 4)}
 
 

@@ -328,8 +328,7 @@ def prepare(work: Path, limit: int | None = None) -> int:
     """Write the split (nnlab's seeded stratified split of fashion-cnn) and torchvision's raw files
     into ``work``; returns the parameter count of nnlab's fashion-cnn network."""
     import torch
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from fashion_time_to_accuracy import torchvision_root
+    from nnlab.commands.speedrun_baselines import torchvision_root
     from nnlab.data.batches import stratified_split
     from nnlab.data.vision import load_image_dataset
     from nnlab.models import create_model

@@ -626,6 +626,8 @@ def build_parser(kind_options: bool = True) -> argparse.ArgumentParser:
     p = add("ablate", cmd_ablate, "train a recipe in full and without each of its tricks, with each seed; "
                                   "report each trick's gain in the validation and test metric")
     _add_experiment_flags(p)
+    from nnlab.commands import speedrun
+    speedrun.add_arguments(add("speedrun", speedrun.cmd_speedrun, speedrun.HELP))
     return parser
 
 
