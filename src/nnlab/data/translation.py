@@ -298,25 +298,33 @@ def fetch_eng_fra(dest_dir: str | Path | None = None, url: str = ENG_FRA_URL, pr
     text_path = directory / "eng-fra.txt"
     check = "structure and size (no checksum is published)"
 
-    def checked() -> int:
-        size = text_path.stat().st_size
-        n = len(read_pairs(text_path, normalise=False))
+    def checked(path: Path) -> int:
+        """The pairs in ``path`` (``read_pairs`` refuses a line without a tab or a non-UTF-8 file);
+        a file too small to be the tutorial's is removed."""
+        size = path.stat().st_size
+        n = len(read_pairs(path, normalise=False))
         if size < min_bytes or n < min_pairs:
-            text_path.unlink()
+            path.unlink()
             raise DataError(f"{url}: eng-fra.txt has {size} bytes and {n} pairs, expected at least "
                             f"{min_bytes} bytes and {min_pairs} pairs; removed")
         return n
 
     if text_path.is_file():
         try:
-            return {"path": str(text_path), "pairs": checked(), "downloaded": False, "check": check}
+            return {"path": str(text_path), "pairs": checked(text_path), "downloaded": False, "check": check}
         except DataError:
             pass  # a bad or partial copy: fetch it again
     archive = download(url, directory / "data.zip", md5=None, progress=progress)
-    place_files(directory, zip_members(archive, url, ENG_FRA_MEMBER, "the tutorial's data.zip"))
-    return {"path": str(text_path), "pairs": checked(), "downloaded": True, "bytes": archive.stat().st_size,
+    text = zip_members(archive, url, ENG_FRA_MEMBER, "the tutorial's data.zip")["eng-fra.txt"]
+    part = place_files(directory, {"eng-fra.txt.part": text})[0]
+    try:
+        pairs = checked(part)
+    except DataError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, text_path)  # only a checked copy is ever named eng-fra.txt
+    return {"path": str(text_path), "pairs": pairs, "downloaded": True, "bytes": archive.stat().st_size,
             "check": check}
-
 
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout (this project's offline data)."""
