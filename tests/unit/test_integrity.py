@@ -221,6 +221,31 @@ def test_an_empty_label_is_refused_and_predictions_never_overwrite_their_input(t
     assert code == 2 and "is the input file" in err and good.read_bytes() == before
 
 
+def test_outputs_never_replace_their_inputs_nor_the_runs_files(image_run, tmp_path, capsys):
+    import shutil
+
+    from nnlab.data.images import save_image
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    shirt, style = tmp_path / "shirt.png", tmp_path / "style.png"
+    save_image(torch.full((3, 28, 28), 40, dtype=torch.uint8), shirt)
+    save_image(torch.full((3, 28, 28), 200, dtype=torch.uint8), style)
+    guarded = [shirt, style, *(run / name for name in ("config.json", "best.pt", "last.pt", "summary.json",
+                                                        "metrics.jsonl", "lr.csv"))]
+    before = {path: path.read_bytes() for path in guarded}
+    refusals = [(["predict", str(run), str(shirt), "--csv", str(shirt)], "is the input file"),
+                *((["export", str(run), "--format", "safetensors", "-o", str(run / name)], "is one of the run's files")
+                  for name in ("best.pt", "config.json", "last.pt", "metrics.jsonl", "config")),  # config: config.json
+                *((["stylize", str(shirt), str(style), "-o", str(out), "--weights", "random", "--size", "32",
+                    "--steps", "1"], "is an input image") for out in (shirt, style))]
+    for argv, message in refusals:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, argv
+    assert {path: path.read_bytes() for path in guarded} == before
+    code, _, err = run_cli(capsys, "export", str(run), "--format", "safetensors", "-o", str(run / "model.st"))
+    assert code == 0 and (run / "model.st").is_file() and (run / "model.st.json").is_file(), err
+
+
 def test_force_replaces_a_run_or_writes_among_other_files_but_never_beside_a_live_writer(tmp_path, capsys):
     from conftest import write_csv
     data = write_csv(tmp_path / "d.csv", ["a", "y"], [[i, "yes" if i % 2 else "no"] for i in range(40)])

@@ -180,6 +180,9 @@ def test_cli_predict_csv_writes_every_row_with_class_probabilities(trained, tmp_
     wrong = write_csv(tmp_path / "wrong.csv", ["text"], [["fine"]])
     code, err = run_cli(["predict", str(run), "--csv", str(wrong)])
     assert code == 2 and f"{wrong}: no column 'review'" in err
+    before = texts_only.read_bytes()
+    code, err = run_cli(["predict", str(run), "--csv", str(texts_only), "-o", str(texts_only)])
+    assert code == 2 and "is the input file" in err and texts_only.read_bytes() == before  # it was overwritten
 
 
 def test_cli_dry_run_with_a_one_way_gru_and_small_vocabulary(reviews, tmp_path):

@@ -29,7 +29,7 @@ from nnlab.data.batches import TensorBatches
 from nnlab.data.vision import load_image_dataset
 from nnlab.engine.checkpoint import atomic_write_bytes
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.kit.rundir import write_json
+from nnlab.kit.rundir import check_output, run_files, write_json
 from nnlab.models import create_model
 
 FORMATS: dict[str, str] = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -153,11 +153,14 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     The check runs the exported bytes on the first ``CHECK_INPUTS`` real test images of the run's
     dataset (``data_path`` overrides where to find it) and compares with the PyTorch model; a
     mismatch raises ``CheckpointError`` and writes nothing. Returns the metadata, also written as
-    ``FILE.json``, and for ONNX the reference client ``nnlab_client.py``.
+    ``FILE.json``, and for ONNX the reference client ``nnlab_client.py``. Neither ``out`` nor its
+    ``FILE.json`` may be one of the run's own files (``run_files``: ``-o RUN/best.pt`` is refused).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir = Path(run_dir)
+    out = check_output(out or run_dir / f"model{FORMATS[fmt]}", *run_files(run_dir), what="one of the run's files")
+    check_output(metadata_path(out), *run_files(run_dir), what="one of the run's files (where the metadata would go)")
     from nnlab.kinds.image import load_run
     config, model, state = load_run(run_dir, "cpu")
     model = model.to(memory_format=torch.contiguous_format)
@@ -171,7 +174,6 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     if not check["passed"]:
         raise CheckpointError(f"{run_dir}: the {fmt} export does not reproduce the PyTorch model "
                               f"({mismatch(check)}); nothing written")
-    out = Path(out) if out else run_dir / f"model{FORMATS[fmt]}"
     atomic_write_bytes(out, lambda handle: handle.write(blob))
     channels, height, width = state["input_shape"]
     meta = {

@@ -29,7 +29,7 @@ from nnlab.files import atomic_write, save_figure
 from nnlab.kinds.sequence import (check_classes, fit, rescore, split_stratified, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kinds.tabular import class_predictions_csv
-from nnlab.kit.rundir import load_best
+from nnlab.kit.rundir import check_output, load_best
 from nnlab.kit.kind import CSV_OPTION, Kind, Option
 from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
 
@@ -250,7 +250,7 @@ def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None 
     ids = encode_texts(documents, vocab, state["max_length"])
     rows = TokenBatches(ids, torch.zeros(len(ids), dtype=torch.long), config.eval_batch_size)
     probs, _ = predict_probs(model, rows, torch.device("cpu"))
-    out = Path(output) if output else Path(csv).with_suffix(".predictions.csv")
+    out = check_output(output or Path(csv).with_suffix(".predictions.csv"), csv)
     data = class_predictions_csv(table, config.label_column, classes, probs)
     atomic_write(out, data)
     predicted = probs.argmax(1)

@@ -409,6 +409,8 @@ def stylize(content: str | Path, style: str | Path, out: str | Path | None = Non
     _check_options(size, steps, optimizer, lr, init, content_layer, save_every,
                    {"content-weight": content_weight, "style-weight": style_weight, "tv-weight": tv_weight})
     out = Path(out) if out else Path(content).with_name(Path(content).stem + ".stylized.png")
+    if out.resolve() in (Path(content).resolve(), Path(style).resolve()):  # outputs never replace inputs
+        raise ConfigError(f"-o {out}: is an input image; choose another output")
     if out.suffix.lower() != ".png":
         raise ConfigError(f"-o {out}: the output is a PNG; give a file name ending in .png")
     if precision not in ("fp32", "bf16"):
