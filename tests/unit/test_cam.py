@@ -83,3 +83,31 @@ def test_cam_command_writes_an_overlay_png(image_run, tmp_path, capsys):
     assert (tmp_path / "square.cam.png").is_file()
     assert main(["cam", str(image_run), str(tmp_path / "square.png"), "--class", "Cat"]) == 2
     assert "not a class of this run" in capsys.readouterr().err
+
+
+def test_cam_gives_the_probability_predict_gives_through_the_test_time_flip(image_run, tmp_path, capsys):
+    import shutil
+
+    from nnlab.config import load_config, save_config
+    image = np.full((28, 28), 20, np.uint8)
+    image[4:12, 1:6] = 220  # class 0's square: its mirror image lies elsewhere, so the flip moves the probability
+    path = tmp_path / "square.png"
+    Image.fromarray(image).save(path)
+    probabilities = {}
+    for tta in (True, False):  # with the flip (fashion-cnn's default) Grad-CAM's title used to differ from predict
+        run = tmp_path / f"tta-{tta}"
+        shutil.copytree(image_run, run)
+        config = load_config(run / "config.json")
+        config.tta = tta
+        save_config(config, run / "config.json")
+        assert main(["predict", str(run), str(path), "--invert", "no", "--top-k", "1", "--json"]) == 0
+        top = json.loads(capsys.readouterr().out)[0]["top"][0]
+        assert main(["cam", str(run), str(path), "--invert", "no", "-o", str(tmp_path / f"{tta}.png"), "--json"]) == 0
+        cam = json.loads(capsys.readouterr().out)
+        assert cam["class"] == cam["predicted"] == top["class"]
+        assert cam["probability"] == pytest.approx(top["probability"], abs=2e-6)
+        probabilities[tta] = cam["probability"]
+    assert abs(probabilities[True] - probabilities[False]) > 1e-3  # the two rules differ on this image
+    before = path.read_bytes()
+    assert main(["cam", str(run), str(path), "-o", str(path)]) == 2  # an output never replaces its input
+    assert "is the input file" in capsys.readouterr().err and path.read_bytes() == before

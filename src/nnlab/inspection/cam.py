@@ -19,16 +19,20 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
+from nnlab.engine.learner import predict_probs
 from nnlab.errors import ConfigError
 from nnlab.files import save_figure
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
-             layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+             layer: str | None = None, tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Grad-CAM of one normalized image ``x`` [1, C, H, W]: (heat map [H, W] in [0, 1], probabilities, class).
 
     ``class_index`` None explains the predicted class. ``layer`` names a module of ``model``
-    (``named_modules``) whose 4-D output is explained; None uses ``forward_features``.
+    (``named_modules``) whose 4-D output is explained; None uses ``forward_features``. The
+    probabilities are the prediction's, by ``predict_probs`` (with ``tta_flip``, a run's test-time
+    flip, averaged with the mirrored image's), so a map's title never contradicts ``nnlab predict``;
+    the map itself is of ``x`` as given.
     """
     captured: dict[str, torch.Tensor] = {}
 
@@ -57,7 +61,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
         activation = captured.get("activation")
         if activation is None or activation.ndim != 4:
             raise ConfigError(f"--layer {layer!r}: its output is not a [N, C, H, W] feature map")
-        probs = logits.softmax(1)[0].detach()
+        probs = predict_probs(model, [(x.detach(), torch.zeros(1))], x.device, tta_flip=tta_flip)[0][0]
         target = int(probs.argmax()) if class_index is None else class_index
         model.zero_grad(set_to_none=True)
         logits[0, target].backward()

@@ -23,6 +23,7 @@ from nnlab.inspection.cam import grad_cam, overlay_png
 from nnlab.inspection.filters import save_grid, scaled
 from nnlab.inspection.report import explain
 from nnlab.inspection.summary import summarize
+from nnlab.kit.rundir import check_output
 
 
 def load_image_run(run_dir: str | Path, command: str = "") -> tuple[Any, nn.Module, dict]:
@@ -63,11 +64,12 @@ def class_activation(run_dir: str | Path, image: str | Path, class_name: str | N
                      out: str | Path | None = None, layer: str | None = None, invert: str = "auto") -> dict[str, Any]:
     """Grad-CAM of an image run's best model on an image file, saved as a heat-map overlay PNG.
 
-    The image is converted to the run's input exactly as ``nnlab predict`` converts it.
+    The image is converted to the run's input exactly as ``nnlab predict`` converts it, and the
+    probabilities are ``nnlab predict``'s (through the run's test-time flip where it has one).
     ``class_name`` picks the class to explain (default: the predicted one); ``out`` defaults
-    to ``IMAGE.cam.png`` beside the input.
+    to ``IMAGE.cam.png`` beside the input, and is never the input itself.
     """
-    _, model, state = load_image_run(run_dir, "cam")
+    config, model, state = load_image_run(run_dir, "cam")
     classes = list(state["classes"])
     channels, height, width = state["input_shape"]
     pixels = load_image(image, (height, width), channels, invert=invert)  # uint8 [C, H, W]
@@ -77,8 +79,9 @@ def class_activation(run_dir: str | Path, image: str | Path, class_name: str | N
     std = torch.tensor(state["std"]).view(-1, 1, 1)
     x = ((pixels.float() / 255 - mean) / std)[None]  # [1, C, H, W]
     model = model.to(memory_format=torch.contiguous_format)
-    heat, probs, target = grad_cam(model, x, classes.index(class_name) if class_name else None, layer)
-    path = Path(out) if out else Path(image).with_name(Path(image).stem + ".cam.png")
+    heat, probs, target = grad_cam(model, x, classes.index(class_name) if class_name else None, layer,
+                                   tta_flip=bool(config.tta))  # the probabilities nnlab predict gives
+    path = check_output(out or Path(image).with_name(Path(image).stem + ".cam.png"), image)
     predicted = int(probs.argmax())
     title = (f"{classes[target]} (p={probs[target]:.2f}); predicted {classes[predicted]} "
              f"(p={probs[predicted]:.2f})")
