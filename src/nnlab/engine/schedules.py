@@ -27,9 +27,9 @@ import torch
 from nnlab.engine.choices import CLOCKED, SCHEDULES
 from nnlab.errors import ConfigError
 
-__all__ = ["CLOCKED", "SCHEDULES", "ProgressScheduler", "clocked_shape", "cos_anneal", "create_scheduler",
+__all__ = ["CLOCKED", "SCHEDULES", "ProgressScheduler", "cos_anneal", "create_scheduler",
            "fine_tune_factor", "one_cycle", "one_cycle_factor", "progress_factor", "sgdr_boundaries",
-           "sgdr_factor", "step_progress"]
+           "sgdr_factor", "shape_of", "step_progress"]
 
 # torch's OneCycleLR defaults, which every recipe runs: the LR starts at peak/DIV and ends at
 # peak/(DIV*FINAL_DIV); the momentum (beta1) falls from MOMENTA[0] to MOMENTA[1] at the peak LR
@@ -38,8 +38,8 @@ DIV = 25.0
 FINAL_DIV = 1e4
 MOMENTA = (0.95, 0.85)
 
-# A schedule as a function of progress: position -> (LR multiplier, momentum or None to leave it).
-Shape = Callable[[float], "tuple[float, float | None]"]
+# A schedule as a function of progress: (position, peak LR) -> (LR, momentum or None to leave it).
+Shape = Callable[[float, float], "tuple[float, float | None]"]
 
 
 def sgdr_boundaries(total_steps: int, cycles: int, cycle_mult: int = 1) -> list[int]:
@@ -70,49 +70,53 @@ def sgdr_factor(step: int, boundaries: Sequence[int], floor: float = 0.0) -> flo
 
 
 def cos_anneal(start: float, end: float, t: float) -> float:
-    """A half cosine from ``start`` (at ``t`` = 0) to ``end`` (at ``t`` = 1)."""
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+    """A half cosine from ``start`` (at ``t`` = 0) to ``end`` (at ``t`` = 1), in torch's arithmetic."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * t) + 1)
 
 
-def one_cycle(pos: float, pct_start: float = 0.25, div: float = DIV, final_div: float = FINAL_DIV,
-              momenta: tuple[float, float] = MOMENTA) -> tuple[float, float]:
-    """The one-cycle at progress ``pos`` in [0, 1]: ``(LR multiplier, momentum)``.
+def one_cycle(pos: float, pct_start: float = 0.25, *, end: float = 1.0, peak: float = 1.0, div: float = DIV,
+              final_div: float = FINAL_DIV, momenta: tuple[float, float] = MOMENTA) -> tuple[float, float]:
+    """The one-cycle at progress ``pos``: ``(LR, momentum)``, the LR as a multiplier of ``peak``.
 
-    Over the first ``pct_start`` of the run the LR multiplier rises on a half cosine from
-    ``1/div`` to 1 while the momentum falls from ``momenta[0]`` to ``momenta[1]``; then the
-    multiplier falls to ``1/(div*final_div)`` at ``pos`` = 1 while the momentum rises back
-    (Smith's one-cycle; torch's ``OneCycleLR`` with ``anneal_strategy="cos"``). A ``pct_start``
-    of 0 or less starts at the peak. ``pos`` past 1 continues the last half cosine, as torch's
-    scheduler does on the step after its last (an LR no step uses, but the last epoch's row shows).
+    Up to ``pct_start`` the LR rises on a half cosine from ``peak/div`` to ``peak`` while the
+    momentum falls from ``momenta[0]`` to ``momenta[1]``; then the LR falls to
+    ``peak/div/final_div`` at ``end`` while the momentum rises back (Smith's one-cycle; torch's
+    ``OneCycleLR`` with ``anneal_strategy="cos"``). ``pos`` and ``pct_start`` are shares of the
+    run (``end`` = 1); a step-counted run gives them in steps instead (``step_progress``),
+    which is ``OneCycleLR``'s own arithmetic, so its values to the last bit. A ``pct_start`` of
+    0 or less starts at the peak; ``pos`` past ``end`` continues the last half cosine, as torch
+    does on the step after its last (an LR no step uses, but the last epoch's row shows).
     """
     pos = max(pos, 0.0)
     high, low = momenta
     if pct_start > 0.0 and pos <= pct_start:
         t = pos / pct_start
-        return cos_anneal(1.0 / div, 1.0, t), cos_anneal(high, low, t)
+        return cos_anneal(peak / div, peak, t), cos_anneal(high, low, t)
     warm = max(pct_start, 0.0)
-    t = (pos - warm) / max(1.0 - warm, 1e-12)
-    return cos_anneal(1.0, 1.0 / (div * final_div), t), cos_anneal(low, high, t)
+    t = (pos - warm) / max(end - warm, 1e-12)
+    return cos_anneal(peak, peak / div / final_div, t), cos_anneal(low, high, t)
 
 
-def step_progress(total_steps: int, pct_start: float) -> tuple[Callable[[float], float], float]:
-    """Progress of step k of a one-cycle of ``total_steps``, and its warm-up share, in torch's convention.
+def step_progress(total_steps: int, pct_start: float) -> tuple[float, float]:
+    """Where a one-cycle of ``total_steps`` peaks and ends, in steps, in torch's convention.
 
-    ``OneCycleLR`` ends the cycle at its last step, ``total_steps - 1``, and puts the peak at
-    step ``pct_start * total_steps - 1``; so step k is at progress ``k / (total_steps - 1)`` and
-    the peak at ``(pct_start * total_steps - 1) / (total_steps - 1)``. With these ``one_cycle``
-    gives torch's values; the share tends to ``pct_start`` (a clocked run's) as runs get longer.
+    ``OneCycleLR`` ends the cycle at its last step, ``total_steps - 1``, and peaks at step
+    ``pct_start * total_steps - 1``: as shares, step k is at ``k / (total_steps - 1)`` and the
+    peak at ``(pct_start * total_steps - 1) / (total_steps - 1)``, which tends to ``pct_start``
+    (a clocked run's peak) as runs get longer. Returns ``(peak step, last step)`` for
+    ``one_cycle(step, peak, end=last)``.
     """
-    span = max(total_steps - 1, 1e-9)
-    return (lambda step: step / span), (pct_start * total_steps - 1) / span
+    return pct_start * total_steps - 1, total_steps - 1
 
 
 def one_cycle_factor(step: float, total_steps: int, pct_start: float = 0.25, div: float = DIV,
                      final_div: float = FINAL_DIV) -> float:
-    """LR multiplier at ``step`` of a one-cycle of ``total_steps`` (``one_cycle`` in the step
-    convention of ``step_progress``), held at its end after the last step."""
-    progress, warm = step_progress(total_steps, pct_start)
-    return one_cycle(min(progress(step), 1.0), warm, div, final_div)[0]
+    """LR multiplier at ``step`` of a one-cycle of ``total_steps`` (``one_cycle`` counted in
+    steps: ``step_progress``), held at its end after the last step."""
+    warm, last = step_progress(total_steps, pct_start)
+    if step > max(last, 0):  # after the last step: held at the end
+        return 1.0 / div / final_div
+    return one_cycle(step, warm, end=last, div=div, final_div=final_div)[0]
 
 
 def fine_tune_factor(step: int, freeze_steps: int, total_steps: int, head: bool, pct_start: float = 0.25) -> float:
@@ -127,19 +131,19 @@ def fine_tune_factor(step: int, freeze_steps: int, total_steps: int, head: bool,
     return one_cycle_factor(step - freeze_steps, total_steps - freeze_steps, pct_start)
 
 
-def clocked_shape(name: str, pct_start: float = 0.25) -> Shape:
-    """Schedule ``name`` (one of ``CLOCKED``) as a function of progress: ``pos -> (LR multiplier,
-    momentum or None)``; only the one-cycle moves the momentum."""
+def shape_of(name: str, pct_start: float = 0.25, end: float = 1.0) -> Shape:
+    """Schedule ``name`` (one of ``CLOCKED``) as a function of progress: ``(pos, peak LR) ->
+    (LR, momentum or None)``, the cycle ending at ``end``; only the one-cycle moves the momentum."""
     if name == "one-cycle":
-        return functools.partial(one_cycle, pct_start=pct_start)
+        return lambda pos, peak: one_cycle(pos, pct_start, end=end, peak=peak)
     if name == "cosine":
-        return lambda pos: (cos_anneal(1.0, 0.0, min(pos, 1.0)), None)
-    return lambda pos: (1.0, None)
+        return lambda pos, peak: (peak * cos_anneal(1.0, 0.0, min(pos / end, 1.0)), None)
+    return lambda pos, peak: (peak, None)
 
 
 def progress_factor(name: str, pos: float, pct_start: float = 0.25) -> float:
     """LR multiplier of schedule ``name`` (one of ``CLOCKED``) at progress ``pos`` in [0, 1]."""
-    return clocked_shape(name, pct_start)(min(max(pos, 0.0), 1.0))[0]
+    return shape_of(name, pct_start)(min(max(pos, 0.0), 1.0), 1.0)[0]
 
 
 def has_momentum(optimizer: torch.optim.Optimizer) -> bool:
@@ -153,13 +157,12 @@ class ProgressScheduler(torch.optim.lr_scheduler.LRScheduler):
     """Sets every parameter group's LR, and where the schedule moves it the momentum (SGD,
     RMSprop) or beta1 (the Adam family), from a pure function of progress.
 
-    Each step, ``progress(step)`` gives the position in the run (the step over the run's steps,
-    or a clock such as the share of a time budget used) and ``shape(position)`` gives
-    ``(LR multiplier, momentum or None)``; group k's LR is ``peak_lrs[k]`` times the multiplier.
-    With ``cycle_momentum`` false the optimizer keeps its momentum. The state is the step count,
-    so a resumed run continues the curve exactly; ``load_state_dict`` also reads the states that
-    the torch schedulers of runs written before this class saved (``OneCycleLR``; ``LambdaLR``
-    under a time budget).
+    Each step, ``progress(step)`` gives the position in the run (the step itself, or a clock
+    such as the share of a time budget used) and ``shape(position, peak)`` gives group k's
+    ``(LR, momentum or None)`` for its peak LR ``peak_lrs[k]``. With ``cycle_momentum`` false
+    the optimizer keeps its momentum. The state is the step count, so a resumed run continues
+    the curve exactly; ``load_state_dict`` also reads the states that the torch schedulers of
+    runs written before this class saved (``OneCycleLR``; ``LambdaLR`` under a time budget).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, peak_lrs: Sequence[float], shape: Shape,
@@ -174,14 +177,17 @@ class ProgressScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         """Each group's LR at the current step; sets the momentum as it goes (as ``OneCycleLR`` does)."""
-        factor, momentum = self.shape(self.progress(self.last_epoch))
-        if self.cycle_momentum and momentum is not None:
-            for group in self.optimizer.param_groups:
+        pos = self.progress(self.last_epoch)
+        lrs = []
+        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+            lr, momentum = self.shape(pos, peak)
+            lrs.append(lr)
+            if self.cycle_momentum and momentum is not None:
                 if "betas" in group:
                     group["betas"] = (momentum, *group["betas"][1:])
                 else:
                     group["momentum"] = momentum
-        return [lr * factor for lr in self.peak_lrs]
+        return lrs
 
     def state_dict(self) -> dict[str, Any]:
         """The step count, the last LRs and whether the momentum cycles: plain values, no functions."""
@@ -213,8 +219,8 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
     optimizer's LR to 0; ``step``: times ``gamma`` every ``step_every`` epochs; ``constant``;
     ``fine-tune``: the first ``freeze_steps`` train the parameter groups named ``head`` alone,
     then all (``fine_tune_factor``). With ``clock`` (progress in [0, 1], e.g. the share of a
-    time budget used) the schedule is ``clocked_shape`` of the clock: the same one-cycle,
-    momentum included, at ``pct_start`` of the clock.
+    time budget used) the schedule is ``shape_of`` the clock: the same one-cycle, momentum
+    included, peaking at ``pct_start`` of the clock.
     """
     if clock is not None and name not in CLOCKED:
         raise ConfigError(f"schedule {name!r} cannot follow a time budget; use one of {', '.join(CLOCKED)}")
@@ -223,13 +229,13 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float | li
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
         peaks = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(optimizer.param_groups)
         if clock is not None:
-            progress, warm = (lambda step: clock()), pct_start
+            progress, shape = (lambda step: clock()), shape_of(name, pct_start)
         else:
             # torch's OneCycleLR needed at least two steps in each phase; a shorter run (e.g.
             # --dry-run) still stops early in a cycle of that length, so short runs keep their numbers.
             shortest = math.ceil(2 / min(pct_start, 1 - pct_start)) + 1
-            progress, warm = step_progress(max(total_steps, shortest), pct_start)
-        return ProgressScheduler(optimizer, peaks, clocked_shape(name, warm), progress, has_momentum(optimizer))
+            progress, shape = float, shape_of(name, *step_progress(max(total_steps, shortest), pct_start))
+        return ProgressScheduler(optimizer, peaks, shape, progress, has_momentum(optimizer))
     if name == "sgdr":
         boundaries = sgdr_boundaries(total_steps, cycles, cycle_mult)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: sgdr_factor(step, boundaries))
