@@ -68,7 +68,7 @@ def test_plots_leave_no_open_pyplot_figures(tmp_path):
 
 
 def _figures(tmp_path):
-    """Each picture nnlab draws, by its ``*_figure`` function, on a few made-up values."""
+    """Each picture nnlab draws, by the name of its ``*_figure`` function, drawn on a few made-up values."""
     import numpy as np
     from types import SimpleNamespace
 
@@ -97,28 +97,30 @@ def _figures(tmp_path):
                             "test_gain": 0.02, "test_gain_std": 0.01, "n": 2}]}
     points = np.array([[0.0, 1.0], [1.0, 0.0]])
     return {
-        "curves": lambda: curves_figure(ROWS),
-        "confusion": lambda: confusion_figure(torch.tensor([[3, 1], [0, 4]]), ["a", "b"]),
-        "lr": lambda: lr_figure([0.1, 0.2, 0.1]),
-        "lr_from_csv": lambda: lr_figure_from_csv(tmp_path / "lr.csv"),
-        "lr_find": lambda: lr_find_figure([1e-4, 1e-3, 1e-2], [2.0, 1.5, 3.0], {"steepest": 1e-3}),
-        "top_losses": lambda: top_losses_figure(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), top),
-        "cam": lambda: cam_figure(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(8, 8), "a (p=0.90)"),
-        "grid": lambda: grid_figure([(np.zeros((4, 4)), "filter 0"), (np.ones((4, 4)), "filter 1")], 2, "conv1"),
-        "forecast": lambda: forecast_figure(torch.rand(10, 1), torch.rand(10, 1)),
-        "boundary": lambda: boundary_figure(points, np.array([0, 1]), PerceptronResult(
+        "curves_figure": lambda: curves_figure(ROWS),
+        "confusion_figure": lambda: confusion_figure(torch.tensor([[3, 1], [0, 4]]), ["a", "b"]),
+        "lr_figure": lambda: lr_figure([0.1, 0.2, 0.1]),
+        "lr_figure_from_csv": lambda: lr_figure_from_csv(tmp_path / "lr.csv"),
+        "lr_find_figure": lambda: lr_find_figure([1e-4, 1e-3, 1e-2], [2.0, 1.5, 3.0], {"steepest": 1e-3}),
+        "top_losses_figure": lambda: top_losses_figure(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), top),
+        "cam_figure": lambda: cam_figure(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(8, 8), "a (p=0.90)"),
+        "grid_figure": lambda: grid_figure([(np.zeros((4, 4)), "filter 0"), (np.ones((4, 4)), "filter 1")], 2,
+                                           "conv1"),
+        "forecast_figure": lambda: forecast_figure(torch.rand(10, 1), torch.rand(10, 1)),
+        "boundary_figure": lambda: boundary_figure(points, np.array([0, 1]), PerceptronResult(
             np.array([1.0, -1.0]), 0.0, [(np.array([1.0, -1.0]), 0.0)], [1])),
-        "attention": lambda: attention_figure(["le", "chat"], ["the", "cat", "<eos>"], torch.rand(3, 2)),
-        "transfer": lambda: transfer_figure(transfer),
-        "word_weights": lambda: word_weights_figure([[("good", 0.7), ("film", 0.3)]], ["pos"]),
-        "settings": lambda: settings_figure(plan, settings, trials),
-        "ablation": lambda: ablation_figure("fashion-cnn", ablation),
-        "compare": lambda: compare_figure({"run-a": ROWS, "run-b": ROWS[:2]}),
+        "attention_figure": lambda: attention_figure(["le", "chat"], ["the", "cat", "<eos>"], torch.rand(3, 2)),
+        "transfer_figure": lambda: transfer_figure(transfer),
+        "word_weights_figure": lambda: word_weights_figure([[("good", 0.7), ("film", 0.3)]], ["pos"]),
+        "settings_figure": lambda: settings_figure(plan, settings, trials),
+        "ablation_figure": lambda: ablation_figure("fashion-cnn", ablation),
+        "compare_figure": lambda: compare_figure({"run-a": ROWS, "run-b": ROWS[:2]}),
     }
 
 
-FIGURES = ["curves", "confusion", "lr", "lr_from_csv", "lr_find", "top_losses", "cam", "grid", "forecast", "boundary",
-           "attention", "transfer", "word_weights", "settings", "ablation", "compare"]
+FIGURES = ["curves_figure", "confusion_figure", "lr_figure", "lr_figure_from_csv", "lr_find_figure",
+           "top_losses_figure", "cam_figure", "grid_figure", "forecast_figure", "boundary_figure", "attention_figure",
+           "transfer_figure", "word_weights_figure", "settings_figure", "ablation_figure", "compare_figure"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -130,8 +132,16 @@ def test_every_picture_is_a_matplotlib_figure_outside_pyplot(tmp_path, name):
     assert plt.get_fignums() == before  # nothing to close: Jupyter shows it, and it is collected after
 
 
-def test_the_list_of_pictures_is_every_figure_function(tmp_path):
-    assert sorted(_figures(tmp_path)) == sorted(FIGURES)
+def test_every_figure_function_of_nnlab_is_in_the_list_above(tmp_path):
+    """A new ``*_figure`` function (module level, anywhere in nnlab) joins the parametrised test."""
+    import ast
+    from pathlib import Path
+
+    import nnlab
+    defined = {node.name for path in Path(nnlab.__file__).parent.rglob("*.py")
+               for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.FunctionDef) and node.name.endswith("_figure")} - {"save_figure"}
+    assert sorted(_figures(tmp_path)) == sorted(FIGURES) and defined - set(FIGURES) == set()
 
 
 def test_lr_figure_from_csv_is_none_without_steps(tmp_path):
