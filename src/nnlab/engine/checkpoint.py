@@ -18,9 +18,6 @@ import torch
 from nnlab.errors import CheckpointError
 from nnlab.files import atomic_write, load_weights
 
-# The old name, for kinds/export.py until it imports nnlab.files itself.
-atomic_write_bytes = atomic_write
-
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` atomically (temp file + fsync + rename)."""

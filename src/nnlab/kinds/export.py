@@ -27,7 +27,7 @@ import torch
 from nnlab import __version__, client
 from nnlab.data.batches import TensorBatches
 from nnlab.data.vision import load_image_dataset
-from nnlab.engine.checkpoint import atomic_write_bytes
+from nnlab.files import atomic_write
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.kit.rundir import check_output, run_files, write_json
 from nnlab.models import create_model
@@ -174,7 +174,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     if not check["passed"]:
         raise CheckpointError(f"{run_dir}: the {fmt} export does not reproduce the PyTorch model "
                               f"({mismatch(check)}); nothing written")
-    atomic_write_bytes(out, lambda handle: handle.write(blob))
+    atomic_write(out, blob)
     channels, height, width = state["input_shape"]
     meta = {
         "format": fmt, "file": str(out), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
@@ -192,7 +192,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     }
     if fmt == "onnx":
         source = Path(client.__file__).read_bytes()
-        atomic_write_bytes(client_path(out), lambda handle: handle.write(source))
+        atomic_write(client_path(out), source)
         meta["client"] = {"file": str(client_path(out)), "needs": ["numpy", "pillow", "onnxruntime"],
                           "usage": f"python {client_path(out).name} {out.name} IMAGE... [--top-k K] "
                                    "[--invert auto|yes|no]"}
