@@ -168,3 +168,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class TickingClock:
+    """Stands in for the ``time`` module where a time budget reads it: every ``perf_counter()`` moves
+    the clock ``tick`` seconds on, so a budget ends a run after a count of readings (a few per batch and
+    per epoch), the same on an idle host and a loaded one. Other attributes are the real module's."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def __getattr__(self, name: str):
+        import time
+        return getattr(time, name)
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    """The clock of time budgets (``nnlab.engine.callbacks``' ``time``) as a ``TickingClock`` of 10 ms a
+    reading: a test of a budget asserts counts of batches and epochs, never seconds."""
+    from nnlab.engine import callbacks
+    clock = TickingClock(0.01)
+    monkeypatch.setattr(callbacks, "time", clock)
+    return clock

@@ -90,4 +90,5 @@ def test_the_whole_smoke_check_through_the_shell_script(tmp_path):
     assert steps["fashion_cnn"]["device"] == "cpu" and 0.0 <= steps["fashion_cnn"]["test_accuracy"] <= 1.0
     assert steps["compile"]["ok"] and steps["fp16"]["precision"] == "fp16" and steps["fp32"]["precision"] == "fp32"
     assert set(result["comparison"]["steady_ratio_to_fp32"]) == {"bf16", "fp16", "compile"}
-    assert result["total_s"] < 240  # about 25 s on the idle 2-core machine; inductor compiling took 6 minutes
+    # traced only (dynamo and AOT autograd): inductor's compiling took 6 minutes of a 25 s check
+    assert steps["compile"]["backend"] == "aot_eager (smoke)"

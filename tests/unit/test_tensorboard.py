@@ -84,15 +84,26 @@ def test_hparam_values_flatten_and_stringify():
         "lr": 0.1, "model_args.widths": "[8, 16]", "clip": "null", "tta": True}
 
 
-def test_a_resumed_runs_event_file_sorts_after_the_ones_before_it(tmp_path):
-    """TensorBoard reads event files in name order; the name starts with the second it was made in."""
-    import time
+def test_a_resumed_runs_event_file_sorts_after_the_ones_before_it(tmp_path, monkeypatch):
+    """TensorBoard reads event files in name order; the name starts with the second it was made in.
+    On a stand-in clock (its sleeps move it on), the wait is the rest of that second, or none."""
+    from nnlab.engine import tensorboard
 
-    from nnlab.engine.tensorboard import wait_for_a_later_second
-    now = int(time.time())
-    (tmp_path / f"events.out.tfevents.{now:010d}.host.1.9").write_bytes(b"")
-    wait_for_a_later_second(tmp_path)
-    assert int(time.time()) > now                                  # a file made now sorts after it
-    began = time.time()
-    wait_for_a_later_second(tmp_path / "empty-folder")               # nothing to sort after: no wait
-    assert time.time() - began < 0.05
+    class Clock:
+        now, sleeps = 1_700_000_000.25, []
+
+        def time(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.sleeps.append(seconds)
+            self.now += seconds
+    clock = Clock()
+    monkeypatch.setattr(tensorboard, "time", clock)
+    (tmp_path / "events.out.tfevents.1700000000.host.1.9").write_bytes(b"")
+    tensorboard.wait_for_a_later_second(tmp_path)
+    assert clock.sleeps == [pytest.approx(0.75)] and int(clock.now) > 1_700_000_000  # a file made now sorts after
+    tensorboard.wait_for_a_later_second(tmp_path / "empty-folder")  # nothing to sort after: no wait
+    clock.now = 1_700_000_005.5                                       # a later second already: no wait either
+    tensorboard.wait_for_a_later_second(tmp_path)
+    assert clock.sleeps == [pytest.approx(0.75), 0.0]
