@@ -2,10 +2,11 @@
 
 Every schedule is a function of progress through the run. ``one-cycle`` is ``one_cycle``, a pure
 function of progress in [0, 1] that gives the LR multiplier and the momentum (SGD's momentum,
-the Adam family's beta1), run by ``ProgressScheduler``. Progress is the step over the run's
-steps, or under a time budget the share of the budget used (``clock``): a budgeted run and a
-run of counted epochs follow the same curve, momentum included, and the step-counted one
-equals torch's ``OneCycleLR`` step for step. ``cosine`` and ``constant`` follow a clock the same
+the Adam family's beta1), run by ``ProgressScheduler``. Progress is the share of the run done:
+the step over the last step (counted in steps, torch's arithmetic: ``step_progress``), or under
+a time budget the share of the budget used (``clock``). A budgeted run and a run of counted
+epochs follow the same curve, momentum included, and the step-counted one equals torch's
+``OneCycleLR`` to the last bit. ``cosine`` and ``constant`` follow a clock the same
 way; without one, ``cosine`` and ``step`` are torch's own schedulers. ``sgdr`` (cosine
 annealing with warm restarts) is a ``LambdaLR`` over ``sgdr_factor``, a pure function of the
 step, because torch's ``CosineAnnealingWarmRestarts`` needs cycle lengths that divide the run
@@ -26,10 +27,6 @@ import torch
 
 from nnlab.engine.choices import CLOCKED, SCHEDULES
 from nnlab.errors import ConfigError
-
-__all__ = ["CLOCKED", "SCHEDULES", "ProgressScheduler", "cos_anneal", "create_scheduler",
-           "fine_tune_factor", "one_cycle", "one_cycle_factor", "progress_factor", "sgdr_boundaries",
-           "sgdr_factor", "shape_of", "step_progress"]
 
 # torch's OneCycleLR defaults, which every recipe runs: the LR starts at peak/DIV and ends at
 # peak/(DIV*FINAL_DIV); the momentum (beta1) falls from MOMENTA[0] to MOMENTA[1] at the peak LR
