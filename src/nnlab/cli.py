@@ -232,12 +232,12 @@ def options_lr_find(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from nnlab.kinds import kind_of_run, options_of
+    from nnlab.kinds import kind_of_run, load, options_of
     kind = kind_of_run(args.run_dir)
     given = {"ensemble": args.ensemble, "classifier": args.classifier, "temperature": args.temperature,
              "top_k": args.top_k}
     options = options_of(kind, given, kind.eval_options, args.run_dir)
-    result = kind.evaluate(args.run_dir, data_path=args.data, device_name=args.device, **options)
+    result = load(args.run_dir).evaluate(args.data, device_name=args.device, **options)
     result.setdefault("kind", kind.name)
     if args.json:
         _print_json(result)
@@ -269,11 +269,11 @@ def options_eval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from nnlab.kinds import kind_of_run, options_of
+    from nnlab.kinds import kind_of_run, load, options_of
     kind = kind_of_run(args.run_dir)
     given = {"invert": args.invert, "csv": args.csv, "output": args.output, "explain": args.explain or None}
     options = options_of(kind, given, kind.predict_options, args.run_dir)
-    results = kind.predict(args.run_dir, args.files, top_k=args.top_k, **options)
+    results = load(args.run_dir).predict(args.files, top_k=args.top_k, **options)
     if args.json:
         _print_json(results)
         return
