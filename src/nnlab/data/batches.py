@@ -7,8 +7,9 @@ tensor ops. There is no per-sample Python anywhere in the loop.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,33 @@ import torch.nn.functional as F
 from nnlab.errors import ConfigError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Batcher = TypeVar("Batcher")
+
+
+def shard_rows(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of an epoch's ``order`` of rows (distributed training): every
+    ``world_size``-th row from position ``rank``, cut to ``len(order) // world_size`` so that every
+    rank has as many rows, hence as many batches (the order's last ``len % world_size`` rows sit the
+    epoch out: a different few each shuffled epoch). Every rank draws the same order from the run's
+    seed, so the shares are disjoint and step ``i`` of all ranks together takes the rows one process
+    would take at step ``i``::
+
+        order   r0 r1 r2 r3 r4 r5 r6      world_size 2, batch 4 (2 per rank)
+        rank 0  r0    r2    r4            step 0: r0 r2 | r1 r3   step 1: r4 | r5  (r6 sits out)
+        rank 1     r1    r3    r5
+    """
+    return order[rank::world_size][: len(order) // world_size]
+
+
+def sharded(batches: Batcher, rank: int, world_size: int) -> Batcher:
+    """A copy of ``batches`` (sharing its tensors and generator) that yields rank ``rank``'s share
+    (``shard_rows``) in batches of ``batch_size / world_size``: ``--batch-size`` stays the global batch.
+    A batch size that does not divide over the processes is a ``ConfigError`` naming it."""
+    if batches.batch_size % world_size:
+        raise ConfigError(f"--batch-size {batches.batch_size} must divide evenly over {world_size} processes")
+    share = copy.copy(batches)
+    share.batch_size, share.rank, share.world_size = batches.batch_size // world_size, rank, world_size
+    return share
 
 
 def stratified_split(labels: torch.Tensor, valid_fraction: float,
@@ -159,8 +187,7 @@ class TensorBatches:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.augment = augment
         self.channels_last = channels_last
-        # Distributed training: each rank takes every world_size-th sample of the epoch's
-        # permutation (the same on all ranks: same seed), so the shards are disjoint.
+        # Distributed training: this rank's share of each epoch (``shard``, ``shard_rows``).
         self.rank, self.world_size = rank, world_size
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
@@ -171,8 +198,12 @@ class TensorBatches:
         self.scale = scale.to(self.device)
         self.shift = shift.to(self.device)
 
+    def shard(self, rank: int, world_size: int) -> "TensorBatches":
+        """This batcher for rank ``rank`` of ``world_size`` processes (see ``sharded``)."""
+        return sharded(self, rank, world_size)
+
     def _shard_size(self) -> int:
-        return len(self.images) // self.world_size if self.world_size > 1 else len(self.images)
+        return len(self.images) // self.world_size
 
     @property
     def samples(self) -> int:
@@ -197,8 +228,8 @@ class TensorBatches:
         else:
             order = None
         if self.world_size > 1:
-            order = (order if order is not None else torch.arange(n, device=self.device))
-            order = order[self.rank::self.world_size][: self._shard_size()]
+            order = shard_rows(order if order is not None else torch.arange(n, device=self.device), self.rank,
+                               self.world_size)
             n = len(order)
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)

@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from nnlab.data.batches import shard_rows, sharded
 from nnlab.data.sources import TUTORIAL_DATA_URL, cache_root, download, place_files, zip_members
 from nnlab.errors import DataError
 
@@ -164,7 +165,8 @@ class NameBatches:
 
     ``shuffle`` draws a new permutation each pass; ``sample_weights`` (one per name) instead
     draws each batch's names with replacement in proportion to them (a class-balancing
-    sampler). Names are encoded once; a batch is trimmed to its own longest name.
+    sampler). Names are encoded once; a batch is trimmed to its own longest name. ``shard``
+    gives one rank of a distributed run its share of each pass (``nnlab.data.batches.shard_rows``).
     """
 
     def __init__(self, names: Sequence[str], labels: torch.Tensor, batch_size: int, *, alphabet: str = ALPHABET,
@@ -178,13 +180,20 @@ class NameBatches:
         self.sample_weights = sample_weights
         self.generator = generator
         self.device = torch.device(device)
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> "NameBatches":
+        """These batches for rank ``rank`` of ``world_size`` processes: its share of each pass, in
+        batches of ``batch_size / world_size`` (``nnlab.data.batches.sharded``)."""
+        return sharded(self, rank, world_size)
 
     @property
     def samples(self) -> int:
-        return len(self.labels)
+        """The names one pass draws (this rank's share when distributed)."""
+        return len(self.labels) // self.world_size
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-self.samples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -194,6 +203,9 @@ class NameBatches:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
+        if self.world_size > 1:
+            order = shard_rows(order, self.rank, self.world_size)
+            n = len(order)
         for start in range(0, n, self.batch_size):
             rows = order[start: start + self.batch_size]
             width = int(self.lengths[rows].max())

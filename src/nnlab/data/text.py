@@ -10,6 +10,7 @@ to a cap, and travels as a plain list of strings.
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -197,6 +198,11 @@ class StreamBatches:
     always begin at the same characters; a stream's last characters that do not fill a
     window with its targets are left out. Yields ``(x [B, T], y [B*T])``: targets flattened,
     to line up with the model's ``[B*T, V]`` logits.
+
+    ``shard`` gives one rank of a distributed run its rows: with 2 processes above, rank 0 reads
+    streams 0 and 2, rank 1 streams 1 and 3 (``[B / 2, T]`` windows). The layout is the one of B
+    streams, so window k of all ranks together is window k of one process, and each rank's rows
+    continue its own rows of the window before: the carried state stays the rank's own.
     """
 
     def __init__(self, ids: torch.Tensor, batch_size: int, bptt: int, *, shuffle_offset: bool = False,
@@ -212,6 +218,17 @@ class StreamBatches:
         self.shuffle_offset = shuffle_offset
         self.generator = generator
         self.device = torch.device(device)
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> "StreamBatches":
+        """These windows for rank ``rank`` of ``world_size`` processes: streams ``rank``,
+        ``rank + world_size``, ... of the B (a batch size that does not divide is a ``ConfigError``)."""
+        if self.batch_size % world_size:
+            raise ConfigError(f"--batch-size {self.batch_size} (parallel streams) must divide evenly over "
+                              f"{world_size} processes")
+        share = copy.copy(self)
+        share.rank, share.world_size = rank, world_size
+        return share
 
     def __len__(self) -> int:
         # The worst case offset (T - 1) still leaves this many full windows.
@@ -224,10 +241,11 @@ class StreamBatches:
             offset = int(torch.randint(self.bptt, (1,), generator=self.generator))
         stream_len = (len(self.ids) - offset) // self.batch_size
         streams = self.ids[offset: offset + stream_len * self.batch_size]
-        streams = streams.view(self.batch_size, stream_len).to(self.device)  # [B, L]
+        streams = streams.view(self.batch_size, stream_len)                  # [B, L]
+        streams = streams[self.rank::self.world_size].to(self.device)         # [R, L]: this rank's rows (R = B / world_size)
         for k in range(len(self)):
             start = k * self.bptt
-            x = streams[:, start: start + self.bptt]                  # [B, T]
-            y = streams[:, start + 1: start + 1 + self.bptt]          # [B, T], shifted by one
-            yield x, y.reshape(-1)                                    # [B*T]
+            x = streams[:, start: start + self.bptt]                  # [R, T]
+            y = streams[:, start + 1: start + 1 + self.bptt]          # [R, T], shifted by one
+            yield x, y.reshape(-1)                                    # [R*T]
 

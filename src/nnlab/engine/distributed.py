@@ -26,6 +26,12 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun started (``WORLD_SIZE``; 1 without torchrun): readable before
+    the process group starts, so a run can refuse a kind that cannot be split before joining."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def is_main() -> bool:
     """True in the one process that prints and writes files."""
     return rank() == 0
@@ -34,7 +40,7 @@ def is_main() -> bool:
 def init_from_env(device: torch.device) -> bool:
     """Join the process group torchrun describes in the environment (``WORLD_SIZE`` > 1): gloo on
     the CPU, NCCL on CUDA (one GPU per local rank). Returns whether the run is distributed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if launched_world_size() <= 1 or dist.is_initialized():
         return dist.is_initialized()
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -63,6 +69,17 @@ def any_rank(flag: bool) -> bool:
         return flag
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     return bool(all_reduce_sum(torch.tensor([int(flag)], device=device)).item())
+
+
+def broadcast_from_main(values: list[float]) -> list[float]:
+    """Rank 0's ``values`` on every rank (a collective: all ranks call it together with lists of one
+    length; ``values`` itself in a world of one)."""
+    if world_size() == 1:
+        return values
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return tensor.tolist()
 
 
 def barrier() -> None:

@@ -37,7 +37,7 @@ from nnlab.engine.learner import Callback, autocast, resolve_device, resolve_pre
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best, read_summary
 from nnlab.kit.kind import Kind, Option
-from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
+from nnlab.kit.run import RunStart, Spec, other_rank, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT
 
@@ -221,6 +221,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
                 progress=CharProgress(stream, config.unit), callbacks=[ResetState(carried)],
                 dropout_seed=config.seed + 1)
     trained = train_model(start, spec, stream)
+    if not trained.main:  # rank 0 of a torchrun job scores and writes the run
+        return other_rank(start, trained)
     if trained.stopped:
         return stopped_summary(start, trained)
     valid_loss = trained.best["best"]["score"]
@@ -393,7 +395,7 @@ class CharLMKind(Kind):
     name = "text"
     what = "char-RNN run"
     config = CharLMConfig
-    capabilities = frozenset({"resume", "sample"})
+    capabilities = frozenset({"resume", "ddp", "sample"})
     metrics = ("valid_loss", "valid_bpc")
 
     train = staticmethod(train)

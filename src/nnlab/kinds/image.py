@@ -9,7 +9,6 @@ best checkpoint (weights only, never pickled code); ``lr_find`` sweeps the learn
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 from csv import writer as csv_writer
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from nnlab.data.batches import TensorBatches, make_augment, stratified_split
 from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
 from nnlab.engine.checkpoint import load_checkpoint
-from nnlab.engine.distributed import init_from_env, is_main, local_device, rank, shutdown, world_size
 from nnlab.engine.ema import check_decay
 from nnlab.engine.learner import predict_probs, resolve_device, resolve_precision
 from nnlab.engine.metrics import check_predict_args, ranked, score
@@ -32,7 +30,8 @@ from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.files import atomic_write
 from nnlab.kit.kind import Kind, Option
 from nnlab.kit.rundir import check_output, load_best, read_summary, rebuild_args
-from nnlab.kit.run import RunStart, Spec, find_lr, plot_run_confusion, stopped_summary, summarize, train_model
+from nnlab.kit.run import (RunStart, Spec, find_lr, other_rank, plot_run_confusion, stopped_summary, summarize,
+                           train_model)
 from nnlab.models import create_model
 
 
@@ -78,13 +77,11 @@ class ImageData:
     device: torch.device
 
 
-def prepare(config: ImageConfig, dry_run: bool = False) -> ImageData:
+def prepare(config: ImageConfig, dry_run: bool = False, device: torch.device | None = None) -> ImageData:
     """Load the dataset and batch the seeded split, the same way for a new run, a resumed one and an
-    LR sweep, so that a resumed run draws exactly the numbers the uninterrupted run would have drawn."""
-    device = local_device(resolve_device(config.device))
-    world = world_size()
-    if config.batch_size % world:
-        raise ConfigError(f"batch_size {config.batch_size} must divide evenly over {world} processes")
+    LR sweep, so that a resumed run draws exactly the numbers the uninterrupted run would have drawn.
+    ``device``: the run's (``RunStart.device``, a rank's own GPU under torchrun); default the config's."""
+    device = device if device is not None else resolve_device(config.device)
     data = load_image_dataset(config.dataset, config.data)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # model initialization and dropout
@@ -92,9 +89,9 @@ def prepare(config: ImageConfig, dry_run: bool = False) -> ImageData:
     if dry_run:
         train_idx, valid_idx = train_idx[: 4 * config.batch_size], valid_idx[: config.eval_batch_size]
     common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": config.channels_last}
-    train = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx], config.batch_size // world,
+    train = TensorBatches(data.train_images[train_idx], data.train_labels[train_idx], config.batch_size,
                           shuffle=True, drop_last=True, generator=generator, augment=make_augment(config.augment),
-                          rank=rank(), world_size=world, **common)
+                          **common)
     valid = (TensorBatches(data.train_images[valid_idx], data.train_labels[valid_idx], config.eval_batch_size,
                            **common) if len(valid_idx) else None)
     return ImageData(data, train, valid, generator, device)
@@ -114,37 +111,31 @@ def saved(config: ImageConfig, data: ImageDataset) -> dict[str, Any]:
 
 def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, Any]:
     """Train the image run ``start`` describes; returns the summary (rank 0 of a torchrun job) or
-    ``{"rank": R}`` (the other ranks)."""
+    ``{"rank": R, ...}`` (the other ranks: the kit splits the batches and joins the processes)."""
     config = start.config
-    try:
-        init_from_env(resolve_device(config.device))
-        prepared = prepare(config, dry_run)
-        start = dataclasses.replace(start, device=prepared.device)
-        model, frozen = build_model(config, len(prepared.data.classes))
-        spec = Spec(model, prepared.train, prepared.valid,
-                    torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-                    saved=saved(config, prepared.data), generator=prepared.generator,
-                    epochs=1 if dry_run else config.epochs, dry_run=dry_run, channels_last=config.channels_last,
-                    ema=config.ema)
-        trained = train_model(start, spec, stream)
-        if not is_main():
-            return {"recipe": config.recipe, "rank": rank(), "epochs": len(trained.history)}
-        if trained.stopped:
-            return stopped_summary(start, trained)
-        data = prepared.data
-        probs, targets = trained.learner.predict(test_batches(config, data, prepared.device), tta_flip=config.tta)
-        result = score(probs, targets, data.classes)
-        plot_run_confusion(start, result["confusion"], data.classes)
-        images_seen = trained.learner.step * config.batch_size  # steps taken (a share of each epoch, a budget)
-        return summarize(start, trained, {
-            "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,
-            "images_per_s": round(images_seen / trained.train_seconds, 1) if trained.train_seconds else None,
-            "schedule": config.schedule, "frozen": frozen,
-            **({"freeze_epochs": trained.freeze_epochs, "lr_mult": config.lr_mult}
-               if config.schedule == "fine-tune" else {}),
-            "classes": list(data.classes), "tta": config.tta}, dry_run)
-    finally:
-        shutdown()
+    prepared = prepare(config, dry_run, start.device)
+    model, frozen = build_model(config, len(prepared.data.classes))
+    spec = Spec(model, prepared.train, prepared.valid, torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+                saved=saved(config, prepared.data), generator=prepared.generator,
+                epochs=1 if dry_run else config.epochs, dry_run=dry_run, channels_last=config.channels_last,
+                ema=config.ema)
+    trained = train_model(start, spec, stream)
+    if not trained.main:  # rank 0 scores and writes the run
+        return other_rank(start, trained)
+    if trained.stopped:
+        return stopped_summary(start, trained)
+    data = prepared.data
+    probs, targets = trained.learner.predict(test_batches(config, data, prepared.device), tta_flip=config.tta)
+    result = score(probs, targets, data.classes)
+    plot_run_confusion(start, result["confusion"], data.classes)
+    images_seen = trained.learner.step * config.batch_size  # steps taken (a share of each epoch, a budget)
+    return summarize(start, trained, {
+        "dataset": config.dataset, "dataset_source": data.source, "model": config.model, **result,
+        "images_per_s": round(images_seen / trained.train_seconds, 1) if trained.train_seconds else None,
+        "schedule": config.schedule, "frozen": frozen,
+        **({"freeze_epochs": trained.freeze_epochs, "lr_mult": config.lr_mult}
+           if config.schedule == "fine-tune" else {}),
+        "classes": list(data.classes), "tta": config.tta}, dry_run)
 
 
 def lr_find(config: ImageConfig, out: Path, steps: int = 200, start_lr: float = 1e-7,

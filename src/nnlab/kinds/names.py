@@ -31,7 +31,7 @@ from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timi
                                   train_options)
 from nnlab.kit.rundir import load_best
 from nnlab.kit.kind import Kind, Option
-from nnlab.kit.run import RunStart, plot_run_confusion, stopped_summary, summarize
+from nnlab.kit.run import RunStart, other_rank, plot_run_confusion, stopped_summary, summarize
 from nnlab.models.names import MEMBER_KINDS
 
 
@@ -178,6 +178,8 @@ def train(start: RunStart, stream: TextIO, dry_run: bool = False) -> dict[str, A
     trained = fit(start, model_name, args, train_batches, valid_batches, train_labels, n_classes, stream,
                   epochs=1 if dry_run else config.epochs, saved={"classes": list(data.classes), "alphabet": ALPHABET},
                   dry_run=dry_run)
+    if not trained.main:  # rank 0 of a torchrun job scores and writes the run
+        return other_rank(start, trained)
     if trained.stopped:
         return stopped_summary(start, trained)
     result = test_scores(trained.model, batches(data, rows["test"], config.eval_batch_size, device),
@@ -244,7 +246,7 @@ class NamesKind(Kind):
     name = "names"
     what = "names run"
     config = NamesConfig
-    capabilities = frozenset({"resume", "serve"})
+    capabilities = frozenset({"resume", "ddp", "serve"})
     takes_text = True
 
     train = staticmethod(train)

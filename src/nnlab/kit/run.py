@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from nnlab.engine.callbacks import (NO_EPOCH_LIMIT, CheckpointCallback, EarlySto
                                     MetricsLog, ProgressCallback, SnapshotCallback, StopAfterEpochs, TimeBudget,
                                     monitor_mode)
 from nnlab.engine.checkpoint import load_checkpoint, restore_rng, rng_state
-from nnlab.engine.distributed import is_main, launched_rank, world_size
+from nnlab.engine.distributed import (broadcast_from_main, init_from_env, is_main, launched_rank, launched_world_size,
+                                      local_device, rank, shutdown, world_size)
 from nnlab.engine.ema import WeightEMA, resume_weights
 from nnlab.engine.learner import Callback, Learner, count_correct, resolve_device
 from nnlab.engine.optim import create_optimizer
@@ -48,7 +50,8 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "best"
 @dataclass
 class RunStart:
     """Where a run starts: its config, device and directory (``None``: kept in memory), and the
-    checkpoint it continues from (``None`` for a new run)."""
+    checkpoint it continues from (``None`` for a new run). ``joined``: this process joined a torchrun
+    job's process group for the run (``start_run``) and leaves it when the run closes."""
 
     config: RunConfig
     device: torch.device
@@ -56,6 +59,7 @@ class RunStart:
     checkpoint: dict[str, Any] | None = None
     lock: RunLock | None = None
     clock: float = field(default_factory=time.perf_counter)  # when it started: its load_seconds count from here
+    joined: bool = False
 
     @property
     def start_epoch(self) -> int:
@@ -76,10 +80,13 @@ class RunStart:
         return self.run_dir
 
     def close(self) -> None:
-        """Release the run directory's lock."""
+        """Release the run directory's lock, and leave the process group the run joined."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self.joined:
+            shutdown()
+            self.joined = False
 
     def __enter__(self) -> "RunStart":
         return self
@@ -126,9 +133,18 @@ def start_run(config: RunConfig | None, out: str | Path | None = None, overrides
     run ``resume`` (``overrides`` applied to its config); torch's threads are set from the config.
     ``force``: ``out`` may hold a run (replaced) or other files (see ``new_run_dir``).
     The directory is created (and the config saved) by ``RunStart.open``, which ``train_model`` calls.
-    ``kind`` (the run's ``Kind``) says whether ``resume`` can be continued."""
+    ``kind`` (the run's ``Kind``) says whether ``resume`` can be continued.
+
+    Under torchrun (``nnlab train --nproc N``) the process joins the job's process group here, for a
+    kind that declares ``ddp`` (any other is refused: each process would train its own copy into one
+    directory); ``RunStart.close`` leaves it. The other ranks keep no run directory of a new run:
+    rank 0 alone writes it."""
     checkpoint = None
     main = launched_rank() == 0
+    if launched_world_size() > 1 and (kind is None or not kind.supports("ddp")):
+        what = f"a {kind.what}" if kind is not None else "this run"
+        raise ConfigError(f"torchrun: {what} cannot be split over processes (its kind declares no 'ddp'); "
+                          "run it in one process (`nnlab train --nproc` names the kinds that can)")
     if resume is not None:
         if kind is None:
             raise ConfigError(f"--resume {resume}: the kind of the run is needed to continue it")
@@ -137,11 +153,12 @@ def start_run(config: RunConfig | None, out: str | Path | None = None, overrides
     else:
         if config is None:
             raise ConfigError("train: give a recipe name (see `nnlab recipes`) or --resume RUN_DIR")
-        run_dir = new_run_dir(config.recipe or config.kind, out, create=False, force=force) if main \
-            else Path(out or ".")
+        run_dir = new_run_dir(config.recipe or config.kind, out, create=False, force=force) if main else None
     if config.threads:
         torch.set_num_threads(config.threads)
-    return RunStart(config, resolve_device(config.device), run_dir, checkpoint)
+    device = resolve_device(config.device)
+    joined = launched_world_size() > 1 and world_size() == 1 and init_from_env(device)  # not a group of the caller's
+    return RunStart(config, local_device(device), run_dir, checkpoint, joined=joined)
 
 
 @dataclass
@@ -189,6 +206,7 @@ class Trained:
     freeze_epochs: int = 0
     fit_started: float = math.nan   # perf_counter before the first training batch
     fit_ended: float = math.nan     # ... and once the final weights are in the model
+    main: bool = True               # False on the other ranks of a torchrun job: rank 0 scores and writes
 
     def timing(self) -> dict[str, Any]:
         """What every summary says of the training: seconds, epochs, the best epoch and its score."""
@@ -251,9 +269,51 @@ class FirstBatches:
 
 
 def plot_run_confusion(start: RunStart, confusion: list[list[int]], classes: list[str]) -> None:
-    """``RUN/confusion.png`` of a classifier's test confusion matrix, unless the run's ``plots`` is off."""
-    if start.config.plots:
+    """``RUN/confusion.png`` of a classifier's test confusion matrix, unless the run's ``plots`` is off
+    (or this is not rank 0 of a torchrun job)."""
+    if start.config.plots and start.run_dir is not None and is_main():
         plot_confusion(torch.tensor(confusion), classes, start.run_dir / "confusion.png")
+
+
+def shard(batches: Any) -> Any:
+    """This rank's share of ``batches`` under torchrun (``batches.shard(rank, world_size)``: a disjoint
+    part of every epoch, the same number of batches on every rank, the global batch kept), else
+    ``batches``. Training data that cannot be split is a ``ConfigError``: a kind that declares
+    ``ddp`` trains on a batcher with ``shard``."""
+    if world_size() == 1:
+        return batches
+    if not callable(getattr(batches, "shard", None)):
+        raise ConfigError(f"--nproc: the training batches ({type(batches).__name__}) cannot be split over "
+                          "processes; train in one process")
+    return batches.shard(rank(), world_size())
+
+
+class SameValidation(Callback):
+    """Under torchrun every rank validates the whole validation split; this gives every rank rank 0's
+    scores, so that what is decided on them (early stopping, the best epoch) is decided alike
+    everywhere: a rank that stopped alone would leave the others waiting in their next all-reduce.
+    One broadcast per epoch; nothing in a world of one."""
+
+    def after_validate(self) -> None:
+        metrics = self.learner.metrics
+        keys = [key for key in ("valid_loss", "valid_acc") if metrics.get(key) is not None]
+        metrics.update(zip(keys, broadcast_from_main([metrics[key] for key in keys])))
+
+
+class BatchTrace(Callback):
+    """Keeps the first epoch's training batches ``(x, y)`` as this rank saw them and saves them to
+    ``<prefix>-rank<R>.pt`` (``$NNLAB_TRACE_BATCHES=PREFIX``, outside the run directory): how a test
+    sees that the ranks of a torchrun job trained on disjoint shares of the data."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path, self.batches = Path(f"{prefix}-rank{rank()}.pt"), []
+
+    def before_batch(self) -> None:
+        if self.learner.epoch == 0:
+            self.batches.append((self.learner.x.detach().cpu(), self.learner.y.detach().cpu()))
+
+    def after_fit(self) -> None:
+        torch.save(self.batches, self.path)
 
 
 def check_batch_size(batches: Any, batch_size: int) -> None:
@@ -277,7 +337,8 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     wrapped in ``DistributedDataParallel`` (gradients averaged during backward).
     """
     config, checkpoint = start.config, start.checkpoint
-    check_batch_size(spec.train, config.batch_size)
+    sharded = shard(spec.train)
+    check_batch_size(sharded, config.batch_size)
     run_dir = start.open()
     stream = stream if stream is not None else sys.stderr
     writes = run_dir is not None and is_main()
@@ -286,9 +347,9 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
     if fine_tune and world_size() > 1:  # DDP reduces a fixed set of gradients; fine-tune changes it
         raise ConfigError("--schedule fine-tune trains in one process; drop --nproc")
     budget = None
-    train_batches = spec.train
+    train_batches = sharded
     if config.limit_train_batches < 1.0:
-        train_batches = FirstBatches(train_batches, math.ceil(len(spec.train) * config.limit_train_batches))
+        train_batches = FirstBatches(train_batches, math.ceil(len(sharded) * config.limit_train_batches))
     if config.time_budget is not None and not spec.dry_run:
         budget = TimeBudget(config.time_budget, spent=(checkpoint or {}).get("budget_spent") or 0.0)
         train_batches = budget.wrap(train_batches)
@@ -316,6 +377,10 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
 
     mode = monitor_mode(config.monitor)
     callbacks: list[Callback] = [LayerGroupLog(), *spec.callbacks, *([ema] if ema is not None else [])]
+    if world_size() > 1:
+        callbacks.append(SameValidation())
+    if os.environ.get("NNLAB_TRACE_BATCHES"):
+        callbacks.append(BatchTrace(os.environ["NNLAB_TRACE_BATCHES"]))
     saver = None
     if writes:
         saver = CheckpointCallback(run_dir, state, monitor=config.monitor, mode=mode)
@@ -357,7 +422,7 @@ def train_model(start: RunStart, spec: Spec, stream: TextIO | None = None) -> Tr
         plot_curves(history, run_dir / "curves.png")
         plot_lr_csv(run_dir / "lr.csv", run_dir / "lr.png")
     return Trained(spec.model, learner, history, best, train_seconds, stopped, epochs, freeze_epochs, fit_started,
-                   fit_ended)
+                   fit_ended, main=is_main())
 
 
 def build_learner(config: RunConfig, spec: Spec, device: torch.device, optimizer: torch.optim.Optimizer,
@@ -398,6 +463,13 @@ def find_lr(config: RunConfig, spec: Spec, device: torch.device, out: Path, abou
     return found
 
 
+def other_rank(start: RunStart, trained: Trained) -> dict[str, Any]:
+    """What a rank other than 0 of a torchrun job returns once training ends (``not trained.main``):
+    rank 0 scores the run and writes its directory; the CLI prints rank 0's summary alone."""
+    return {"recipe": start.config.recipe, "kind": start.config.kind, "rank": rank(), "epochs": len(trained.history),
+            "steps": trained.learner.step}
+
+
 def stopped_summary(start: RunStart, trained: Trained) -> dict[str, Any]:
     """What a run ended by ``stop_after_epochs`` returns instead of scores."""
     return {"recipe": start.config.recipe, "run_dir": str(start.run_dir), "stopped_after_epochs": len(trained.history),
@@ -410,15 +482,15 @@ def summarize(start: RunStart, trained: Trained, result: dict[str, Any], dry_run
 
     Besides ``train_seconds`` (the epochs: first training batch to the final weights, validation
     included), the timing has ``load_seconds`` (the run's start to its first training batch: reading
-    the data, building the model) and ``test_seconds`` (the final weights to this summary: the test
+    the data, building the model) and ``scoring_seconds`` (the final weights to this summary: the test
     pass and what the kind reports), so a time-to-accuracy can count training alone."""
     from nnlab.kit.rundir import write_json
     config = start.config
     summary = {"recipe": config.recipe, "kind": config.kind, "run_dir": str(start.run_dir), **result,
                **trained.timing(), "load_seconds": round(trained.fit_started - start.clock, 3),
-               "test_seconds": round(time.perf_counter() - trained.fit_ended, 3), "device": str(start.device),
+               "scoring_seconds": round(time.perf_counter() - trained.fit_ended, 3), "device": str(start.device),
                "precision": trained.learner.precision,
                "dry_run": dry_run, **environment()}
-    if start.run_dir is not None:
+    if start.run_dir is not None and is_main():
         write_json(start.run_dir / "summary.json", summary)
     return summary
