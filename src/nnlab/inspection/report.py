@@ -77,6 +77,69 @@ def explain(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], 
     out: dict[str, Any] = {"images": len(targets), "classes": list(classes), **result, "top_losses": rows}
     if folder is None:
         return {**out, "figures": figures}
-    for name, fig in figures.items():
-        out[f"{name}_png"] = str(save_figure(fig, folder / f"{name}.png"))
-    return out
+    return {**out, **save_figures(figures, folder)}
+
+
+def save_figures(figures: dict[str, Figure], folder: Path) -> dict[str, str]:
+    """Each figure written to ``folder/NAME.png``; returns ``{"NAME_png": path}`` for a result."""
+    return {f"{name}_png": str(save_figure(fig, folder / f"{name}.png")) for name, fig in figures.items()}
+
+
+
+def image_grid_figure(images: torch.Tensor, titles: Sequence[str], colours: Sequence[str] | None = None,
+                      title: str = "") -> Figure:
+    """uint8 images [N, C, H, W] in a grid (at most 8 wide), each with its title (in its colour):
+    ``nnlab.show_batch``'s and ``Run.show_results``' pictures of image runs."""
+    k = len(images)
+    cols = max(1, min(8, math.ceil(math.sqrt(k))))
+    lines = max(1, math.ceil(k / cols))
+    fig = Figure(figsize=(1.6 * cols, 1.75 * lines + 0.4), layout="tight")
+    axes = fig.subplots(lines, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= k:
+            continue
+        image = images[i]
+        if image.shape[0] == 1:
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(titles[i], fontsize=8, color=colours[i] if colours else "black")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def results_figure(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, classes: Sequence[str]) -> Figure:
+    """A grid of uint8 images [N, C, H, W], each titled "true/predicted" (its true class, then the
+    model's, from ``probs [N, classes]``), the mistakes in red: ``Run.show_results``' picture."""
+    truths = [classes[int(label)] for label in labels]
+    guesses = [classes[int(k)] for k in probs.argmax(1)]
+    return image_grid_figure(images, [f"{t}/{g}" for t, g in zip(truths, guesses)],
+                             ["black" if t == g else "red" for t, g in zip(truths, guesses)],
+                             "true/predicted (mistakes in red)")
+
+
+def text_rows_figure(header: Sequence[str], rows: Sequence[Sequence[str]], colours: Sequence[str] | None = None,
+                     title: str = "") -> Figure:
+    """A table of text ``rows`` (one line each, in its colour) under ``header``, in a monospaced font:
+    the batch and results pictures of names, text and translation runs."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]  # characters per column
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths))
+    height = 0.22 * (len(rows) + 2) + (0.3 if title else 0.1)
+    fig = Figure(figsize=(max(3.0, 0.09 * len(line(header)) + 0.4), height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    step = 1 / (len(rows) + 2 + (1 if title else 0))
+    y = 1 - step
+    if title:
+        ax.text(0.02, y, title, fontsize=9, weight="bold", va="center")
+        y -= step
+    ax.text(0.02, y, line(header), family="monospace", fontsize=8, weight="bold", va="center")
+    for i, row in enumerate(rows):
+        y -= step
+        ax.text(0.02, y, line(row), family="monospace", fontsize=8, va="center",
+                color=colours[i] if colours else "black")
+    return fig

@@ -408,3 +408,37 @@ class CharLMKind(Kind):
         if result.get("valid_bpc") is None:
             return []
         return [f"valid loss {result['valid_loss']:.4f} nats/char ({result['valid_bpc']:.3f} bits/char)"]
+
+    def batch_figure(self, config: Any, n: int = 16) -> Any:
+        """The first window of the training stream: ``n`` of its rows (each a stream of the text), the
+        characters the model reads and the ones it must predict (the same, one on)."""
+        from nnlab.inspection.report import text_rows_figure
+        corpus = read_corpus(config)
+        x, y = next(iter(StreamBatches(corpus.train, config.batch_size, config.bptt)))  # [B, T], [B*T]
+        y = y.view(x.shape)  # [B, T]
+        shown = [(str(b), _visible(corpus.vocab.decode(x[b])), _visible(corpus.vocab.decode(y[b])))
+                 for b in range(min(n, len(x)))]
+        return text_rows_figure(("stream", "input", "target"), shown,
+                                title=f"the first training window: {len(shown)} of {len(x)} streams, "
+                                      f"{config.bptt} {config.unit}s each")
+
+    def results(self, run: Any, n: int = 16) -> Any:
+        """``n`` places spread over the validation text: the text before each, the next character
+        (word) and ``nnlab predict``'s guess of it, mistakes in red."""
+        from nnlab.inspection.report import text_rows_figure
+        _, _, vocab = load_run(run.run_dir, "cpu")
+        valid = read_corpus(run.config, vocab=vocab).valid
+        context = 40 if run.config.tokens == "char" else 12
+        starts = torch.linspace(0, len(valid) - context - 1, n).long().unique().tolist()
+        texts = [vocab.decode(valid[s:s + context]) for s in starts]
+        truths = [vocab.token(int(valid[s + context])) for s in starts]
+        guesses = [r["top"][0]["class"] for r in predict(run.run_dir, texts, top_k=1)]
+        return text_rows_figure(("text", "next", "predicted"),
+                                [(_visible(t), _visible(a), _visible(b)) for t, a, b in zip(texts, truths, guesses)],
+                                ["black" if a == b else "red" for a, b in zip(truths, guesses)],
+                                "validation text: the next token, true/predicted (mistakes in red)")
+
+
+def _visible(text: str) -> str:
+    """``text`` on one line: line breaks and tabs shown as escapes."""
+    return text.replace("\n", "\\n").replace("\t", "\\t")

@@ -15,15 +15,17 @@ import torch
 from torch import nn
 
 from nnlab.data.batches import TensorBatches, stratified_split
-from nnlab.data.images import load_image
 from nnlab.data.vision import ImageDataset, load_image_dataset
 from nnlab.engine.learner import predict_probs, resolve_device, resolve_precision
 from nnlab.errors import ConfigError
-from nnlab.inspection.cam import grad_cam, overlay_png
-from nnlab.inspection.filters import save_grid, scaled
-from nnlab.inspection.report import explain
+from nnlab.files import save_figure
+from nnlab.inspection.cam import cam_figure, grad_cam
+from nnlab.inspection.filters import grid_figure, scaled
+from nnlab.inspection.report import explain, save_figures
 from nnlab.inspection.summary import summarize
+from nnlab.kinds.image import pixels_of
 from nnlab.kit.rundir import check_output
+from nnlab.kit.runs import Result
 
 
 def load_image_run(run_dir: str | Path, command: str = "") -> tuple[Any, nn.Module, dict]:
@@ -60,9 +62,10 @@ def run_summary(run_dir: str | Path, input_shape: Sequence[int] | None = None) -
             **summarize(model, input_shape or state["input_shape"])}
 
 
-def class_activation(run_dir: str | Path, image: str | Path, class_name: str | None = None,
-                     out: str | Path | None = None, layer: str | None = None, invert: str = "auto") -> dict[str, Any]:
-    """Grad-CAM of an image run's best model on an image file, saved as a heat-map overlay PNG.
+def class_activation(run_dir: str | Path, image: Any, class_name: str | None = None,
+                     out: str | Path | None = None, layer: str | None = None, invert: str = "auto") -> Result:
+    """Grad-CAM of an image run's best model on an image (a file, a PIL image or a uint8 tensor), saved as a
+    heat-map overlay PNG (an image in memory: only where ``out`` is given); ``figure`` is the overlay.
 
     The image is converted to the run's input exactly as ``nnlab predict`` converts it, and the
     probabilities are ``nnlab predict``'s (through the run's test-time flip where it has one).
@@ -72,7 +75,7 @@ def class_activation(run_dir: str | Path, image: str | Path, class_name: str | N
     config, model, state = load_image_run(run_dir, "cam")
     classes = list(state["classes"])
     channels, height, width = state["input_shape"]
-    pixels = load_image(image, (height, width), channels, invert=invert)  # uint8 [C, H, W]
+    pixels = pixels_of(image, (height, width), channels, invert)  # uint8 [C, H, W]
     if class_name is not None and class_name not in classes:
         raise ConfigError(f"--class {class_name!r}: not a class of this run; classes: {', '.join(classes)}")
     mean = torch.tensor(state["mean"]).view(-1, 1, 1)
@@ -81,23 +84,30 @@ def class_activation(run_dir: str | Path, image: str | Path, class_name: str | N
     model = model.to(memory_format=torch.contiguous_format)
     heat, probs, target = grad_cam(model, x, classes.index(class_name) if class_name else None, layer,
                                    tta_flip=bool(config.tta))  # the probabilities nnlab predict gives
-    path = check_output(out or Path(image).with_name(Path(image).stem + ".cam.png"), image)
+    on_disk = isinstance(image, (str, Path))
+    path = check_output(out or Path(image).with_name(Path(image).stem + ".cam.png"), image) if on_disk else (
+        Path(out) if out else None)
     predicted = int(probs.argmax())
     title = (f"{classes[target]} (p={probs[target]:.2f}); predicted {classes[predicted]} "
              f"(p={probs[predicted]:.2f})")
-    overlay_png(pixels, heat, title, path)
-    return {"image": str(image), "output": str(path), "class": classes[target],
-            "probability": round(float(probs[target]), 6), "predicted": classes[predicted],
-            "layer": layer or "forward_features", "method": "grad-cam"}
+    figure = cam_figure(pixels, heat, title)
+    if path is not None:
+        save_figure(figure, path)
+    return Result({"image": str(image) if on_disk else "<image>", "output": str(path) if path else None,
+                   "class": classes[target], "probability": round(float(probs[target]), 6),
+                   "predicted": classes[predicted], "layer": layer or "forward_features", "method": "grad-cam"},
+                  {"cam": figure})
 
 
 
-def layer_filters(run_dir: str | Path, layer: str | None = None, image: str | Path | None = None,
-                  out: str | Path | None = None, invert: str = "auto") -> dict[str, Any]:
-    """Draw a trained image run's conv ``layer`` (default: the first) filters, and its feature maps for ``image``.
+def layer_filters(run_dir: str | Path, layer: str | None = None, image: Any = None,
+                  out: str | Path | None = None, invert: str = "auto") -> Result:
+    """Draw a trained image run's conv ``layer`` (default: the first) filters, and its feature maps for
+    ``image`` (a file, a PIL image or a uint8 tensor).
 
     Filters with three input channels are drawn in colour, others as the mean over their
-    inputs. Writes ``filters.png`` (and ``featuremaps.png``) into ``out`` (default: the run).
+    inputs. Writes ``filters.png`` (and ``featuremaps.png``) into ``out`` (default: the run);
+    ``figures`` holds both.
     """
     _, model, state = load_image_run(run_dir, "filters")
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
@@ -110,11 +120,12 @@ def layer_filters(run_dir: str | Path, layer: str | None = None, image: str | Pa
     panels = [(scaled(w.permute(1, 2, 0)) if w.shape[0] == 3 else scaled(w.mean(0)), str(k))
               for k, w in enumerate(weight[:64])]
     directory = Path(out) if out else Path(run_dir)
+    figures = {"filters": grid_figure(panels, 8, f"{name}: {len(weight)} filters")}
     result = {"layer": name, "filters": len(weight), "filter_shape": list(weight.shape[1:]),
-              "filters_png": str(save_grid(panels, directory / "filters.png", 8, f"{name}: {len(weight)} filters"))}
+              "filters_png": str(save_figure(figures["filters"], directory / "filters.png"))}
     if image is not None:
         channels, height, width = state["input_shape"]
-        pixels = load_image(image, (height, width), channels, invert=invert)
+        pixels = pixels_of(image, (height, width), channels, invert)
         mean, std = torch.tensor(state["mean"]).view(-1, 1, 1), torch.tensor(state["std"]).view(-1, 1, 1)
         caught: dict[str, torch.Tensor] = {}
         handle = convs[name].register_forward_hook(lambda m, i, o: caught.__setitem__("maps", o.detach()))
@@ -125,17 +136,19 @@ def layer_filters(run_dir: str | Path, layer: str | None = None, image: str | Pa
             handle.remove()
         maps = caught["maps"][0]  # [K, h, w]
         grid = [(scaled(m), str(k)) for k, m in enumerate(maps[:64])]
-        result["featuremaps_png"] = str(save_grid(grid, directory / "featuremaps.png", 8,
-                                                   f"{name} on {Path(image).name}"))
+        where = Path(image).name if isinstance(image, (str, Path)) else "the image"
+        figures["featuremaps"] = grid_figure(grid, 8, f"{name} on {where}")
+        result["featuremaps_png"] = str(save_figure(figures["featuremaps"], directory / "featuremaps.png"))
         result["featuremap_shape"] = list(maps.shape)
-    return result
+    return Result(result, figures)
 
 
 
 def interpret(run_dir: str | Path, split: str = "valid", top: int = 16, out: str | Path | None = None,
-              data_path: str | None = None, device_name: str | None = None) -> dict[str, Any]:
+              data_path: str | None = None, device_name: str | None = None) -> Result:
     """Confusion matrix, most-confused pairs, per-class report and the ``top`` highest-loss images
-    of an image run on its ``split`` (valid or test); the PNGs go to ``out`` (default RUN/interpret-SPLIT)."""
+    of an image run on its ``split`` (valid or test); the PNGs go to ``out`` (default RUN/interpret-SPLIT),
+    and ``figures`` holds them (``confusion``, ``top_losses``)."""
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
     run_dir = Path(run_dir)
@@ -148,5 +161,6 @@ def interpret(run_dir: str | Path, split: str = "valid", top: int = 16, out: str
                             device=device, channels_last=config.channels_last)
     probs, targets = predict_probs(model, batches, device, resolve_precision(config.precision, device), config.tta)
     folder = Path(out) if out else run_dir / f"interpret-{split}"
-    result = explain(probs, targets, list(state["classes"]), top, folder, images, indices)
-    return {"run_dir": str(run_dir), "split": split, **result}
+    result = explain(probs, targets, list(state["classes"]), top, None, images, indices)
+    figures = result.pop("figures")
+    return Result({"run_dir": str(run_dir), "split": split, **result, **save_figures(figures, folder)}, figures)

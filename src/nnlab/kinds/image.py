@@ -327,6 +327,16 @@ class ImageKind(Kind):
         from nnlab.kinds.export import export
         return export(run_dir, fmt, out=out, **options)
 
+    def batch_figure(self, config: Any, n: int = 16) -> Any:
+        """The first ``n`` images of the run's training split (the seeded split ``prepare`` draws), with their classes."""
+        from nnlab.inspection.report import image_grid_figure
+        data = load_image_dataset(config.dataset, config.data)
+        train_idx, _ = stratified_split(data.train_labels, config.valid_fraction,
+                                        torch.Generator().manual_seed(config.seed))
+        rows = train_idx[:n]
+        return image_grid_figure(data.train_images[rows], [data.classes[int(k)] for k in data.train_labels[rows]],
+                                 title=f"{config.dataset}: the first {len(rows)} training images")
+
     def results(self, run: Any, n: int = 16) -> Any:
         """The first ``n`` test images with their true and predicted classes, mistakes in red."""
         from nnlab.inspection.report import results_figure

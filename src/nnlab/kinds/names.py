@@ -255,3 +255,23 @@ class NamesKind(Kind):
     load_run = staticmethod(load_run)
     encode_inputs = staticmethod(encode_inputs)
     input_tokens = staticmethod(input_tokens)
+
+    def batch_figure(self, config: Any, n: int = 16) -> Any:
+        """The first ``n`` names of the run's training split, with their languages."""
+        from nnlab.inspection.report import text_rows_figure
+        split = split_names(load_names(config.data), config)
+        rows = split.rows["train"][:n].tolist()
+        return text_rows_figure(("name", "language"), [(split.data.names[i], split.data.classes[int(split.data.labels[i])])
+                                                       for i in rows], title=f"the first {len(rows)} training names")
+
+    def results(self, run: Any, n: int = 16) -> Any:
+        """The first ``n`` test names with their true and predicted languages (``nnlab predict``'s), mistakes in red."""
+        from nnlab.inspection.report import text_rows_figure
+        split = split_names(load_names(run.config.data, run.state["alphabet"]), run.config)
+        rows = split.rows["test"][:n].tolist()
+        names = [split.data.names[i] for i in rows]
+        truths = [split.data.classes[int(split.data.labels[i])] for i in rows]
+        guesses = [r["top"][0]["class"] for r in predict(run.run_dir, names, top_k=1)]
+        return text_rows_figure(("name", "true", "predicted"), list(zip(names, truths, guesses)),
+                                ["black" if t == g else "red" for t, g in zip(truths, guesses)],
+                                "test names: true/predicted (mistakes in red)")

@@ -366,3 +366,24 @@ class TranslateKind(Kind):
         return [f"BLEU {result['test_bleu']:.1f}  chrF {result['test_chrf']:.1f}  "
                 f"exact {result['test_exact_match']:.4f}" + (f"  beam-{result['beam']} BLEU "
                 f"{result['test_beam_bleu']:.1f}" if result.get("test_beam_bleu") is not None else "")]
+
+    def batch_figure(self, config: Any, n: int = 16) -> Any:
+        """The first ``n`` training pairs of the run's split (source and target, as the model reads them)."""
+        from nnlab.inspection.report import text_rows_figure
+        pairs, source = load_pairs(config)
+        rows = split_pairs(len(pairs), config, source)["train"][:n].tolist()
+        return text_rows_figure(("source", "target"), [pairs[i] for i in rows],
+                                title=f"the first {len(rows)} training pairs")
+
+    def results(self, run: Any, n: int = 16) -> Any:
+        """The first ``n`` test pairs: the source, the reference and the greedy translation, mistakes in red."""
+        from nnlab.inspection.report import text_rows_figure
+        config, model, state = load_run(run.run_dir, "cpu")
+        pairs, source = load_pairs(config)
+        tests = [pairs[i] for i in split_pairs(len(pairs), config, source)["test"][:n].tolist()]
+        decoded = decode(model, encode_sources([s for s, _ in tests], state), state, torch.device("cpu"), 1)
+        outputs = [detokenize(words, state["tokens"]) for words, _ in decoded]
+        return text_rows_figure(("source", "reference", "translation"),
+                                [(s, t, o) for (s, t), o in zip(tests, outputs)],
+                                ["black" if t == o else "red" for (_, t), o in zip(tests, outputs)],
+                                "test pairs: reference/translation (mistakes in red)")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from nnlab.config import load_config
 from nnlab.errors import CheckpointError, ConfigError
+from nnlab.files import figure_png
 from nnlab.kit.kind import Kind
 
 
@@ -210,12 +211,61 @@ class Run:
                        for k in keys if getattr(config, k, None) not in (None, ""))
         picture = ""
         if self.history:
-            buffer = io.BytesIO()
-            self.plot_curves().savefig(buffer, format="png", dpi=60)
-            picture = f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"/>'
+            png = figure_png(self.plot_curves(), dpi=60)
+            picture = f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
         head = html.escape(self.headline() or "not finished")
         return (f"<div><b>{html.escape(self.name)}</b> ({html.escape(self.kind.what)}): {head}"
                 f"<table>{rows}</table>{picture}</div>")
+
+
+class Result(dict):
+    """What a ``Run`` method that draws returns (``cam``, ``filters``, ``interpret``): the dict the CLI
+    command prints with ``--json`` (the paths of the PNGs it wrote included), and its pictures as
+    matplotlib Figures in ``figures`` (name -> Figure; ``figure`` is the first), which Jupyter shows
+    inline. The figures are not among the dict's items, so that ``json.dumps(result)`` stays the
+    command's output; ``result["figures"]`` and ``result["figure"]`` reach them as well, as they do in
+    the result of ``nnlab.interpret(run, data, out=None)``."""
+
+    def __init__(self, items: dict[str, Any], figures: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.figures = dict(figures)
+
+    @property
+    def figure(self) -> Any:
+        return next(iter(self.figures.values()), None)
+
+    def __missing__(self, key: str) -> Any:
+        if key == "figures" or (key == "figure" and self.figures):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def _repr_html_(self) -> str:
+        pictures = "".join(f'<img src="data:image/png;base64,{base64.b64encode(figure_png(fig, 72)).decode()}"/>'
+                           for fig in self.figures.values())
+        return f"<div>{pictures}<pre>{html.escape(json.dumps(dict(self), indent=1)[:4000])}</pre></div>"
+
+
+def show_figures_inline() -> None:
+    """In IPython (Jupyter), show a bare matplotlib ``Figure`` as a PNG where nothing else does.
+
+    nnlab draws with matplotlib's object API (``Figure()``, never pyplot), and IPython shows a
+    ``Figure`` as a picture only once pyplot's inline backend has registered its formatter, which it
+    does when pyplot is imported; without it a cell that ends in ``run.plot_curves()`` prints
+    ``<Figure size ...>``. A formatter already registered (the inline backend's, or the user's) is kept.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        formatter.for_type(Figure, figure_png)
+
+
+show_figures_inline()
 
 
 def as_list(inputs: Any) -> list[Any]:
