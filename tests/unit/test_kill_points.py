@@ -259,8 +259,10 @@ def test_every_resumable_kind_killed_in_its_last_checkpoint_write_resumes_to_the
     with pytest.MonkeyPatch.context() as patch:
         writes.install(patch)
         whole = train_kind(recipe, tmp_path / "whole", overrides)
-    last_checkpoint = len(writes.names) - 1 - writes.names[::-1].index("last.pt")
-    before_summary = writes.names.index("summary.json") - 1
+    # the run's own writes: the dataset's decoded cache (written once, by the first run) comes before them
+    names = writes.names[writes.names.index("config.json"):]
+    last_checkpoint = len(names) - 1 - names[::-1].index("last.pt")
+    before_summary = names.index("summary.json") - 1
     for kill_at, phase in ((last_checkpoint, "torn"), (before_summary, "after")):
         run_dir = tmp_path / f"cut-{kill_at}"
         killed_run(lambda: train_kind(recipe, run_dir, overrides), kill_at, phase)
@@ -269,4 +271,4 @@ def test_every_resumable_kind_killed_in_its_last_checkpoint_write_resumes_to_the
         assert_same_run(run_dir, tmp_path / "whole")
         assert_same_run(run_dir, tmp_path / "whole", checkpoint="best.pt")
         scores = {k: v for k, v in whole.items() if k.startswith(("test_", "valid_", "best_"))}
-        assert {k: resumed.get(k) for k in scores} == scores, (kill_at, writes.names[kill_at])
+        assert {k: resumed.get(k) for k in scores} == scores, (kill_at, names[kill_at])

@@ -6,7 +6,7 @@ A task is a dataset, a metric on held-out data, a target and a fixed protocol: i
 test metric crosses the target: that would choose on test data. Each seed trains the recipe once, and
 the time is the run's ``train_seconds``: first training batch to the final weights, the validation
 passes the recipe uses to pick its epoch included; data loading (``load_seconds``) and the final test
-pass (``test_seconds``) are reported apart. ``--baselines`` also trains, in the same process and
+pass (``scoring_seconds``) are reported apart. ``--baselines`` also trains, in the same process and
 threads, the task's tutorial loop (``nnlab.commands.speedrun_baselines``) until the target or its
 cap, and gives the ratio of the two measured times: baseline seconds / nnlab's mean seconds.
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
+from nnlab.engine.choices import DEVICES
 from nnlab.errors import ConfigError, DataError
 
 HELP = ("train each task's speedrun recipe with each seed and report its time to the target on held-out data "
@@ -193,7 +194,7 @@ def run_task(task: Task, seeds: int, baselines: bool, out: Path, overrides: dict
                         overrides={**task.overrides, **overrides, "seed": seed})
         metric = summary[task.metric]
         runs.append({"seed": seed, "seconds": summary["train_seconds"], "load_seconds": summary["load_seconds"],
-                     "test_seconds": summary["test_seconds"], "wall_seconds": round(time.perf_counter() - begin, 3),
+                     "scoring_seconds": summary["scoring_seconds"], "wall_seconds": round(time.perf_counter() - begin, 3),
                      "metric": metric, "reached": speedrun_baselines.reached(metric, task.target, task.lower_is_better),
                      "epochs": summary["epochs"], "device": summary["device"], "run_dir": summary["run_dir"]})
         print(f"speedrun: {task.name} seed {seed}: {task.metric} {metric:.4f} after {summary['train_seconds']:.1f} s "
@@ -204,7 +205,7 @@ def run_task(task: Task, seeds: int, baselines: bool, out: Path, overrides: dict
         "lower_is_better": task.lower_is_better, "seeds": seeds, "reached": sum(run["reached"] for run in runs),
         "seconds": seconds, "metric_value": mean_spread([run["metric"] for run in runs]),
         "load_seconds": mean_spread([run["load_seconds"] for run in runs]),
-        "test_seconds": mean_spread([run["test_seconds"] for run in runs]), "runs": runs, "baseline": None,
+        "scoring_seconds": mean_spread([run["scoring_seconds"] for run in runs]), "runs": runs, "baseline": None,
         "ratio": None}
     if baselines and task.baseline is not None:
         base = task.baseline
@@ -294,7 +295,7 @@ def format_table(result: dict[str, Any]) -> str:
         ratio = "-" if row["ratio"] is None else f"{'>' if base and not base['reached'] else ''}{row['ratio']:.2f}x"
         lines.append((row["task"], row["recipe"], f"{sign} {row['target']:g}", f"{row['reached']}/{row['seeds']}",
                       _spread(row["metric_value"], 4), _spread(row["seconds"], 1),
-                      f"{row['load_seconds']['mean']:.1f}", f"{row['test_seconds']['mean']:.1f}",
+                      f"{row['load_seconds']['mean']:.1f}", f"{row['scoring_seconds']['mean']:.1f}",
                       base["name"] if base else "-", f"{base['seconds']:.1f}" if base else "-",
                       f"{base['metric']:.4f}" if base and base["metric"] is not None else "-", ratio))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -319,7 +320,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-cap", type=float, metavar="S", dest="baseline_cap",
                         help="seconds of baseline training at most (default: each baseline's own, 600-1200)")
     parser.add_argument("--out", help="folder of the runs and speedrun.json (default runs/speedrun-<timestamp>)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where the recipes and baselines train")
+    parser.add_argument("--device", choices=DEVICES, help="where the recipes and baselines train")
 
 
 def cmd_speedrun(args: argparse.Namespace) -> None:
