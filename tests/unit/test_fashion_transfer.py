@@ -2,6 +2,7 @@
 and from scratch, repeats with means and spreads, transfer.png, evaluate again, --from a run."""
 import io
 import json
+import statistics
 
 import pytest
 import torch
@@ -50,7 +51,9 @@ def test_pretrains_on_source_classes_then_compares_on_the_same_budget(squares, t
     assert summary["transfer_gain_points"]["2"] == pytest.approx(
         100 * (first["transfer_accuracy"] - first["scratch_accuracy"]), abs=0.01)
     assert first["transfer_accuracy"] == pytest.approx(sum(first["transfer_per_seed"]) / 2)
-    assert len(first["scratch_per_seed"]) == 2 and first["scratch_spread"] >= 0
+    assert len(first["scratch_per_seed"]) == 2
+    for init in ("scratch", "transfer"):  # the spread is the sample standard deviation over the seeds
+        assert first[f"{init}_spread"] == pytest.approx(statistics.stdev(first[f"{init}_per_seed"]), abs=1e-12)
     assert (run / "transfer.png").stat().st_size > 1000
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # scratch's rate: the better of the two on validation images drawn from the training images

@@ -171,8 +171,10 @@ def test_character_cnn_ignores_padding_and_trains_through_the_cli(names_dir, tmp
                  "--batch-size", "32", "--set", "filters=16", "--set", "embed=8", "--set", "widths=2,3", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "name_cnn" and summary["test_accuracy"] > 0.9
-    assert main(["predict", str(run), "Petrov", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["top"][0]["class"] in {"Alpha", "Beta", "Gamma"}
+    # Names the run never saw, each with its language's ending (-ov Alpha, -ini Beta, -ez Gamma, the rare one).
+    assert main(["predict", str(run), "Petrov", "Bellini", "Lopez", "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p["top"][0]["class"] for p in predicted] == ["Alpha", "Beta", "Gamma"]
     assert main(["train", "names-cnn", "--data", str(names_dir), "--set", "model=tcn"]) == 2
     assert "model: expected rnn or cnn" in capsys.readouterr().err
 

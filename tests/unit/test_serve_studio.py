@@ -19,6 +19,7 @@ from nnlab.commands.studio import Bounded
 from nnlab.config import load_config
 from nnlab.data.idx import read_idx
 from nnlab.errors import ConfigError
+from nnlab.kinds.translate import translate
 from nnlab.recipes import train
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -218,14 +219,19 @@ def test_sample_bad_requests_get_a_4xx_naming_the_problem(client, case, model, r
     assert response.status_code == status and message in detail(response), response.text
 
 
-def test_translation_comes_with_its_attention_matrix(client):
-    response = client.post("/translate/dates", json={"inputs": ["3 March 1999", "july 4 2001"], "beam": 2})
+def test_translation_comes_with_its_attention_matrix(client, runs):
+    """The served translations are the run's own (``translate``'s, whose quality test_translate checks:
+    this run is trained for a second, to be served), each with the attention of that same decoding."""
+    sources = ["3 March 1999", "july 4 2001"]
+    response = client.post("/translate/dates", json={"inputs": sources, "beam": 2})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    assert [r["source"] for r in results] == ["3 March 1999", "july 4 2001"]
+    assert [r["source"] for r in results] == sources
+    expected = translate(runs / "dates", sources, beam=2)
+    assert [r["translation"] for r in results] == [e["translation"] for e in expected]
     for r in results:
         attention = r["attention"]
-        assert isinstance(r["translation"], str) and r["beam"] == 2
+        assert r["beam"] == 2 and "".join(attention["output"]).replace("\u2423", " ") == r["translation"]
         assert len(attention["weights"]) == len(attention["output"])
         assert all(len(row) == len(attention["source"]) for row in attention["weights"])
         assert all(sum(row) == pytest.approx(1.0, abs=1e-2) for row in attention["weights"])

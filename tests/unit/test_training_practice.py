@@ -104,8 +104,9 @@ def test_sgdr_run_saves_a_snapshot_per_cycle_and_ensembles_them(squares, tmp_pat
           stream=io.StringIO())
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["cycle-1.pt", "cycle-2.pt", "cycle-3.pt"]
     result = evaluate(run, ensemble="snapshots")
-    assert set(result["snapshot_accuracy"]) == {"cycle-1", "cycle-2", "cycle-3"}
-    assert 0.0 <= result["test_accuracy"] <= 1.0
+    snapshots = result["snapshot_accuracy"]
+    assert set(snapshots) == {"cycle-1", "cycle-2", "cycle-3"}
+    assert result["test_accuracy"] >= min(snapshots.values())  # the average is no worse than its worst member
     lines = (run / "lr.csv").read_text().splitlines()
     lrs = [float(line.split(",")[1]) for line in lines[1:]]
     steps_per_cycle = len(lrs) // 3
