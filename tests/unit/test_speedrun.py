@@ -67,11 +67,13 @@ def test_speedrun_of_a_tiny_task_reports_each_seed_and_the_ratio_of_the_measured
     assert len(baseline["curve"]) == 1 and baseline["curve"][0][0] == pytest.approx(baseline["seconds"], abs=1e-3)
     assert baseline["reached"] == (baseline["metric"] >= 0.5)
     assert row["ratio"] == pytest.approx(baseline["seconds"] / mean)
-    assert row["ratio_is"] == ("measured" if baseline["reached"] else "a lower bound (stopped by its epochs)")
+    assert row["ratio_is"].startswith("measured" if baseline["reached"] else "a lower bound (stopped by its epochs)")
+    assert row["ratio_is"].endswith("" if row["reached"] == 2 else f"; nnlab reached the target on {row['reached']} "
+                                    "of 2 seeds")
 
     table = sr.format_table(result).splitlines()
-    assert table[0].split() == ["task", "recipe", "target", "reached", "metric", "train", "s", "load", "s", "test",
-                                "s", "baseline", "baseline", "s", "its", "metric", "ratio"]
+    assert table[0].split() == ["task", "recipe", "target", "reached", "metric", "train", "s", "load", "s",
+                                "scoring", "s", "baseline", "baseline", "s", "its", "metric", "ratio"]
     cells = table[1].split()
     assert cells[:5] == ["squares-50", "fashion-cnn-92", ">=", "0.5", f"{row['reached']}/2"]
     assert cells[-1] == f"{'' if baseline['reached'] else '>'}{row['ratio']:.2f}x"
@@ -171,9 +173,13 @@ def test_an_unknown_task_names_it_and_the_tasks_and_trains_nothing(tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
-def test_seeds_below_one_is_refused(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "speedrun", "fashion-92", "--seeds", "0", "--out", str(tmp_path / "o"))
-    assert code == 2 and err.strip() == "nnlab: error: --seeds must be at least 1, got 0"
+@pytest.mark.parametrize("flags, message", [(("--seeds", "0"), "--seeds must be at least 1, got 0"),
+                                            (("--threads", "0"), "--threads must be at least 1, got 0"),
+                                            (("--baseline-cap", "-1"), "--baseline-cap must be at least 0 seconds, "
+                                                                       "got -1")])
+def test_seeds_threads_or_a_cap_below_their_least_is_refused(flags, message, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "speedrun", "fashion-92", *flags, "--out", str(tmp_path / "o"))
+    assert code == 2 and err.strip() == f"nnlab: error: {message}"
     assert not (tmp_path / "o").exists()
 
 
