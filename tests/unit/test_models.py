@@ -1,72 +1,101 @@
-"""Every registered model gets forward/backward and interface tests for free (timm's pattern)."""
+"""Every registered model gets forward/backward and interface tests for free (timm's pattern).
+
+Each registration declares a small example, ``@register(name, example=Example(...))``: the arguments
+of a small instance, a function giving n inputs, and whether it is a classifier and heavy. The tests
+read everything from it, so they keep no list of models, and a model without one fails below.
+"""
 import pytest
 import torch
+from torch import nn
 
 from nnlab.errors import ConfigError
-from nnlab.models import create_model, list_models
+from nnlab.models import create_model, list_models, model_example, registry
 
-MODEL_ARGS = {"mlp": {"in_features": 784}, "logistic": {"in_features": 784},
-              "resnet9": {"in_channels": 1, "widths": (8, 16, 16, 32)},
-              "preact_resnet18": {"in_channels": 1, "widths": (8, 16, 16, 32)},
-              "vgg": {"in_channels": 1, "stages": ((8,), (16,), (16, 16))},
-              "resnet18": {"in_channels": 1}, "resnet34": {"in_channels": 1}, "resnet50": {"in_channels": 1},
-              "densenet121": {"in_channels": 1}, "vgg16": {"in_channels": 1}}
-# ImageNet backbones that pool five times need at least 32x32 inputs.
-INPUT_SIZE = {"densenet121": 32, "vgg16": 32}
-# Full-size ImageNet backbones take seconds each to build on a CPU: slow tests (resnet18 stays fast).
-HEAVY_MODELS = {"resnet34", "resnet50", "densenet121", "vgg16"}
-# Models that are not classifiers of one input (the encoder-decoder: tests/unit/test_translate.py).
-NOT_CLASSIFIERS = {"seq2seq"}
-CLASSIFIERS = [name for name in list_models() if name not in NOT_CLASSIFIERS]
-MODELS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name for name in CLASSIFIERS]
+
+def without_example() -> list[str]:
+    """The registered models that declare no example: the tests below could not run them."""
+    missing = []
+    for name in list_models():
+        try:
+            model_example(name)
+        except LookupError:
+            missing.append(name)
+    return missing
+
+
+def models(classifiers: bool = True, heavy: bool = True) -> list:
+    """The registered models whose examples are classifiers (or not); a heavy one (a full-size ImageNet
+    backbone, seconds to build on a CPU) is a slow test, or left out when ``heavy`` is False."""
+    chosen = []
+    for name in sorted(set(list_models()) - set(without_example())):
+        example = model_example(name)
+        if example.classifier == classifiers and (heavy or not example.heavy):
+            chosen.append(pytest.param(name, marks=pytest.mark.slow) if example.heavy else name)
+    return chosen
+
+
+def example_model(name: str, **kwargs: object) -> tuple[nn.Module, torch.Tensor]:
+    """The small instance of ``name`` its example describes (``kwargs`` added) and a batch of 4 inputs."""
+    example = model_example(name)
+    return create_model(name, **example.args, **kwargs), example.inputs(4)
+
+
+def test_every_registered_model_declares_a_small_example():
+    assert without_example() == [], "register these with example=Example(...) (nnlab.models.registry)"
+
+
+def test_a_model_registered_without_an_example_is_named(monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    registry.register("toy_without_example")(lambda n_classes=2: nn.Linear(3, n_classes))
+    assert without_example() == ["toy_without_example"]
+    with pytest.raises(LookupError, match=r"'toy_without_example' was registered without an example"):
+        model_example("toy_without_example")
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        model_example("nope")
+
+
 # Their backward pass is the costliest of all; resnet18 takes the same wrapper's path through it.
-LIGHT_MODELS = [name for name in CLASSIFIERS if name not in HEAVY_MODELS]
-# Sequence models take token ids [N, T] (0 is padding for name_rnn) instead of images.
-SEQUENCE_MODELS = {"char_rnn", "name_rnn", "name_cnn", "series_rnn", "text_rnn", "name_gen", "char_transformer",
-                   "name_ngrams", "name_ensemble", "name_generator"}
-
-
-def sample_input(name, n):
-    if name in SEQUENCE_MODELS:
-        # char_rnn: one position per row; name_gen: a category and one character (one position) per row
-        return torch.randint(1, 5, (n, {"char_rnn": 1, "char_transformer": 1, "name_gen": 2, "name_generator": 2}.get(name, 5)))
-    size = INPUT_SIZE.get(name, 28)
-    return torch.randn(n, 1, size, size)
-
-
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", models(heavy=False))
 def test_model_forward_backward_gives_logits_and_gradients(name):
-    model = create_model(name, n_classes=7, **MODEL_ARGS.get(name, {}))
-    x = sample_input(name, 4)
+    model, x = example_model(name, n_classes=7)
     logits = model(x)
     assert logits.shape == (4, 7)
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", models(classifiers=False))  # the encoder-decoder: see also test_translate.py
+def test_other_models_forward_backward_reaches_every_parameter(name):
+    model, x = example_model(name)
+    out = model(x)
+    assert len(out) == 4 and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", models())
 def test_model_features_head_split_equals_forward(name):
-    model = create_model(name, n_classes=5, **MODEL_ARGS.get(name, {})).eval()
-    x = sample_input(name, 3)
-    assert torch.allclose(model.forward_head(model.forward_features(x)), model(x))
+    model, x = example_model(name, n_classes=5)
+    model.eval()
+    assert torch.allclose(model.forward_head(model.forward_features(x[:3])), model(x[:3]))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", models())
 def test_reset_classifier_changes_output_width_only(name):
-    model = create_model(name, n_classes=10, **MODEL_ARGS.get(name, {}))
+    model, x = example_model(name, n_classes=10)
     # A head is "head.*", or "members.i.head.*" for an ensemble's members.
     before = {k: v.clone() for k, v in model.named_parameters() if "head" not in k.split(".")}
     model.reset_classifier(3)
-    assert model.eval()(sample_input(name, 2)).shape == (2, 3)
+    assert model.eval()(x[:2]).shape == (2, 3)
     after = dict(model.named_parameters())
     # A model that is all head (logistic regression) has nothing else to keep.
     assert before or all(k.startswith("head") for k in after)
     assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", models())
 def test_layer_groups_cover_every_parameter_once(name):
-    model = create_model(name, n_classes=10, **MODEL_ARGS.get(name, {}))
+    model, _ = example_model(name, n_classes=10)
     ids = [id(p) for g in model.layer_groups() for p in g.parameters()]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
 

@@ -5,6 +5,6 @@ from nnlab.models import backbones, resnet, vgg  # noqa: F401  (resnet9, preact_
 from nnlab.models import seq2seq  # noqa: F401  (the encoder-decoder with attention: not a classifier)
 from nnlab.models import transformer  # noqa: F401  (char_transformer: a causal transformer language model)
 from nnlab.models import names  # noqa: F401  (name_ngrams, name_ensemble: surname classifiers beyond one net)
-from nnlab.models.registry import create_model, list_models, register
+from nnlab.models.registry import Example, create_model, list_models, model_example, register
 
-__all__ = ["create_model", "list_models", "register"]
+__all__ = ["Example", "create_model", "list_models", "model_example", "register"]

@@ -21,7 +21,7 @@ from torch import nn
 
 from nnlab import files
 from nnlab.errors import CheckpointError
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, images, register
 from nnlab.models.weights import cached_file
 
 if TYPE_CHECKING:
@@ -143,13 +143,18 @@ def create_backbone(arch: str, n_classes: int = 10, in_channels: int = 3, pretra
     return Backbone(stem, body, pool, pre_logits, width, n_classes)
 
 
-def _register(arch: str) -> None:
+def _register(arch: str, example: Example) -> None:
     def factory(n_classes: int = 10, in_channels: int = 3, pretrained: str | None = None) -> Backbone:
         return create_backbone(arch, n_classes, in_channels, pretrained)
 
     factory.__doc__ = f"torchvision {arch} (ImageNet weights: a file, or downloaded once), nnlab interface."
-    register(arch)(factory)
+    register(arch, example)(factory)
 
 
-for _arch in SPLITS:
-    _register(_arch)
+# With their small examples (tests/unit/test_models.py): one grey channel; densenet121 and vgg16 pool
+# five times, so they need 32x32 inputs; all but resnet18 take seconds to build on a CPU (heavy).
+_register("resnet18", Example(images(), {"in_channels": 1}))
+_register("resnet34", Example(images(), {"in_channels": 1}, heavy=True))
+_register("resnet50", Example(images(), {"in_channels": 1}, heavy=True))
+_register("densenet121", Example(images(32), {"in_channels": 1}, heavy=True))
+_register("vgg16", Example(images(32), {"in_channels": 1}, heavy=True))

@@ -26,7 +26,7 @@ from torch import nn
 
 from nnlab.errors import CheckpointError
 from nnlab.files import load_weights
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, images, register
 
 
 @dataclass
@@ -132,7 +132,7 @@ def load_pretrained(model: CNN, path: str | Path) -> None:
     model.load_state_dict(kept, strict=False)
 
 
-@register("cnn")
+@register("cnn", example=Example(images()))
 def cnn(in_channels: int = 1, n_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128),
         stem_kernel: int = 3, head_hidden: int = 0, pool_size: int = 3, dropout: float = 0.1,
         pretrained: str | None = None) -> CNN:

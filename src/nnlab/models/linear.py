@@ -8,10 +8,10 @@ and checkpoints name it (its parameters are the MLP head's: ``head.weight``, ``h
 from __future__ import annotations
 
 from nnlab.models.mlp import MLP, MLPConfig
-from nnlab.models.registry import register
+from nnlab.models.registry import Example, images, register
 
 
-@register("logistic")
+@register("logistic", example=Example(images()))
 def logistic(in_features: int = 784, n_classes: int = 2) -> MLP:
     """Logistic regression on ``in_features`` inputs with ``n_classes`` outputs: an MLP without hidden layers."""
     return MLP(MLPConfig(in_features, hidden=(), n_classes=n_classes, dropout=0.0))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, images, register
 
 
 @dataclass
@@ -43,7 +43,7 @@ class MLP(Classifier):
         return [stem, body, self.head]
 
 
-@register("mlp")
+@register("mlp", example=Example(images()))
 def mlp(in_features: int = 784, hidden: tuple[int, ...] = (256, 128, 64), n_classes: int = 10,
         dropout: float = 0.2) -> MLP:
     """784-256-128-64-10 MLP with ReLU and dropout by default."""

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, register, tokens
 from nnlab.models.rnn import (Hidden, NameGenConfig, NameGenerator, SequenceCNN, SequenceRNN, SequenceRNNConfig,
                               _cell)
 
@@ -179,14 +179,14 @@ def ensemble_correct(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (output.argmax(1) == target).sum()
 
 
-@register("name_ngrams")
+@register("name_ngrams", example=Example(tokens()))
 def name_ngrams(n_classes: int = 18, orders: int = 5, buckets: int = 2 ** 14, embed: int = 64,
                 dropout: float = 0.3) -> NGramBag:
     """Hashed character n-gram bag (fastText-style) classifier of short sequences such as names."""
     return NGramBag(n_classes, orders, buckets, embed, dropout)
 
 
-@register("name_ensemble")
+@register("name_ensemble", example=Example(tokens()))
 def name_ensemble(n_classes: int = 18, n_tokens: int = 60, members: Sequence[str] = ("cnn", "cnn", "rnn"),
                   embed: int = 64, dropout: float = 0.5, filters: int = 256, widths: Sequence[int] = (2, 3, 4, 5),
                   hidden: int = 256, orders: int = 5, buckets: int = 2 ** 14) -> NameEnsemble:
@@ -239,7 +239,7 @@ class ConditionedNameGenerator(NameGenerator):
         return [nn.ModuleList(stem), self.rnn, self.head]
 
 
-@register("name_generator")
+@register("name_generator", example=Example(tokens(2)))  # a category and one character per row
 def name_generator(n_classes: int = 59, condition: str = "both", **kwargs: object) -> ConditionedNameGenerator:
     """Language-conditioned character LSTM/GRU generating names, the language fed at every step,
     as the initial state, or both (``condition``); ``n_classes`` is the vocabulary."""

@@ -5,10 +5,15 @@ A model family lives in one file of this package and registers its sizes with
 logits and which offers ``forward_features``, ``forward_head``, ``reset_classifier`` and
 ``layer_groups`` (stem, body, head), so that transfer learning, CAM and summaries treat all
 families alike.
+
+Each registration also declares a small ``Example`` of its model (the arguments of a small
+instance and a function giving ``n`` inputs), so that the tests that run every registered model
+(tests/unit/test_models.py, timm's pattern) need no list of models: ``model_example(name)``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +21,34 @@ from torch import nn
 from nnlab.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_EXAMPLES: dict[str, Example] = {}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small instance of a registered model and inputs for it: what the registry-wide tests run.
+
+    ``inputs(n)`` gives a batch of ``n`` inputs, the one argument ``forward`` takes; ``args`` are
+    the keyword arguments (besides ``n_classes``) that build a small instance; ``classifier``: its
+    ``forward`` gives ``[n, n_classes]`` logits and it has the ``Classifier`` interface (False for a
+    model with other outputs, such as the encoder-decoder); ``heavy``: it takes seconds to build on
+    a CPU (a full-size ImageNet backbone), so the tests mark it slow and skip its backward pass.
+    """
+
+    inputs: Callable[[int], Any]
+    args: Mapping[str, Any] = field(default_factory=dict)
+    classifier: bool = True
+    heavy: bool = False
+
+
+def images(size: int = 28, channels: int = 1) -> Callable[[int], torch.Tensor]:
+    """Example inputs: ``n`` random images ``[n, channels, size, size]``."""
+    return lambda n: torch.randn(n, channels, size, size)
+
+
+def tokens(length: int = 5, vocab: int = 5) -> Callable[[int], torch.Tensor]:
+    """Example inputs: ``n`` rows of ``length`` token ids in ``1..vocab-1`` (0 is padding)."""
+    return lambda n: torch.randint(1, vocab, (n, length))
 
 
 class Classifier(nn.Module):
@@ -46,22 +79,29 @@ class Classifier(nn.Module):
         self.head = self._make_head(n_classes)
 
 
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that records a model factory under ``name`` (names are unique)."""
+def register(name: str, example: Example | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that records a model factory under ``name`` (names are unique) with its small
+    ``example`` (every model of nnlab declares one: tests/unit/test_models.py checks)."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = factory
+        if example is not None:
+            _EXAMPLES[name] = example
         return factory
 
     return wrap
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the registered model ``name``; keyword arguments go to its config."""
+def _require_known(name: str) -> None:
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments go to its config."""
+    _require_known(name)
     try:
         return _MODELS[name](**kwargs)
     except TypeError as error:
@@ -71,3 +111,12 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_MODELS)
+
+
+def model_example(name: str) -> Example:
+    """The small example that model ``name`` was registered with; a ``LookupError`` if it declared none."""
+    _require_known(name)
+    if name not in _EXAMPLES:
+        raise LookupError(f"model {name!r} was registered without an example: "
+                          f"give it one, @register({name!r}, example=Example(...))")
+    return _EXAMPLES[name]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, images, register
 
 
 @dataclass
@@ -106,14 +106,14 @@ class ResNet(ConcatPoolClassifier):
         return [self.stem, nn.ModuleList([self.stages, self.final]), self.head]
 
 
-@register("resnet9")
+@register("resnet9", example=Example(images(), {"in_channels": 1, "widths": (8, 16, 16, 32)}))
 def resnet9(in_channels: int = 3, n_classes: int = 10, widths: tuple[int, ...] = (64, 128, 256, 512),
             dropout: float = 0.0) -> ResNet:
     """Pre-activation ResNet with one block per stage: 9 convs and a linear head (DAWNBench-style)."""
     return ResNet(ResNetConfig(in_channels, tuple(widths), (1,) * len(widths), dropout, n_classes))
 
 
-@register("preact_resnet18")
+@register("preact_resnet18", example=Example(images(), {"in_channels": 1, "widths": (8, 16, 16, 32)}))
 def preact_resnet18(in_channels: int = 3, n_classes: int = 10, widths: tuple[int, ...] = (64, 128, 256, 512),
                     dropout: float = 0.0) -> ResNet:
     """Pre-activation ResNet-18: two blocks per stage (17 convs and a linear head)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, images, register, tokens
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -189,7 +189,7 @@ class TruncatedBPTT(nn.Module):
         return logits.reshape(-1, logits.shape[-1])  # [B, T, V] -> [B*T, V]
 
 
-@register("char_rnn")
+@register("char_rnn", example=Example(tokens(1)))  # one position per row
 def char_rnn(n_classes: int = 65, **kwargs: object) -> CharRNN:
     """Character-level LSTM/GRU language model over a vocabulary of ``n_classes`` characters."""
     return CharRNN(CharRNNConfig(vocab_size=n_classes, **kwargs))
@@ -302,7 +302,7 @@ class SequenceRNN(Classifier):
         return [self.embed, body, self.head]
 
 
-@register("name_rnn")
+@register("name_rnn", example=Example(tokens()))
 def name_rnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 32, hidden: int = 128, layers: int = 1,
              cell: str = "gru", dropout: float = 0.1, pooling: str = "last") -> SequenceRNN:
     """Bidirectional GRU (or ``cell="lstm"``) classifier of short character sequences such as names."""
@@ -310,7 +310,7 @@ def name_rnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 32, hidden: i
                                          dropout=dropout, drop_embeddings=False, pooling=pooling))
 
 
-@register("text_rnn")
+@register("text_rnn", example=Example(tokens()))
 def text_rnn(n_classes: int = 2, n_tokens: int = 20000, embed: int = 100, hidden: int = 128, layers: int = 1,
              cell: str = "lstm", bidirectional: bool = True, dropout: float = 0.3,
              pooling: str = "last") -> SequenceRNN:
@@ -350,7 +350,7 @@ class SeriesRNN(Classifier):
         return [self.rnn, self.head]
 
 
-@register("series_rnn")
+@register("series_rnn", example=Example(lambda n: torch.randn(n, 5)))  # windows of 5 values
 def series_rnn(n_classes: int = 1, **kwargs: object) -> SeriesRNN:
     """LSTM (or ``cell="gru"``) forecaster: a window of past values in, the next ``n_classes`` values out."""
     return SeriesRNN(SeriesRNNConfig(n_classes=n_classes, **kwargs))
@@ -413,7 +413,7 @@ class SequenceCNN(Classifier):
         return [self.embed, self.convs, self.head]
 
 
-@register("name_cnn")
+@register("name_cnn", example=Example(tokens()))
 def name_cnn(n_classes: int = 18, n_tokens: int = 60, embed: int = 64, filters: int = 256,
              widths: tuple[int, ...] = (2, 3, 4, 5), dropout: float = 0.5) -> SequenceCNN:
     """Character CNN classifier of short sequences such as names: ``filters`` per kernel width."""
@@ -466,7 +466,7 @@ class RowRNN(Classifier):
         return [self.rnn, self.head]
 
 
-@register("row_rnn")
+@register("row_rnn", example=Example(images()))
 def row_rnn(n_classes: int = 10, **kwargs: object) -> RowRNN:
     """LSTM (or ``cell="gru"``) image classifier reading one row of pixels a step (28 steps of 28 for Fashion-MNIST)."""
     return RowRNN(RowRNNConfig(n_classes=n_classes, **kwargs))
@@ -530,7 +530,7 @@ class NameGenerator(Classifier):
         return [nn.ModuleList([self.category, self.embed]), self.rnn, self.head]
 
 
-@register("name_gen")
+@register("name_gen", example=Example(tokens(2)))  # a category and one character per row
 def name_gen(n_classes: int = 59, **kwargs: object) -> NameGenerator:
     """Category-conditioned character LSTM (or ``cell="gru"``) generating names; ``n_classes`` is the vocabulary."""
     return NameGenerator(NameGenConfig(vocab_size=n_classes, **kwargs))

@@ -24,12 +24,13 @@ output, for the attention-matrix plot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Example, register
 
 PAD, SOS, EOS = 0, 1, 2
 ATTENTIONS = ("bahdanau", "luong")
@@ -250,7 +251,13 @@ class Seq2Seq(nn.Module):
         return history[rows.squeeze(1), best], attention[rows.squeeze(1), best]
 
 
-@register("seq2seq")
+def _example_batch(n: int) -> SimpleNamespace:
+    """``n`` pairs of 4 source and 3 target ids, as the fields of a ``PairBatch`` (the registry's example)."""
+    return SimpleNamespace(source=torch.randint(3, 32, (n, 4)), lengths=torch.full((n,), 4),
+                           target_in=torch.randint(3, 32, (n, 3)))
+
+
+@register("seq2seq", example=Example(_example_batch, {"embed": 8, "hidden": 16}, classifier=False))
 def seq2seq(**kwargs: object) -> Seq2Seq:
     """A GRU encoder-decoder with Bahdanau (additive) or Luong (dot-product) attention."""
     return Seq2Seq(Seq2SeqConfig(**kwargs))

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nnlab.models.registry import Classifier, register
+from nnlab.models.registry import Classifier, Example, register, tokens
 
 
 @dataclass
@@ -150,7 +150,7 @@ class CharTransformer(Classifier):
         return groups
 
 
-@register("char_transformer")
+@register("char_transformer", example=Example(tokens(1)))  # one position per row
 def char_transformer(n_classes: int = 65, **kwargs: object) -> CharTransformer:
     """Causal transformer language model over a vocabulary of ``n_classes`` tokens (characters or words)."""
     return CharTransformer(CharTransformerConfig(vocab_size=n_classes, **kwargs))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnlab.models.registry import register
+from nnlab.models.registry import Example, images, register
 from nnlab.models.resnet import AdaptiveConcatPool2d, ConcatPoolClassifier
 
 
@@ -58,7 +58,7 @@ class VGG(ConcatPoolClassifier):
         return [self.stem, self.body, self.head]
 
 
-@register("vgg")
+@register("vgg", example=Example(images(), {"in_channels": 1, "stages": ((8,), (16,), (16, 16))}))
 def vgg(in_channels: int = 3, n_classes: int = 10,
         stages: tuple[tuple[int, ...], ...] = ((64,), (128,), (256, 256), (512, 512)), dropout: float = 0.0) -> VGG:
     """VGG-style conv net with batch norm; ``stages`` lists each stage's conv widths."""
