@@ -38,8 +38,8 @@ def _epoch_label(epoch: int, n_epochs: int) -> str:
 
 class ProgressCallback(Callback):
     """A tqdm bar per epoch (loss, accuracy, images/s) on a terminal or in Jupyter (``tqdm.auto``
-    picks the notebook widget); one plain line per epoch otherwise, so a log file gets one line
-    an epoch, not a bar's redraws.
+    picks the notebook widget) when ``stream`` is the terminal or the notebook's output; one plain
+    line per epoch otherwise, so a log file gets one line an epoch, not a bar's redraws.
 
     The bar refreshes every ``every`` batches, because reading the loss is a host-device sync.
     """
@@ -55,7 +55,9 @@ class ProgressCallback(Callback):
         self.start = time.perf_counter()
         self.seen = 0
         self.correct = 0
-        if self.stream.isatty() or in_notebook():
+        # a bar where someone watches it: a terminal, or the notebook's own output (a widget, or one text
+        # line redrawn in place where ipywidgets is missing); a log file, even in a notebook, gets lines
+        if self.stream.isatty() or (in_notebook() and self.stream in (sys.stdout, sys.stderr)):
             total = len(self.learner.train_batches) if hasattr(self.learner.train_batches, "__len__") else None
             self.bar = tqdm(total=total, desc=_epoch_label(self.learner.epoch + 1, self.learner.n_epochs),
                             file=self.stream, leave=False, dynamic_ncols=True)
