@@ -86,6 +86,8 @@ NEEDS = {
     "postgresql": Need("PostgreSQL's server binaries (initdb, pg_ctl on PATH or in /usr/lib/postgresql/*/bin)",
                        "`make postgres` as root (apt-get install postgresql)", postgres_bindir),
     "psycopg": Need("the PostgreSQL driver psycopg", SETUP, module("psycopg")),
+    "jupyter": Need("the Jupyter packages nbformat, nbclient and ipykernel", SETUP,
+                    lambda: all(module(name)() for name in ("nbformat", "nbclient", "ipykernel"))),
     "fashion-mnist": Need("the real Fashion-MNIST", "`make data` as root (apt-get install dataset-fashion-mnist) "
                           "or `nnlab download fashion-mnist`", dataset("fashion-mnist")),
     "text": Need("Tiny Shakespeare", "NNLAB_DATA=DIR holding text/tinyshakespeare.txt (make test sets "

@@ -25,7 +25,8 @@ import nnlab
 from conftest import run_cli, stem_maker, tiny_image, write_csv
 from nnlab.data.series import sine_waves
 from nnlab.data.vision import load_image_dataset
-from nnlab.errors import ConfigError
+from nnlab.errors import ConfigError, DataError
+from nnlab.inspection.report import results_figure
 from nnlab.kinds import KINDS, get_kind
 from nnlab.kit.kind import CAPABILITY_METHODS
 from nnlab.kit.runs import Result, Run
@@ -137,7 +138,8 @@ TRANSFER = {"pretrain_epochs": 1, "epochs": 2, "freeze_epochs": 1, "threads": 1,
 
 # kind -> its tiny case, built from the data folder, the square images and a trained image run
 CASES: dict[str, Callable[[Path, Path, Path], Case]] = {
-    "image": lambda data, squares, image_run: Case("fashion-cnn", tiny_image(squares), square_images(squares, data / "images")),
+    "image": lambda data, squares, image_run: Case("fashion-cnn", tiny_image(squares),
+                                                   square_images(squares, data / "images")),
     "tabular": lambda data, squares, image_run: Case(
         "tabular", {"csv": str(admissions(data / "admissions.csv")), "target": "admit", "categorical": "rank,city",
                     "hidden": "16", "epochs": 3, "lr": 0.02, "plots": False},
@@ -360,3 +362,32 @@ def test_every_method_of_each_kind_answers_as_its_command_does(name, data, squar
             with pytest.raises(ConfigError, match=f"kind {name!r}"):
                 picture()
     assert "<table>" in run._repr_html_()
+
+
+def test_an_image_run_predicts_files_pil_images_and_uint8_tensors_alike(image_run, squares, tmp_path):
+    run = nnlab.load(image_run)
+    files = square_images(squares, tmp_path, n=2)
+    by_file = run.predict(files, top_k=2)
+    pictures = [Image.open(path) for path in files]
+    tensors = [torch.from_numpy(np.array(picture))[None] for picture in pictures]  # uint8 [1, 28, 28]
+    for inputs in (pictures, tensors):
+        rows = run.predict(inputs, top_k=2)
+        assert [row["file"] for row in rows] == ["<image 0>", "<image 1>"]
+        assert [row["top"] for row in rows] == [row["top"] for row in by_file]
+    assert run.predict(files[0])[0]["top"][0] == by_file[0]["top"][0]  # one input, not a list
+    with pytest.raises(DataError, match=r"uint8 tensors of shape \[1, 28, 28\]; got Tensor torch.float32"):
+        run.predict(tensors[0].float())
+
+
+def test_show_batch_draws_a_recipes_first_training_examples_and_show_results_its_test_results(image_run, squares):
+    classes = load_image_dataset("fashion-mnist", str(squares)).classes
+    fig = nnlab.show_batch("fashion-cnn", 6, data=str(squares))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert isinstance(fig, Figure) and len(titles) == 6 and set(titles) <= set(classes)
+    shown = nnlab.load(image_run).show_results(5)
+    marks = [(ax.get_title(), ax.title.get_color()) for ax in shown.axes if ax.get_title()]
+    right = {f"{name}/{name}" for name in classes}  # "true/predicted" of a right answer
+    assert len(marks) == 5 and all((colour == "red") == (title not in right) for title, colour in marks)
+    drawn = results_figure(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]),
+                           torch.tensor([[0.9, 0.1], [0.8, 0.2]]), ["cat", "dog"])
+    assert [(ax.get_title(), ax.title.get_color()) for ax in drawn.axes] == [("cat/cat", "black"), ("dog/cat", "red")]

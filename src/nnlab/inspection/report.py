@@ -129,7 +129,8 @@ def text_rows_figure(header: Sequence[str], rows: Sequence[Sequence[str]], colou
     def line(cells: Sequence[str]) -> str:
         return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths))
     height = 0.22 * (len(rows) + 2) + (0.3 if title else 0.1)
-    fig = Figure(figsize=(max(3.0, 0.09 * len(line(header)) + 0.4), height))
+    chars = max(len(line(header)), 1.2 * len(title))  # the title is larger, in bold
+    fig = Figure(figsize=(max(3.0, 0.09 * chars + 0.4), height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     step = 1 / (len(rows) + 2 + (1 if title else 0))

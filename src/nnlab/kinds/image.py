@@ -328,7 +328,7 @@ class ImageKind(Kind):
         return export(run_dir, fmt, out=out, **options)
 
     def batch_figure(self, config: Any, n: int = 16) -> Any:
-        """The first ``n`` images of the run's training split (the seeded split ``prepare`` draws), with their classes."""
+        """The first ``n`` images of the run's training split (the seeded split of ``prepare``), with their classes."""
         from nnlab.inspection.report import image_grid_figure
         data = load_image_dataset(config.dataset, config.data)
         train_idx, _ = stratified_split(data.train_labels, config.valid_fraction,

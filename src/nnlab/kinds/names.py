@@ -260,9 +260,9 @@ class NamesKind(Kind):
         """The first ``n`` names of the run's training split, with their languages."""
         from nnlab.inspection.report import text_rows_figure
         split = split_names(load_names(config.data), config)
-        rows = split.rows["train"][:n].tolist()
-        return text_rows_figure(("name", "language"), [(split.data.names[i], split.data.classes[int(split.data.labels[i])])
-                                                       for i in rows], title=f"the first {len(rows)} training names")
+        data, rows = split.data, split.rows["train"][:n].tolist()
+        shown = [(data.names[i], data.classes[int(data.labels[i])]) for i in rows]
+        return text_rows_figure(("name", "language"), shown, title=f"the first {len(rows)} training names")
 
     def results(self, run: Any, n: int = 16) -> Any:
         """The first ``n`` test names with their true and predicted languages (``nnlab predict``'s), mistakes in red."""

@@ -239,8 +239,10 @@ class CustomKind(Kind):
         try:
             model.load_state_dict(state["model"])
         except (KeyError, RuntimeError) as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            # torch's first line only says "Error(s) in loading state_dict for Net:"; the next names a tensor
             raise CheckpointError(f"{path}: the weights do not fit the model given ({type(model).__name__}): "
-                                  f"{str(error).splitlines()[0]}") from None
+                                  f"{lines[1] if len(lines) > 1 else lines[0]}") from None
         return model.eval(), {key: value for key, value in state.items() if key in ("model_class", "epoch", "kind")}
 
     def predict_run(self, run: Run, inputs: Any, top_k: int = 3, batch_size: int | None = None,
