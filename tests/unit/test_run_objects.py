@@ -9,6 +9,7 @@ their own tests, made smaller.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 from dataclasses import dataclass, field
@@ -229,6 +230,14 @@ def check_predict(run: Run, case: Case, capsys, tmp: Path) -> None:
         api = run.predict(case.predict_flags[1], top_k=2, output=tmp / "api.csv")
         assert without(api, "out") == without(last_json(out), "out")
         assert (tmp / "api.csv").read_text() == (tmp / "cli.csv").read_text()
+        if run.kind.name == "tabular":  # rows in memory: the classes and probabilities of the CSV's
+            with open(tmp / "cli.csv", newline="") as handle:
+                written = list(csv.DictReader(handle))[:3]
+            rows = run.predict([{k: v for k, v in row.items() if k in ("gre", "gpa", "rank", "city")}
+                                for row in written], top_k=2)
+            assert [row["top"][0]["class"] for row in rows] == [row["predicted_admit"] for row in written]
+            assert [row["top"][0]["probability"] for row in rows] == pytest.approx(
+                [float(row[f"probability_{row['predicted_admit']}"]) for row in written], abs=1e-6)
         return
     code, out, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err

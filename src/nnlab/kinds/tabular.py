@@ -293,3 +293,25 @@ class TabularKind(Kind):
         if result.get("test_r2") is not None:
             return [f"test R^2 {result['test_r2']:.4f}  MAE {result['test_mae']:.4g}"]
         return super().scores(result)
+
+    def predict_run(self, run: Any, inputs: Any, top_k: int = 3, **options: Any) -> Any:
+        """A CSV file as ``nnlab predict`` takes it (its predictions written beside it), or rows in memory,
+        each a dict of column -> value: a classifier's ``top_k`` classes of each (named ``<row N>``), a
+        regression's ``predicted`` value."""
+        from nnlab.engine.metrics import ranked
+        from nnlab.kit.runs import as_list
+        rows = as_list(inputs)
+        if not rows or not all(isinstance(row, dict) for row in rows):
+            return predict(run.run_dir, rows, top_k=top_k, **options)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        missing = [(i, name) for i, row in enumerate(rows) for name in columns if name not in row]
+        if missing:
+            raise DataError(f"predict: row {missing[0][0]} has no {missing[0][1]!r} (rows need the same columns)")
+        table = Table("<rows>", columns, [[str(row[name]) for name in columns] for row in rows], list(range(len(rows))))
+        _, model, pre = load_run(run.run_dir, "cpu")
+        outputs = model_outputs(model, pre.transform(table))
+        names = [f"<row {i}>" for i in range(len(rows))]
+        if pre.task == "classify":
+            return ranked(outputs.softmax(1), pre.classes, names, top_k)
+        values = pre.decode_target(outputs.squeeze(1)).tolist()
+        return [{"file": name, "predicted": value} for name, value in zip(names, values)]
