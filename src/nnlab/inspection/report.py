@@ -32,25 +32,10 @@ def top_losses(probs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torc
 def top_losses_figure(images: torch.Tensor, rows: Sequence[dict[str, Any]]) -> Figure:
     """A grid of uint8 images [K, C, H, W], each titled with its predicted and true class, their
     probabilities and the loss (``rows`` as ``explain`` returns them)."""
-    k = len(rows)
-    cols = max(1, math.ceil(math.sqrt(k)))
-    lines = max(1, math.ceil(k / cols))
-    fig = Figure(figsize=(2.4 * cols, 2.6 * lines), layout="tight")
-    axes = fig.subplots(lines, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= k:
-            continue
-        image = images[i]
-        if image.shape[0] == 1:
-            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(image.permute(1, 2, 0).numpy())
-        r = rows[i]
-        ax.set_title(f"pred {r['predicted']} ({r['probability']:.2f})\ntrue {r['true']} ({r['true_probability']:.2f})"
-                     f"\nloss {r['loss']:.2f}", fontsize=8)
-    fig.suptitle("Highest-loss images: predicted / true (probability)")
-    return fig
+    titles = [f"pred {r['predicted']} ({r['probability']:.2f})\ntrue {r['true']} ({r['true_probability']:.2f})"
+              f"\nloss {r['loss']:.2f}" for r in rows]
+    return image_grid_figure(images[:len(rows)], titles, title="Highest-loss images: predicted / true (probability)",
+                             panel=(2.4, 2.6))
 
 
 def explain(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], top: int, folder: Path | None,
@@ -87,13 +72,14 @@ def save_figures(figures: dict[str, Figure], folder: Path) -> dict[str, str]:
 
 
 def image_grid_figure(images: torch.Tensor, titles: Sequence[str], colours: Sequence[str] | None = None,
-                      title: str = "") -> Figure:
-    """uint8 images [N, C, H, W] in a grid (at most 8 wide), each with its title (in its colour):
-    ``nnlab.show_batch``'s and ``Run.show_results``' pictures of image runs."""
+                      title: str = "", panel: tuple[float, float] = (1.6, 1.75)) -> Figure:
+    """uint8 images [N, C, H, W] in a grid (at most 8 wide), each with its title (in its colour) in a
+    ``panel`` of (width, height) inches: the top losses, ``nnlab.show_batch``'s and ``Run.show_results``'
+    pictures of image runs."""
     k = len(images)
     cols = max(1, min(8, math.ceil(math.sqrt(k))))
     lines = max(1, math.ceil(k / cols))
-    fig = Figure(figsize=(1.6 * cols, 1.75 * lines + 0.4), layout="tight")
+    fig = Figure(figsize=(panel[0] * cols, panel[1] * lines + 0.4), layout="tight")
     axes = fig.subplots(lines, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
