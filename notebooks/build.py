@@ -23,6 +23,7 @@ from jupytext.combine import combine_inputs_with_outputs
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
@@ -65,14 +66,36 @@ def execute(path: Path, timeout: int) -> float:
     notebook, which is saved all the same) and raises ``CellExecutionError``."""
     from nbclient import NotebookClient
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name=KERNELSPEC["name"],
+    client = NotebookClient(notebook, timeout=timeout, kernel_name=KERNELSPEC["name"], store_widget_state=False,
                             resources={"metadata": {"path": str(HERE)}})
     start = time.perf_counter()
     try:
         client.execute()
     finally:
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                cell.outputs = stored_outputs(cell.outputs)
         nbformat.write(notebook, path)
     return time.perf_counter() - start
+
+
+def stored_outputs(outputs: list) -> list:
+    """The outputs a reader of the saved notebook sees: the progress bars left out (live widgets, each
+    closed at its epoch's end: the epoch's line stays), the pieces of each stream joined, and a text
+    bar's carriage-return redraws reduced to what a terminal would show."""
+    kept: list = []
+    for output in outputs:
+        if output.output_type == "display_data" and WIDGET_VIEW in output.get("data", {}):
+            continue
+        if output.output_type == "stream" and kept and kept[-1].output_type == "stream" \
+                and kept[-1].name == output.name:
+            kept[-1].text += output.text
+            continue
+        kept.append(output)
+    for output in kept:
+        if output.output_type == "stream" and "\r" in output.text:
+            output.text = "\n".join(line.rsplit("\r", 1)[-1] for line in output.text.split("\n"))
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:

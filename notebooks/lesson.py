@@ -56,6 +56,28 @@ def dataset(name: str) -> str | None:
     return row["location"] if row["found"] else None
 
 
+def figures_inline() -> None:
+    """Make IPython show a bare matplotlib ``Figure`` as a PNG (nnlab draws with ``Figure()``, not pyplot,
+    and IPython's inline backend registers its formatter only once pyplot is imported)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        from nnlab.files import figure_png
+        formatter.for_type(Figure, figure_png)
+
+
+figures_inline()
+
+
 def show(*pictures: Any) -> None:
     """Show matplotlib Figures inline (as image/png), and the figures of a run method's result."""
     from IPython.display import display
