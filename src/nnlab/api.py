@@ -37,4 +37,6 @@ def show_batch(source: str | Run, n: int = 16, **overrides: Any) -> Any:
     else:
         config = recipe_config(source, overrides)
         kind = get_kind(config.kind)
+    if not kind.supports("show"):
+        raise kind.lacks("show_batch", source.run_dir if isinstance(source, Run) else None)
     return kind.batch_figure(config, n)

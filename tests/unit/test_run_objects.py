@@ -45,6 +45,7 @@ class Case:
     predict_flags: list[str] = field(default_factory=list)  # its options (--csv FILE ...)
     sample: dict[str, Any] = field(default_factory=dict)   # Run.sample's arguments
     translate: str = ""
+    predicts: bool = True                                  # False: nnlab predict refuses (a measurement)
 
 
 # --- generated data (each kind's own tests' data, made smaller) -------------------------------------------
@@ -165,7 +166,7 @@ CASES: dict[str, Callable[[Path, Path, Path], Case]] = {
     "series": lambda data, squares, image_run: Case(
         "series", {"csv": str(series_csv(data / "series.csv")), "column": "v", "epochs": 2, "hidden_size": 4,
                    "plots": False},
-        predict=["0.5"]),
+        predict=["0.5"], predicts=False),
     "textcls": lambda data, squares, image_run: Case(
         "text-classify", {"csv": str(reviews(data / "reviews.csv")), "text_column": "review",
                           "label_column": "sentiment", "epochs": 2, "batch_size": 32, "hidden_size": 8, "embed": 8,
@@ -173,13 +174,13 @@ CASES: dict[str, Callable[[Path, Path, Path], Case]] = {
         predict=["The plot was superb.", "A dull film."]),
     "transfer": lambda data, squares, image_run: Case(
         "digits-transfer", {**TRANSFER, "from_run": str(image_run), "percents": (10,), "batch_size": 32},
-        predict=["x.png"]),
+        predict=["x.png"], predicts=False),
     "fashion-transfer": lambda data, squares, image_run: Case(
         "fashion-transfer", {**TRANSFER, "data": str(squares), "model_args.widths": (8, 16, 16),
                              "model_args.head_hidden": 32, "pretrain_batch_size": 50, "shots": (2,),
                              "batch_size": 16, "min_epoch_images": 32, "valid_per_class": 4,
                              "scratch_lrs": (3e-2,)},
-        predict=["x.png"]),
+        predict=["x.png"], predicts=False),
     "translate": lambda data, squares, image_run: Case(
         "translate", {"data": str(word_pairs(data / "pairs.tsv")), "source_column": 0, "target_column": 1,
                       "epochs": 1, "lr": 1e-2, "hidden_size": 16, "embed": 8, "batch_size": 32,
@@ -219,7 +220,7 @@ def check_evaluate(run: Run, case: Case, capsys, tmp: Path) -> None:
 
 def check_predict(run: Run, case: Case, capsys, tmp: Path) -> None:
     argv = ["predict", str(run.run_dir), *case.predict, *case.predict_flags, "--top-k", "2"]
-    if run.kind.name in ("series", "transfer", "fashion-transfer"):  # measurements: nothing to predict
+    if not case.predicts:  # measurements: nothing to predict
         with pytest.raises(ConfigError) as refused:
             run.predict(case.predict, top_k=2)
         assert cli_error(capsys, *argv) == str(refused.value)
@@ -320,6 +321,11 @@ def check_plot_curves(run: Run, case: Case, capsys, tmp: Path) -> None:
     assert sum(len(ax.lines) for ax in fig.axes) >= (1 if run.history else 0)
 
 
+def check_show_results(run: Run, case: Case, capsys, tmp: Path) -> None:
+    fig = run.show_results(4)
+    assert isinstance(fig, Figure) and len(fig.axes) >= 1
+
+
 def check_plot_lr(run: Run, case: Case, capsys, tmp: Path) -> None:
     lr_csv = run.run_dir / "lr.csv"
     recorded = lr_csv.is_file() and len(lr_csv.read_text().splitlines()) > 1
@@ -330,14 +336,12 @@ def check_plot_lr(run: Run, case: Case, capsys, tmp: Path) -> None:
 CHECKS = {"evaluate": check_evaluate, "predict": check_predict, "sample": check_sample,
           "translate": check_translate, "summary_table": check_summary_table, "export": check_export,
           "interpret": check_interpret, "cam": check_cam, "filters": check_filters, "resume": check_resume,
-          "plot_curves": check_plot_curves, "plot_lr": check_plot_lr}
+          "plot_curves": check_plot_curves, "plot_lr": check_plot_lr, "show_results": check_show_results}
 
 # What each by-capability method is called with when the kind lacks it (it must refuse before using them).
 ANY_ARGS = {"interpret": (), "cam": ("x.png",), "filters": (), "sample": (), "translate": ("x",),
-            "export": ("onnx",), "summary_table": (), "resume": ()}
+            "export": ("onnx",), "summary_table": (), "resume": (), "show_results": (4,)}
 
-# The kinds whose runs draw their training examples and their test results (nnlab.show_batch, show_results).
-PICTURED = {"image", "names", "text", "translate"}
 
 
 @pytest.fixture(scope="module")
@@ -364,12 +368,11 @@ def test_every_method_of_each_kind_answers_as_its_command_does(name, data, squar
         message = str(refused.value)
         assert f"(kind {name!r})" in message and f"its methods: {', '.join(kind.methods())}" in message, message
     assert set(CAPABILITY_METHODS.values()) <= set(ANY_ARGS) | set(CHECKS)
-    for picture in (lambda: run.show_results(4), lambda: nnlab.show_batch(run, 4)):
-        if name in PICTURED:
-            assert isinstance(picture(), Figure)
-        else:
-            with pytest.raises(ConfigError, match=f"kind {name!r}"):
-                picture()
+    if kind.supports("show"):  # show_results is checked with the methods; show_batch goes with it
+        assert isinstance(nnlab.show_batch(run, 4), Figure)
+    else:
+        with pytest.raises(ConfigError, match=f"kind {name!r}"):
+            nnlab.show_batch(run, 4)
     assert "<table>" in run._repr_html_()
 
 

@@ -395,7 +395,7 @@ class CharLMKind(Kind):
     name = "text"
     what = "char-RNN run"
     config = CharLMConfig
-    capabilities = frozenset({"resume", "ddp", "sample"})
+    capabilities = frozenset({"resume", "ddp", "sample", "show"})
     metrics = ("valid_loss", "valid_bpc")
 
     train = staticmethod(train)

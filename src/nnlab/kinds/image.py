@@ -277,7 +277,7 @@ class ImageKind(Kind):
     what = "image run"
     config = ImageConfig
     capabilities = frozenset({"resume", "ddp", "serve", "export", "interpret", "cam", "filters", "summary",
-                              "lr-find"})
+                              "lr-find", "show"})
     eval_options = ("ensemble",)
     predict_options = ("invert", "csv")
     options = (Option("--augment", "augment", "batched augmentations, comma-separated (flip, crop, ...)",

@@ -246,7 +246,7 @@ class NamesKind(Kind):
     name = "names"
     what = "names run"
     config = NamesConfig
-    capabilities = frozenset({"resume", "ddp", "serve"})
+    capabilities = frozenset({"resume", "ddp", "serve", "show"})
     takes_text = True
 
     train = staticmethod(train)

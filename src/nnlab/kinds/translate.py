@@ -350,7 +350,7 @@ class TranslateKind(Kind):
     name = "translate"
     what = "translation run"
     config = TranslateConfig
-    capabilities = frozenset({"resume", "translate"})
+    capabilities = frozenset({"resume", "translate", "show"})
     metrics = ("test_bleu",)
 
     train = staticmethod(train)

@@ -24,11 +24,12 @@ from nnlab.errors import ConfigError
 # for resume, ddp, serve and lr-find, what `nnlab train --resume`, `--nproc`, `nnlab serve` and
 # `nnlab lr-find` take).
 CAPABILITIES = ("resume", "ddp", "serve", "export", "interpret", "cam", "filters", "summary", "sample",
-                "translate", "lr-find")
-# The Run method each capability adds (the others are ways to train or serve, not methods).
+                "translate", "lr-find", "show")
+# The Run method each capability adds (the others are ways to train or serve, not methods; "show" also
+# gives nnlab.show_batch of the kind's recipes).
 CAPABILITY_METHODS = {"resume": "resume", "export": "export", "interpret": "interpret", "cam": "cam",
                       "filters": "filters", "summary": "summary_table", "sample": "sample",
-                      "translate": "translate"}
+                      "translate": "translate", "show": "show_results"}
 # What every Run has, whatever its kind.
 COMMON_METHODS = ("evaluate", "predict", "plot_curves", "plot_lr")
 

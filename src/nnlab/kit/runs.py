@@ -200,6 +200,7 @@ class Run:
 
     def show_results(self, n: int = 16) -> Any:
         """``n`` test examples with their true and predicted labels, mistakes marked (a Figure)."""
+        self._need("show", "show_results")
         return self.kind.results(self, n)
 
     def _repr_html_(self) -> str:
