@@ -37,9 +37,9 @@ def require(found: object, need: str) -> None:
     if found and not isinstance(found, BaseException):
         return
     item = NEEDS[need]
-    message = f"{item.what} is missing: {item.how}" + (f" [{found}]" if isinstance(found, BaseException) else "")
+    message = f"missing {item.what}: {item.how}" + (f" [{found}]" if isinstance(found, BaseException) else "")
     if os.environ.get("NNLAB_REQUIRE_ALL") == "1":
-        pytest.fail(f"NNLAB_REQUIRE_ALL=1 and {message}", pytrace=False)
+        pytest.fail(f"NNLAB_REQUIRE_ALL=1: {message}", pytrace=False)
     pytest.skip(message)
 
 

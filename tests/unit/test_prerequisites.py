@@ -20,14 +20,14 @@ def hide(monkeypatch, name):
 def test_require_goes_on_skips_or_under_require_all_fails_naming_what_and_how(monkeypatch):
     monkeypatch.delenv("NNLAB_REQUIRE_ALL", raising=False)
     require("/usr/lib/postgresql/15/bin", "postgresql")  # found: nothing happens
-    with pytest.raises(pytest.skip.Exception, match=r"PostgreSQL's server binaries .* is missing: `make postgres`"):
+    with pytest.raises(pytest.skip.Exception, match=r"missing PostgreSQL's server binaries .*: `make postgres`"):
         require(None, "postgresql")
     monkeypatch.setenv("NNLAB_REQUIRE_ALL", "1")
-    with pytest.raises(pytest.fail.Exception, match=r"NNLAB_REQUIRE_ALL=1 and PostgreSQL's server binaries"):
+    with pytest.raises(pytest.fail.Exception, match=r"NNLAB_REQUIRE_ALL=1: missing PostgreSQL's server binaries"):
         require(None, "postgresql")
-    with pytest.raises(pytest.fail.Exception, match=r"Tiny Shakespeare is missing: .* \[text not found here\]"):
+    with pytest.raises(pytest.fail.Exception, match=r"missing Tiny Shakespeare: .* \[text not found here\]"):
         require(FileNotFoundError("text not found here"), "text")
-    with pytest.raises(pytest.fail.Exception, match=r"psycopg is missing: `make setup`.*No module named"):
+    with pytest.raises(pytest.fail.Exception, match=r"missing the PostgreSQL driver psycopg: `make setup`.*No module named"):
         require_module("psycopg_that_is_not_there", "psycopg")
 
 
