@@ -308,7 +308,7 @@ def recipe_config(recipe: str, overrides: dict[str, Any]) -> Any:
     epochs even where the recipe has a time budget (which would lift the epoch limit).
     """
     base = get_recipe(recipe).config
-    if "source_recipe" in overrides and hasattr(base, "source"):  # a transfer run nests its source's config
+    if "source_recipe" in overrides and isinstance(base, TransferConfig):  # it nests its source recipe's config
         overrides = {**overrides, "source": dataclasses.asdict(get_recipe(overrides["source_recipe"]).config)}
     if "epochs" in overrides and "time_budget" not in overrides and base.time_budget is not None:
         overrides = {**overrides, "time_budget": None}
