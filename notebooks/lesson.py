@@ -56,6 +56,22 @@ def dataset(name: str) -> str | None:
     return row["location"] if row["found"] else None
 
 
+def text_or_standin() -> str | None:
+    """``None`` where Tiny Shakespeare is found (the recipes read it themselves); else the path of a named
+    stand-in: Debian's licence texts (/usr/share/common-licenses), joined into one English text file."""
+    if dataset("text") is not None:
+        return None
+    licences = sorted(p for p in Path("/usr/share/common-licenses").glob("*") if p.is_file())
+    if not licences:
+        raise RuntimeError("neither Tiny Shakespeare (nnlab download text) nor a stand-in text was found")
+    path = RUNS / "standin.txt"
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(p.read_text(encoding="utf-8", errors="replace") for p in licences), encoding="utf-8")
+    print(f"STAND-IN: Tiny Shakespeare is absent; this lesson trains on {len(licences)} licence texts "
+          f"of /usr/share/common-licenses ({path.stat().st_size:,} bytes), not on Shakespeare")
+    return str(path)
+
+
 def figures_inline() -> None:
     """Make IPython show a bare matplotlib ``Figure`` as a PNG (nnlab draws with ``Figure()``, not pyplot,
     and IPython's inline backend registers its formatter only once pyplot is imported)."""

@@ -6,13 +6,17 @@ notebook. The bar must be one updating thing, not a line per batch: with ipywidg
 per epoch, updated in place and closed at the epoch's end; without (ipywidgets hidden from the
 kernel), one text line redrawn with carriage returns. Either way the notebook gets one plain line
 per epoch, and a fit whose ``stream`` is a log file writes one line per epoch there and nothing
-else: no bar's redraws in a file.
+else: no bar's redraws in a file. A sequence model's bar (outputs not one row of class scores per
+target, as a translation's) shows its loss alone.
 """
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
+import torch
+from torch.utils.data import TensorDataset
 
 EPOCHS, BATCHES = 3, 40
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -108,3 +112,32 @@ def test_fit_in_a_kernel_without_ipywidgets_redraws_one_text_line_and_logs_a_lin
     assert_epoch_lines([line for line in epoch_lines(text) if "IProgress" not in line and "autonotebook" not in line])
     assert "\r" not in log
     assert_epoch_lines(log.splitlines())
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, so that the bar is drawn into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Tagger(torch.nn.Module):
+    """Logits [N, classes, T] for targets [N, T]: a sequence model's shapes (translation, tagging)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(5, 8)
+        self.out = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embed(x)).permute(0, 2, 1)  # [N, T, C] -> [N, C, T]
+
+
+def test_the_bar_of_a_sequence_model_shows_its_loss_and_no_accuracy(tmp_path):
+    import nnlab
+    x = torch.randint(5, (64, 7), generator=torch.Generator().manual_seed(0))  # [N, T]
+    stream = Terminal()
+    run = nnlab.fit(Tagger(), TensorDataset(x, x), epochs=1, batch_size=8, metric=None, out=tmp_path / "run",
+                    stream=stream, tensorboard=False, plots=False)
+    assert len(run.history) == 1
+    assert "loss=" in stream.getvalue() and "acc=" not in stream.getvalue()

@@ -69,9 +69,11 @@ class ProgressCallback(Callback):
         if self.learner.batch_index % self.every == 0:
             elapsed = max(time.perf_counter() - self.start, 1e-9)
             done = (self.learner.batch_index + 1) * len(self.learner.y)
-            acc = (self.learner.logits.argmax(1) == self.learner.y).float().mean().item()
-            self.bar.set_postfix(loss=f"{self.learner.loss.item():.3f}", acc=f"{acc:.3f}",
-                                 img_s=f"{done / elapsed:.0f}")
+            logits, y = self.learner.logits, self.learner.y
+            postfix = {"loss": f"{self.learner.loss.item():.3f}"}
+            if logits.ndim == 2 and len(logits) == len(y) and not y.is_floating_point():  # a row of class scores a target
+                postfix["acc"] = f"{(logits.argmax(1) == y).float().mean().item():.3f}"
+            self.bar.set_postfix(**postfix, img_s=f"{done / elapsed:.0f}")
 
     def after_epoch(self) -> None:
         if self.bar is not None:
