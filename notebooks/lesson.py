@@ -97,8 +97,12 @@ figures_inline()
 def show(*pictures: Any) -> None:
     """Show matplotlib Figures inline (as image/png), and the figures of a run method's result."""
     from IPython.display import display
+    from matplotlib.figure import Figure
     for picture in pictures:
         figures = getattr(picture, "figures", None)
+        if figures is None and isinstance(picture, dict):  # nnlab.interpret(run, data)'s result
+            figures = picture.get("figures")
         for figure in (figures.values() if isinstance(figures, dict) else [picture]):
-            if figure is not None:
-                display(figure)
+            if not isinstance(figure, Figure):
+                raise TypeError(f"show: expected matplotlib Figures, or a result holding them; got {type(figure).__name__}")
+            display(figure)
