@@ -89,7 +89,7 @@ train: setup
 # set, the tests read Tiny Shakespeare, the names and the translation pairs from it.
 SHARED_DATA := $(wildcard $(CURDIR)/../shared/data)
 ifeq ($(origin NNLAB_DATA)-$(if $(SHARED_DATA),found),undefined-found)
-test test-fast: export NNLAB_DATA = $(abspath $(SHARED_DATA))
+test test-fast notebooks lab: export NNLAB_DATA = $(abspath $(SHARED_DATA))
 endif
 
 test:
@@ -128,3 +128,23 @@ screenshots: setup browser
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# The lesson notebooks: notebooks/src/NN_name.py (jupytext's percent format) -> notebooks/NN_name.ipynb,
+# each executed in a kernel of the virtualenv and saved with its outputs, one at a time, in full mode (every
+# lesson trains its recipe as documented: hours in all on 2 cores), under the benchmark lock so that no two
+# full trainings run at once. NB=04 runs only the lessons whose names start so; QUICK=1 runs quick mode
+# (NNLAB_QUICK=1: what make test runs, seconds of training each). Each notebook's first cell says when,
+# where and in which mode it ran.
+.PHONY: notebooks lab
+notebooks: export NNLAB_QUICK = $(QUICK)
+notebooks: setup
+	flock /tmp/nnlab-bench.lock $(BIN)/python notebooks/build.py --execute $(NB)
+
+# JupyterLab on the virtualenv's kernel, in notebooks/. Optional, so not part of setup: installed into the
+# virtualenv on first use. JUPYTER_PATH puts the virtualenv's own python3 kernel first (a python3 kernel of
+# the user's, in ~/.local/share/jupyter, would otherwise be found before it); as root (a container) it needs
+# --allow-root. LAB_ARGS: JupyterLab's own options (--no-browser --port 8890 ...).
+lab: setup
+	$(BIN)/python -c 'import jupyterlab' 2>/dev/null || $(BIN)/python -m pip install --quiet 'jupyterlab>=4'
+	cd notebooks && JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter ../$(BIN)/jupyter lab \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
