@@ -121,7 +121,8 @@ class Writes:
     def install(self, patch: pytest.MonkeyPatch) -> None:
         # Every module that imported the atomic writer by name. One first imported while a recording
         # Writes was installed keeps that one (it only counts, then writes): it is replaced too.
-        for module in [m for m in list(sys.modules.values()) if "atomic_write" in getattr(m, "__dict__", {})]:
+        for module in [m for name, m in list(sys.modules.items())
+                       if name.startswith("nnlab") and "atomic_write" in getattr(m, "__dict__", {})]:
             current = module.atomic_write
             assert current is self.real_atomic or isinstance(getattr(current, "__self__", None), Writes), module
             patch.setattr(module, "atomic_write", self.atomic_write)

@@ -78,7 +78,7 @@ def _figures(tmp_path):
     from nnlab.inspection.cam import cam_figure
     from nnlab.inspection.filters import grid_figure
     from nnlab.inspection.plots import confusion_figure, curves_figure, lr_figure, lr_figure_from_csv, lr_find_figure
-    from nnlab.inspection.report import top_losses_figure
+    from nnlab.inspection.report import image_grid_figure, results_figure, text_rows_figure, top_losses_figure
     from nnlab.kinds.fashion_transfer import transfer_figure
     from nnlab.kinds.perceptron import PerceptronResult, boundary_figure
     from nnlab.kinds.series import forecast_figure
@@ -115,12 +115,17 @@ def _figures(tmp_path):
         "settings_figure": lambda: settings_figure(plan, settings, trials),
         "ablation_figure": lambda: ablation_figure("fashion-cnn", ablation),
         "compare_figure": lambda: compare_figure({"run-a": ROWS, "run-b": ROWS[:2]}),
+        "image_grid_figure": lambda: image_grid_figure(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), ["a", "b"]),
+        "results_figure": lambda: results_figure(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]),
+                                                 torch.tensor([[0.9, 0.1], [0.8, 0.2]]), ["a", "b"]),
+        "text_rows_figure": lambda: text_rows_figure(["name", "language"], [["Petrov", "Russian"]]),
     }
 
 
 FIGURES = ["curves_figure", "confusion_figure", "lr_figure", "lr_figure_from_csv", "lr_find_figure",
            "top_losses_figure", "cam_figure", "grid_figure", "forecast_figure", "boundary_figure", "attention_figure",
-           "transfer_figure", "word_weights_figure", "settings_figure", "ablation_figure", "compare_figure"]
+           "transfer_figure", "word_weights_figure", "settings_figure", "ablation_figure", "compare_figure",
+           "image_grid_figure", "results_figure", "text_rows_figure"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
