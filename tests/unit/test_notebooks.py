@@ -6,10 +6,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-pytest.importorskip("jupytext")
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 
-import pytest
+import jupyter_client
 import torch
 from torch.utils.data import TensorDataset
 
@@ -35,7 +35,6 @@ def fit(out, **kw):
 
 def run_in_kernel(code: list[str], env: dict[str, str] | None = None) -> list[list[dict]]:
     """Run each piece of ``code`` in one fresh kernel; the iopub messages of each (status and input left out)."""
-    jupyter_client = pytest.importorskip("jupyter_client")
     manager = jupyter_client.KernelManager(kernel_name="python3")
     manager.start_kernel(env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     client = manager.client()
@@ -87,7 +86,6 @@ def assert_epoch_lines(lines: list[str]) -> None:
 
 
 def test_fit_in_a_kernel_shows_one_updating_widget_per_epoch_and_logs_a_line_per_epoch(tmp_path):
-    pytest.importorskip("ipywidgets")
     messages, log = fit_twice(tmp_path)
     displays = [m for m in messages if m["msg_type"] == "display_data" and WIDGET_VIEW in m["content"]["data"]]
     updates = [m for m in messages if m["msg_type"] == "comm_msg"]
