@@ -222,7 +222,8 @@ def run_task(task: Task, seeds: int, baselines: bool, out: Path, overrides: dict
         row["ratio_is"] = "measured" if result["reached"] else f"a lower bound (stopped by its {result['stop']})"
         if row["reached"] < seeds:  # nnlab's time is then to its final metric, short of the target on some seeds
             row["ratio_is"] += f"; nnlab reached the target on {row['reached']} of {seeds} seeds"
-        print(f"speedrun: {task.name} baseline {base.name}: {task.metric} {result['metric']} after "
+        metric = "none" if result["metric"] is None else f"{result['metric']:.4f}"
+        print(f"speedrun: {task.name} baseline {base.name}: {task.metric} {metric} after "
               f"{result['seconds']:.1f} s of training ({result['epochs']} epochs, stopped by its {result['stop']})",
               file=sys.stderr, flush=True)
     torch.set_num_threads(threads)
@@ -315,7 +316,7 @@ def format_table(result: dict[str, Any]) -> str:
     text += [f"skipped {s['task']}: {s['reason']}" for s in result["skipped"]]
     flags = ", ".join(host["bf16_amx_flags"]) or "no bf16/AMX flags"
     text.append(f"host: {host['cpu']}, {host['cores']} cores ({flags}), torch {result['torch']}, "
-                f"{host['torch_threads']} threads; load {result['load_before'][0]:.2f} -> "
+                f"torch threads {host['torch_threads']}; load {result['load_before'][0]:.2f} -> "
                 f"{result.get('load_after', ['?'])[0]}; {result['date']}")
     text.append(f"train s: first training batch to the final weights (validation included), mean ± std over "
                 f"seeds; ratio: baseline s / nnlab's mean ('>': the baseline stopped short of the target). "
