@@ -242,18 +242,18 @@ add(Recipe("translate-dates", "dates in many human formats -> ISO 8601, characte
             TranslateConfig(dataset="dates", tokens="chars", normalize=False, embed=32, hidden_size=64,
                             time_budget=90.0, threads=1, batch_size=128, lr=5e-3, dropout=0.0)))
 
-# The speedrun recipes (issue 32, `nnlab speedrun`): one per task, fixed length (no time budget, no early
-# stopping: a run never stops when its test metric crosses the target), frozen here so that a change to
-# the recipes above cannot move a speedrun's protocol unnoticed. Each is a measured setting of docs/benchmarks.md:
-# fashion-cnn-92: the 16-32-64 net, 6 epochs (93.11% test in 22.9 s, Zen 5, "fashion-cnn: test accuracy and
-# training time"; the shortest one-cycle that passed 92% there); fashion-cnn-94: fashion-cnn's 32-64-128 for
-# the 14 epochs its 115 s budget held at full speed (94.21 / 94.18 / 94.15% over seeds 0-2, stop 28);
-# mnist-cnn-99 and cifar10-resnet-94: mnist-cnn and cifar10-resnet as they are (not measured here: no data);
-# names-cnn-84: names-cnn (84.12% in 12.5 s, seed 0; its seed also draws the split: 82.78% and 84.83% on
-# seeds 1 and 2); shakespeare-lstm-140: shakespeare-lstm, 10 epochs (1.3973
-# nats/char); shakespeare-lstm-150: the same one-cycle over 4 epochs (its 10-epoch curve passed 1.478 after 4,
-# at a higher rate; not yet run at 4); translate-dates-99: translate-dates' 6 epochs without the budget
-# (1.0000 and 0.9995 exact match measured at 6 epochs).
+# The speedrun recipes (issue 32, `nnlab speedrun`, docs/speedrun.md): one per task, fixed length (no time
+# budget, no early stopping: a run never stops when its test metric crosses the target), frozen here so that
+# a change to the recipes above cannot move a speedrun's protocol unnoticed. Each is a measured setting of
+# docs/benchmarks.md. fashion-cnn-92: the 16-32-64 net for 6 epochs (93.11% test in 22.9 s on the Zen 5, the
+# shortest of the one-cycles measured there: 6, 12, 20 epochs). fashion-cnn-94: fashion-cnn's 32-64-128 for
+# the 14 epochs its 115 s budget held at full speed (94.21 / 94.18 / 94.15% over seeds 0-2, stop 28).
+# mnist-cnn-99 and cifar10-resnet-94: mnist-cnn and cifar10-resnet as they are (not measured: no data here).
+# names-cnn-84: names-cnn (84.12% in 12.5 s at seed 0; the seed also draws the split: 82.78% and 84.83% at
+# seeds 1 and 2). shakespeare-lstm-140: shakespeare-lstm's 10 epochs (1.3973 nats/char).
+# shakespeare-lstm-150: the same over 4 epochs (the 10-epoch curve passed 1.478 after 4, at a higher rate;
+# not yet run at 4). translate-dates-99: translate-dates' 6 epochs without the budget (1.0000 and 0.9995
+# exact match measured at 6 epochs).
 add(Recipe("fashion-cnn-92", "speedrun fashion-92: the 16-32-64 conv net, flips, 6 epochs", ">= 92% test accuracy",
             _cnn("fashion-mnist", augment=("flip_lr",), tta=True)))
 add(Recipe("fashion-cnn-94", "speedrun fashion-94: fashion-cnn's 32-64-128 net for 14 epochs", ">= 94% test accuracy",
