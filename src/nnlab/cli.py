@@ -113,13 +113,24 @@ def add_kind_options(parser: argparse.ArgumentParser) -> tuple[str, ...]:
     return tuple(dict.fromkeys(seen.values()))
 
 
-def check_nproc(args: argparse.Namespace) -> None:
-    """``--nproc``: only kinds whose batches the kit can shard over processes (capability ``ddp``)."""
+def check_nproc(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """``--nproc``: only kinds whose batches the kit can shard over processes (capability ``ddp``), and
+    the settings and ``--out`` checked here, before torchrun starts: an error then is one line and exit
+    2, where a rank's error would come back as torchrun's traceback and exit 1."""
     from nnlab.kinds import get_kind, kind_of_run, takers
-    from nnlab.recipes import get_recipe
+    from nnlab.kit.rundir import new_run_dir
+    from nnlab.recipes import recipe_config
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
-    kind = kind_of_run(args.resume) if args.resume else get_kind(get_recipe(args.recipe).kind) if args.recipe else None
+    if args.resume:
+        kind = kind_of_run(args.resume)
+    elif args.recipe:
+        config = recipe_config(args.recipe, overrides)
+        kind = get_kind(config.kind)
+        if args.out:
+            new_run_dir(config.recipe, args.out, create=False, force=args.force)
+    else:
+        kind = None
     if kind is not None and not kind.supports("ddp"):
         raise ConfigError(f"--nproc: a {kind.what} cannot be split over processes; --nproc takes the recipes of "
                           f"these kinds: {', '.join(takers('ddp'))}")
@@ -134,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if value is not None:
             overrides[flag] = value
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
-        check_nproc(args)
+        check_nproc(args, overrides)
         raise SystemExit(launch_torchrun(args.nproc, without_option(args.argv, "--nproc")))
     if args.resume and (args.recipe or args.out or args.force):
         raise ConfigError("--resume RUN_DIR continues that run: give no recipe, --out or --force with it")

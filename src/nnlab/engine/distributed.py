@@ -88,7 +88,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group, if this process joined one; with ``wait``, once every rank is leaving
+    (a barrier: a rank that tore the group down while another still used it was seen to abort)."""
     if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

@@ -37,7 +37,6 @@ from nnlab.engine.learner import Callback, Learner, count_correct, resolve_devic
 from nnlab.engine.optim import create_optimizer
 from nnlab.engine.schedules import create_scheduler, sgdr_boundaries
 from nnlab.errors import CheckpointError, ConfigError
-from nnlab.kit.kind import Kind
 from nnlab.inspection.plots import plot_confusion, plot_curves, plot_lr_csv
 from nnlab.kit.kind import Kind
 from nnlab.kit.rundir import (RunLock, environment, new_run_dir, read_rows, remove_orphans, remove_run_files,
@@ -79,20 +78,21 @@ class RunStart:
         save_config(self.config, self.run_dir / "config.json")
         return self.run_dir
 
-    def close(self) -> None:
-        """Release the run directory's lock, and leave the process group the run joined."""
+    def close(self, finished: bool = False) -> None:
+        """Release the run directory's lock, and leave the process group the run joined (``finished``:
+        once every rank has finished; after an error, at once, since the others may never get there)."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
         if self.joined:
-            shutdown()
+            shutdown(wait=finished)
             self.joined = False
 
     def __enter__(self) -> "RunStart":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(finished=kind is None)
 
 
 def interrupted_run(run_dir: str | Path, overrides: dict[str, Any] | None,
