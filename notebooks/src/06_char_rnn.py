@@ -37,11 +37,13 @@ nnlab.show_batch("shakespeare-lstm", 8, **text_settings)
 
 # %% [markdown]
 # ## The LSTM
-# The recipe is a 2x512 LSTM for 10 epochs; quick mode trains a 1x128 one on 40% of an epoch.
+# The recipe's 2x512 LSTM with locked dropout, trained for 600 s as the README's command does
+# (`--time-budget 600`: the one-cycle schedule stretched over the budget); quick mode trains a 1x128
+# one on 40% of an epoch.
 
 # %%
 lstm = nnlab.train("shakespeare-lstm", out=RUNS / "lstm", force=True, tensorboard=False, **text_settings,
-                   **quick({"epochs": 1, "hidden_size": 128, "layers": 1, "limit_train_batches": 0.4}, {}))
+                   **quick({"epochs": 1, "hidden_size": 128, "layers": 1, "limit_train_batches": 0.4}, {"time_budget": 600}))
 print(lstm.headline())
 lstm.plot_curves()
 
@@ -58,13 +60,13 @@ for temperature in (0.3, 0.8, 1.2):
 # %% [markdown]
 # ## The transformer
 # The same data through a small causal transformer (self-attention over the window, no
-# recurrence). At equal time on a CPU the LSTM wins here (docs/benchmarks.md: 1.43 against 1.55
-# nats/char in 600 s); quick mode trains a 2-layer, 64-wide one for a tenth of an epoch.
+# recurrence), also for 600 s. At equal time on a CPU the LSTM wins here (docs/benchmarks.md: 1.43
+# against 1.55 nats/char in 600 s); quick mode trains a 2-layer, 64-wide one for a tenth of an epoch.
 
 # %%
 transformer = nnlab.train("shakespeare-transformer", out=RUNS / "transformer", force=True, tensorboard=False,
                           **text_settings,
-                          **quick({"epochs": 1, "hidden_size": 64, "layers": 2, "limit_train_batches": 0.1}, {}))
+                          **quick({"epochs": 1, "hidden_size": 64, "layers": 2, "limit_train_batches": 0.1}, {"time_budget": 600}))
 for run in (lstm, transformer):
     print(f"{run.config.model:12s} {run.headline()}")
 show(transformer.show_results(12))
@@ -75,6 +77,6 @@ show(transformer.show_results(12))
 # %%
 uniform = math.log(65)
 assert lstm.summary["valid_loss"] < quick(2.8, 1.5), lstm.summary["valid_loss"]
-assert transformer.summary["valid_loss"] < quick(3.3, 1.7), transformer.summary["valid_loss"]
+assert transformer.summary["valid_loss"] < quick(3.3, 1.65), transformer.summary["valid_loss"]
 assert max(lstm.summary["valid_loss"], transformer.summary["valid_loss"]) < uniform
 assert lstm.sample(prime="ROMEO:", length=50, seed=1)["text"] == lstm.sample(prime="ROMEO:", length=50, seed=1)["text"]
