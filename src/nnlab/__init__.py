@@ -12,7 +12,15 @@ underneath. Names are imported on first use, so ``nnlab --help`` does not pay fo
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# OpenMP threads that wait for work sleep instead of spinning (unless the user chose): with torch's
+# default of a thread per core, a spinning thread that shares its core with any other process stalls
+# its partner at every parallel region. Measured (benchmarks/omp_wait_policy.py, docs/benchmarks.md):
+# a small LSTM at 2 threads beside other work ran 17-50x faster, fashion-cnn's step 1.6-6.5x. It must
+# be set before torch starts OpenMP, so it is set when nnlab is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
