@@ -6,17 +6,21 @@ thresholds that hold in both modes. Without it a lesson trains its recipe as doc
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 QUICK = os.environ.get("NNLAB_QUICK", "") not in ("", "0")
-# Quick runs go to a fresh temporary folder (nothing left in the tree); full runs to notebooks/runs/.
+# Quick runs go to a temporary folder, removed when the kernel exits; full runs to notebooks/runs/.
 RUNS = Path(tempfile.mkdtemp(prefix="nnlab-lesson-")) if QUICK else Path("runs").resolve()
+if QUICK:
+    atexit.register(shutil.rmtree, RUNS, ignore_errors=True)
 
 
 def quick(quick_value: Any, full_value: Any) -> Any:
