@@ -9,7 +9,9 @@ model families: it sees an ``nn.Module``, iterables of ``(x, y)`` batches and a 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import platform
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -90,6 +92,34 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+# glibc's mallopt parameters (malloc.h), and the largest mmap threshold it accepts on 64-bit
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 2 ** 20
+
+
+def hold_freed_memory() -> bool:
+    """Make this process's malloc keep the blocks a training step frees, for the next step (glibc only).
+
+    glibc serves a block above its mmap threshold (128 KiB at start) straight from the kernel and
+    unmaps it on free, and gives the top of its heap back once more than twice the threshold lies
+    free there; it raises both only when such a block is freed. A CPU training step frees and
+    allocates the same MiBs of activations every step, so each step took them from the kernel again
+    as fresh zeroed pages until something freed a block large enough to raise the thresholds
+    (fashion-cnn: its first validation pass): ~5,000 page faults and 7-12 ms of a 30-37 ms step on
+    the AMX host, nearly all of the first epoch's excess (docs/benchmarks.md, "The first epoch").
+    This sets the thresholds where glibc's own rule ends after such a block (an mmap threshold of
+    32 MiB, its maximum, and twice that to trim), from the start. Process-wide; returns whether it applied.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and \
+            bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))
+    except (OSError, AttributeError):
+        return False
 
 
 def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -176,6 +206,8 @@ class Learner:
     def fit(self, epochs: int, start_epoch: int = 0) -> list[dict[str, Any]]:
         """Train for ``epochs`` epochs (from ``start_epoch`` when resuming); returns the history."""
         self.n_epochs = epochs
+        if self.device.type == "cpu":  # the activations live in this process's heap: keep it (first-epoch cost)
+            hold_freed_memory()
         try:
             self._event("before_fit")
             for self.epoch in range(start_epoch, epochs):
