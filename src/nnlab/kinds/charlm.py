@@ -36,7 +36,7 @@ from nnlab.engine.callbacks import ProgressCallback
 from nnlab.engine.learner import Callback, autocast, resolve_device, resolve_precision
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best, read_summary
-from nnlab.kit.kind import Kind, Option
+from nnlab.kit.kind import Kind
 from nnlab.kit.run import RunStart, Spec, other_rank, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.rnn import TruncatedBPTT
@@ -389,7 +389,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     return results
 
 
-class CharLMKind(Kind):
+class CharLMKind(Kind, functions=(train, evaluate, predict, load_run, sample)):
     """Char- and word-level language models (LSTM/GRU or a small transformer) trained by truncated BPTT."""
 
     name = "text"
@@ -397,12 +397,6 @@ class CharLMKind(Kind):
     config = CharLMConfig
     capabilities = frozenset({"resume", "ddp", "sample", "show"})
     metrics = ("valid_loss", "valid_bpc")
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
-    sample = staticmethod(sample)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         if result.get("valid_bpc") is None:
@@ -437,7 +431,6 @@ class CharLMKind(Kind):
                                 [(_visible(t), _visible(a), _visible(b)) for t, a, b in zip(texts, truths, guesses)],
                                 ["black" if a == b else "red" for a, b in zip(truths, guesses)],
                                 "validation text: the next token, true/predicted (mistakes in red)")
-
 
 def _visible(text: str) -> str:
     """``text`` on one line: line breaks and tabs shown as escapes."""

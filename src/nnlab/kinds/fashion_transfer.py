@@ -47,8 +47,8 @@ from nnlab.engine.learner import predict_probs
 from nnlab.errors import CheckpointError, ConfigError
 from nnlab.files import save_figure
 from nnlab.kit.rundir import environment, read_summary, write_json, write_jsonl
-from nnlab.kinds.transfer import check_comparison, fit_compared, saved_models
-from nnlab.kit.kind import Kind, Option
+from nnlab.kinds.transfer import FROM_RUN_OPTION, check_comparison, fit_compared, saved_models
+from nnlab.kit.kind import Kind
 from nnlab.kit.run import RunStart, Spec, train_model
 from nnlab.models import create_model
 
@@ -503,19 +503,14 @@ def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 
                       "it is a measurement (its few-shot models are in RUN/models)")
 
 
-class FashionTransferKind(Kind):
+class FashionTransferKind(Kind, functions=(train, evaluate, predict)):
     """A measurement: few-shot transfer between two halves of Fashion-MNIST's classes against scratch."""
 
     name = "fashion-transfer"
     what = "fashion-transfer run"
     config = FashionTransferConfig
     metrics = ()
-    options = (Option("--from", "from_run", "digits-transfer and fashion-transfer: start from this earlier run "
-                      "instead of pretraining", metavar="RUN_DIR"),)
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
+    options = (FROM_RUN_OPTION,)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         gains = result.get("transfer_gain_points")

@@ -269,7 +269,7 @@ def write_predictions(out: Path, classes: Sequence[str], batches: Iterator[tuple
     return {"out": str(out), "rows": int(counts.sum()), "predicted_counts": dict(zip(classes, counts.tolist()))}
 
 
-class ImageKind(Kind):
+class ImageKind(Kind, functions=(train, evaluate, predict, load_run)):
     """Image classifiers: any registered model on an in-memory image dataset (Fashion-MNIST, MNIST,
     CIFAR, a folder of images); the one kind that can be exported, served through ONNX and inspected."""
 
@@ -282,11 +282,6 @@ class ImageKind(Kind):
     predict_options = ("invert", "csv")
     options = (Option("--augment", "augment", "batched augmentations, comma-separated (flip, crop, ...)",
                       metavar="NAMES"),)
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
 
     def lr_find(self, config: Any, out: Path, steps: int = 200, start_lr: float = 1e-7,
                 end_lr: float = 10.0) -> dict[str, Any]:
@@ -347,7 +342,6 @@ class ImageKind(Kind):
                               channels_last=config.channels_last)
         probs, _ = predict_probs(model, batch, torch.device("cpu"), "fp32", config.tta)
         return results_figure(images, labels, probs, list(data.classes))
-
 
 def pixels_of(item: Any, size: tuple[int, int], channels: int, invert: str) -> torch.Tensor:
     """``item`` (a file, a PIL image or a uint8 tensor [C, H, W]) as the model's uint8 input [C, H, W]."""

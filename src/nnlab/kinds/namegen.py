@@ -25,7 +25,7 @@ from nnlab.engine.learner import resolve_device
 from nnlab.engine.metrics import check_predict_args, confusion_matrix, per_class_report, ranked
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kit.rundir import load_best
-from nnlab.kit.kind import Kind, Option
+from nnlab.kit.kind import Kind
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 from nnlab.models.names import CONDITIONS
@@ -338,7 +338,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     return ranked(torch.stack(scores).softmax(1), classes, inputs, top_k)
 
 
-class NameGenKind(Kind):
+class NameGenKind(Kind, functions=(train, evaluate, predict, load_run, sample)):
     """Names drawn letter by letter in a chosen language, judged by a names run."""
 
     name = "namegen"
@@ -349,12 +349,6 @@ class NameGenKind(Kind):
     sample_options = SAMPLE_OPTIONS
     sample_continues = SAMPLE_CONTINUES
     metrics = ("in_language_macro", "novel_macro")
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
-    sample = staticmethod(sample)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         if result.get("novel_macro") is None:

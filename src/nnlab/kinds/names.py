@@ -30,7 +30,7 @@ from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.kinds.sequence import (check_classes, fit, rescore, test_scores, timing, top_classes,
                                   train_options)
 from nnlab.kit.rundir import load_best
-from nnlab.kit.kind import Kind, Option
+from nnlab.kit.kind import Kind
 from nnlab.kit.run import RunStart, other_rank, plot_run_confusion, stopped_summary, summarize
 from nnlab.models.names import MEMBER_KINDS
 
@@ -240,7 +240,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
     return top_classes(model, encode_inputs(state, inputs), inputs, state["classes"], top_k)
 
 
-class NamesKind(Kind):
+class NamesKind(Kind, functions=(train, evaluate, predict, load_run, encode_inputs, input_tokens)):
     """Surnames to their language: an RNN, a CNN, an n-gram bag or an ensemble of them, over characters."""
 
     name = "names"
@@ -248,13 +248,6 @@ class NamesKind(Kind):
     config = NamesConfig
     capabilities = frozenset({"resume", "ddp", "serve", "show"})
     takes_text = True
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
-    encode_inputs = staticmethod(encode_inputs)
-    input_tokens = staticmethod(input_tokens)
 
     def batch_figure(self, config: Any, n: int = 16) -> Any:
         """The first ``n`` names of the run's training split, with their languages."""

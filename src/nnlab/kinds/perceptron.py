@@ -30,7 +30,7 @@ from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.files import atomic_write, save_figure
 from nnlab.models import create_model
 from nnlab.kit.rundir import check_output, environment, write_json
-from nnlab.kit.kind import CSV_OPTION, Kind, Option, TARGET_OPTION
+from nnlab.kit.kind import CSV_OPTION, Kind, TARGET_OPTION
 from nnlab.kit.run import RunStart
 
 GATES: dict[str, tuple[list[list[float]], list[int]]] = {
@@ -329,7 +329,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
             "predicted_counts": dict(zip(summary["classes"], counts))}
 
 
-class PerceptronKind(Kind):
+class PerceptronKind(Kind, functions=(train, evaluate, predict)):
     """Rosenblatt's perceptron on two numeric features (a CSV_OPTION or generated points), trained by its trick."""
 
     name = "perceptron"
@@ -337,10 +337,6 @@ class PerceptronKind(Kind):
     config = PerceptronConfig
     predict_options = ("csv", "output")
     options = (CSV_OPTION, TARGET_OPTION)
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
 
     def load_run(self, run_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
         """A perceptron is its weights and bias, not a torch model: the model is the state itself."""

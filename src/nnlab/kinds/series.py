@@ -162,7 +162,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str], top_k: int = 3) -> list[
                       "and `nnlab eval`")
 
 
-class SeriesKind(Kind):
+class SeriesKind(Kind, functions=(train, evaluate, predict)):
     """Time-series forecasting with an RNN, scored against the naive last-value forecast."""
 
     name = "series"
@@ -171,10 +171,6 @@ class SeriesKind(Kind):
     capabilities = frozenset({"resume"})
     metrics = ("valid_mse",)
     options = (CSV_OPTION, Option("--column", "column", "series runs: the CSV_OPTION column to forecast"))
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
 
     def load_run(self, run_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
         return load_best(run_dir, "series", device)

@@ -270,7 +270,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path] = (), top_k: int =
     return result
 
 
-class TabularKind(Kind):
+class TabularKind(Kind, functions=(train, evaluate, predict, load_run)):
     """Logistic regression and MLPs on a table (a bundled scikit-learn table or any CSV_OPTION): classify or regress."""
 
     name = "tabular"
@@ -283,11 +283,6 @@ class TabularKind(Kind):
                Option("--hidden", "hidden", "tabular mlp: hidden layer sizes, e.g. 64,32"),
                Option("--categorical", "categorical", "tabular runs: comma-separated columns to one-hot encode "
                       "(text columns must be named here)", metavar="COLUMNS"))
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         if result.get("test_r2") is not None:

@@ -266,7 +266,7 @@ def predict_csv(run_dir: str | Path, csv: str | Path, output: str | Path | None 
     return result
 
 
-class TextClassifyKind(Kind):
+class TextClassifyKind(Kind, functions=(train, evaluate, predict, load_run, encode_inputs, input_tokens)):
     """Text classification (sentiment, topics) of a CSV_OPTION's texts, with attention pooling's word weights."""
 
     name = "textcls"
@@ -278,9 +278,3 @@ class TextClassifyKind(Kind):
     options = (CSV_OPTION, Option("--text-column", "text_column", "text-classify runs: the CSV_OPTION column of texts"),
                Option("--label-column", "label_column", "text-classify runs: the CSV_OPTION column of labels"))
 
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
-    encode_inputs = staticmethod(encode_inputs)
-    input_tokens = staticmethod(input_tokens)

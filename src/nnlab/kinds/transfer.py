@@ -308,7 +308,12 @@ def predict(run_dir: str | Path, files: Sequence[str | Path] = (), top_k: int = 
                       "its pretrained source is an image run you can predict with (RUN/pretrain)")
 
 
-class TransferKind(Kind):
+# --from: shared with the fashion-transfer kind, which imports it.
+FROM_RUN_OPTION = Option("--from", "from_run", "digits-transfer and fashion-transfer: start from this earlier run "
+                         "instead of pretraining", metavar="RUN_DIR")
+
+
+class TransferKind(Kind, functions=(train, evaluate, predict)):
     """A measurement: an image recipe pretrained on Fashion-MNIST, then fine-tuned on scikit-learn's
     digits against the same net from scratch."""
 
@@ -316,12 +321,7 @@ class TransferKind(Kind):
     what = "digits-transfer run"
     config = TransferConfig
     metrics = ("transfer_gain_points",)
-    options = (Option("--from", "from_run", "digits-transfer and fashion-transfer: start from this earlier run "
-                      "instead of pretraining", metavar="RUN_DIR"),)
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
+    options = (FROM_RUN_OPTION,)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         if result.get("transfer_gain_points") is None:

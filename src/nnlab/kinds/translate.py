@@ -30,7 +30,7 @@ from nnlab.engine.learner import resolve_device
 from nnlab.errors import CheckpointError, ConfigError, DataError
 from nnlab.files import save_figure
 from nnlab.kit.rundir import load_best, read_summary
-from nnlab.kit.kind import Kind, Option
+from nnlab.kit.kind import Kind
 from nnlab.kit.run import RunStart, Spec, stopped_summary, summarize, train_model
 from nnlab.models import create_model
 
@@ -344,7 +344,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str] = (), top_k: int = 3) -> 
     return translate(run_dir, inputs)
 
 
-class TranslateKind(Kind):
+class TranslateKind(Kind, functions=(train, evaluate, predict, load_run, translate, first_attention)):
     """Sequence-to-sequence translation with attention (dates, French to English), greedy or beam search."""
 
     name = "translate"
@@ -352,13 +352,6 @@ class TranslateKind(Kind):
     config = TranslateConfig
     capabilities = frozenset({"resume", "translate", "show"})
     metrics = ("test_bleu",)
-
-    train = staticmethod(train)
-    evaluate = staticmethod(evaluate)
-    predict = staticmethod(predict)
-    load_run = staticmethod(load_run)
-    translate = staticmethod(translate)
-    first_attention = staticmethod(first_attention)
 
     def scores(self, result: dict[str, Any]) -> list[str]:
         if result.get("test_bleu") is None:

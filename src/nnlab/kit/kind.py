@@ -67,8 +67,12 @@ class Kind:
     takes_text: ClassVar[bool] = False               # served predictions take strings (else image files)
     sample_continues: ClassVar[bool] = True          # sampling continues a text (else draws whole items)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, functions: tuple[Callable[..., Any], ...] = (), **kwargs: Any) -> None:
+        """``functions``: the kind file's own functions that are this kind's methods of the same names
+        (``class NamesKind(Kind, functions=(train, evaluate, predict, load_run))``)."""
         super().__init_subclass__(**kwargs)
+        for function in functions:
+            setattr(cls, function.__name__, staticmethod(function))
         unknown = set(cls.capabilities) - set(CAPABILITIES)
         if unknown:
             raise ValueError(f"kind {cls.__name__}: unknown capabilities {sorted(unknown)}; "
