@@ -181,6 +181,9 @@ def summarize(record: dict) -> dict:
                                  "cpu_ms": round(1000 * sum(r["cpu"] for r in chosen) / len(chosen), 2),
                                  "faults": round(sum(r["faults"] for r in chosen) / len(chosen), 1),
                                  "modules_imported": sum(r["modules"] for r in chosen)}
+        quarter = max(len(steps) // 4, 1)
+        summary["quarters_wall_ms"] = [round(1000 * sum(r["wall"] for r in steps[i:i + quarter]) / len(steps[i:i + quarter]), 1)
+                                       for i in range(0, quarter * 4, quarter) if steps[i:i + quarter]]
         steps_cpu = sum(r["cpu"] for r in steps)
         summary["train_cpu_s"] = round(steps_cpu, 3)
         summary["train_wall_s"] = round(sum(r["wall"] for r in steps), 3)

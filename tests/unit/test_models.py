@@ -105,6 +105,29 @@ def test_cnn_accepts_other_input_sizes():
     assert model(torch.randn(2, 3, 40, 36)).shape == (2, 4)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cnn_head_skips_the_identity_pool_with_the_same_outputs_and_gradients(channels_last):
+    """Training on 28x28 inputs the adaptive pool before the head is the identity and is skipped: the logits
+    and every gradient are those of the pooled path, and the features' gradient keeps their memory format."""
+    torch.manual_seed(0)
+    model = create_model("cnn", n_classes=4, widths=(8, 16, 32), head_hidden=16, dropout=0.0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(3, 1, 28, 28).contiguous(memory_format=fmt)
+    results = []
+    for head in (model.forward_head, lambda f: model.head(model.pool(f))):  # skipped, then pooled
+        model.zero_grad()
+        features, seen = model.forward_features(x), []
+        features.register_hook(seen.append)  # the gradient as the layers before receive it
+        logits = head(features)
+        logits.square().sum().backward()
+        results.append((logits, seen[0], [p.grad.clone() for p in model.parameters()]))
+    (skipped, grad, params), (pooled, pooled_grad, pooled_params) = results
+    assert torch.equal(skipped, pooled) and torch.equal(grad, pooled_grad)
+    assert all(torch.equal(a, b) for a, b in zip(params, pooled_params))
+    assert grad.is_contiguous(memory_format=fmt)
+
+
 def test_unknown_model_lists_known_ones():
     with pytest.raises(ConfigError, match="known models: .*cnn"):
         create_model("nope")

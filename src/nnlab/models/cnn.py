@@ -50,6 +50,23 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
     )
 
 
+class FlattenKeepingLayout(torch.autograd.Function):
+    """``x.flatten(1)`` whose gradient comes back in ``x``'s memory format: a channels-last map's
+    gradient stays channels-last for the ReLU and batch norm backward before it (a plain
+    flatten hands them a contiguous one, and their kernels slow down on mixed layouts)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.reshape(ctx.shape)
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+
+
 class CNN(Classifier):
     """Stages of conv_pool_bn, adaptive max-pool to a small grid, flatten, then the head."""
 
@@ -77,7 +94,17 @@ class CNN(Classifier):
         return self.body(self.stem(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        size = self.config.pool_size
+        # Training on 28x28 inputs the adaptive pool is the identity: skipping its forward and backward
+        # took 2-4% off fashion-cnn's step (benchmarks/fashion_step.py). Evaluation, TorchScript and
+        # ONNX keep the pool (the same values; exporters see the graph they always saw).
+        if self.training and features.shape[-2:] == (size, size):
+            return self.head(self._flatten_keeping_layout(features))
         return self.head(self.pool(features))
+
+    @torch.jit.unused
+    def _flatten_keeping_layout(self, features: torch.Tensor) -> torch.Tensor:
+        return FlattenKeepingLayout.apply(features)
 
     def layer_groups(self) -> list[nn.Module]:
         """Stem, body, head: the units for freezing and discriminative learning rates."""
