@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nnlab.kit.runs import show_figures_inline
+
 QUICK = os.environ.get("NNLAB_QUICK", "") not in ("", "0")
 # Quick runs go to a temporary folder, removed when the kernel exits; full runs to notebooks/runs/.
 RUNS = Path(tempfile.mkdtemp(prefix="nnlab-lesson-")) if QUICK else Path("runs").resolve()
@@ -76,26 +78,9 @@ def text_or_standin() -> str | None:
     return str(path)
 
 
-def figures_inline() -> None:
-    """Make IPython show a bare matplotlib ``Figure`` as a PNG (nnlab draws with ``Figure()``, not pyplot,
-    and IPython's inline backend registers its formatter only once pyplot is imported)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-    from matplotlib.figure import Figure
-    formatter = shell.display_formatter.formatters["image/png"]
-    try:
-        formatter.lookup_by_type(Figure)
-    except KeyError:
-        from nnlab.files import figure_png
-        formatter.for_type(Figure, figure_png)
-
-
-figures_inline()
+# A bare matplotlib Figure shows as a PNG in the kernel (nnlab.kit.runs does it when IPython is already
+# running as it is imported; a lesson may import nnlab first, so ask again here).
+show_figures_inline()
 
 
 def show(*pictures: Any) -> None:
