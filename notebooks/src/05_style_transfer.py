@@ -68,17 +68,21 @@ print({name: tuple(gram.shape) for name, gram in loss.style_targets.items()}, "(
 
 # %% [markdown]
 # ## Optimising the pixels
-# LBFGS on the image itself, starting from the photograph; each step evaluates the content
-# loss (conv4_2) and the style loss (Gram matrices of conv1_1 to conv5_1).
+# Starting from the photograph, each step evaluates the content loss (conv4_2) and the style loss
+# (Gram matrices of conv1_1 to conv5_1) and moves the pixels. Gatys et al. use LBFGS, as
+# `nnlab stylize` does by default; on an untrained VGG19 LBFGS's steps oscillate (its loss rose
+# over 150 steps at 256 px here), so the stand-in takes Adam's (`--optimizer adam`).
 
 # %%
 steps = quick(8, 150)
+optimizer = "adam" if weights == "random" else "lbfgs"
 history = []
 image = content.clone().requires_grad_(True)
-result = optimize(image, loss, steps, "lbfgs", on_step=lambda step, terms: history.append({k: float(v) for k, v in terms.items()}))
+result = optimize(image, loss, steps, optimizer,
+                  on_step=lambda step, terms: history.append({k: float(v) for k, v in terms.items()}))
 
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-for ax, picture, title in zip(axes, (content, style, result), ("content: china.jpg", "style: flower.jpg", f"after {steps} steps")):
+for ax, picture, title in zip(axes, (content, style, result), ("content: china.jpg", "style: flower.jpg", f"after {steps} {optimizer} steps")):
     ax.imshow(picture[0].permute(1, 2, 0).detach().clamp(0, 1).numpy()); ax.set_title(title); ax.set_axis_off()
 for term in ("content", "style", "total"):
     axes[3].semilogy([h[term] for h in history], label=term)
