@@ -8,8 +8,11 @@ matmul yardstick (n = 2048) is timed in every round too. One thread and CPU time
 (``--clock cpu``): what the core worked for this process, which other processes' load moves least.
 
 Per variant: the median ms per step over the rounds, the median of its per-round ratio to
-``shipped`` (the code before issue 32 part 3) and the step's GFLOP/s (torch's FlopCounterMode)
-as a share of the yardstick. The last stdout line is JSON.
+``shipped`` (the code before issue 32 part 3), the page faults per step and the step's GFLOP/s
+(torch's FlopCounterMode) as a share of the yardstick. ``memory-given-back`` hands the heap's free
+memory back to the kernel after every step (``malloc_trim``), as glibc's thresholds did through
+fashion-cnn's first epoch before ``Learner.fit`` held it: what those page faults cost, in one process.
+The last stdout line is JSON.
 
     flock /tmp/nnlab-bench.lock .venv/bin/python benchmarks/fashion_step.py [--rounds 12] [--block 10]
         [--variants shipped,now,adamw-fused] [--threads 1] [--clock cpu|wall]
@@ -17,8 +20,10 @@ as a share of the yardstick. The last stdout line is JSON.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -31,7 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnlab.data.batches import TensorBatches, make_augment
-from nnlab.engine.learner import Learner
+from nnlab.engine.learner import Callback, Learner
 from nnlab.engine.optim import create_optimizer
 from nnlab.kit.rundir import environment
 from nnlab.models import create_model
@@ -51,6 +56,18 @@ class Variant:
 
     patch: Callable[[torch.nn.Module], None] | None = None
     optimizer_args: dict = field(default_factory=dict)
+    give_back: bool = False
+
+
+class GiveBack(Callback):
+    """glibc's ``malloc_trim(0)`` after every step: the heap's free memory goes back to the kernel, as glibc's
+    own thresholds did in fashion-cnn's first epoch (before ``hold_freed_memory``); its page faults are counted."""
+
+    def __init__(self) -> None:
+        self.libc = ctypes.CDLL(None)
+
+    def after_step(self) -> None:
+        self.libc.malloc_trim(0)
 
 
 def shipped(model: torch.nn.Module) -> None:
@@ -63,6 +80,7 @@ VARIANTS = {
     "adamw-foreach": Variant(optimizer_args={"foreach": True}),
     "adamw-fused": Variant(optimizer_args={"fused": True}),
     "shipped+adamw-fused": Variant(shipped, optimizer_args={"fused": True}),
+    "memory-given-back": Variant(give_back=True),
 }
 
 
@@ -82,7 +100,8 @@ def make_learner(recipe: str, variant: Variant, block: int) -> Learner:
     optimizer = create_optimizer(config.optimizer, model, config.lr, config.weight_decay, config.momentum,
                                  args={**(config.optimizer_args or {}), **variant.optimizer_args})
     return Learner(model, batches, None, loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-                   optimizer=optimizer, precision="bf16", channels_last=config.channels_last)
+                   optimizer=optimizer, precision="bf16", channels_last=config.channels_last,
+                   callbacks=[GiveBack()] if variant.give_back else [])
 
 
 def step_flops(learner: Learner) -> int:
@@ -134,13 +153,16 @@ def main(argv: list[str] | None = None) -> dict:
     for learner in learners.values():  # warm-up: kernels generated, the allocator at its working size
         learner.fit(1)
     ms: dict[str, list[float]] = {name: [] for name in names}
+    faults = {name: 0 for name in names}
     yardstick = []
     for round_ in range(args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
+            minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = clock()
             learners[name].fit(1)
             ms[name].append(1000 * (clock() - start) / args.block)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - minflt
         yardstick.append(bf16_matmul_gflops(clock))
     peak = statistics.median(yardstick)
     batch = get_recipe(args.recipe).config.batch_size
@@ -152,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"variant": name, "ms_per_step": round(step_ms, 2),
                      "ms_range": [round(min(ms[name]), 2), round(max(ms[name]), 2)],
                      "images_per_s": round(1000 * batch / step_ms), "speed_vs_shipped": round(ratio, 3),
+                     "page_faults_per_step": round(faults[name] / (args.rounds * args.block), 1),
                      "step_gflop": round(flops[name] / 1e9, 3), "gflop_per_s": round(gflops, 1),
                      "of_bf16_matmul": round(gflops / peak, 3)})
     result = {"command": "benchmarks/fashion_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
