@@ -107,8 +107,8 @@ def hold_freed_memory() -> bool:
     free there; it raises both only when such a block is freed. A CPU training step frees and
     allocates the same MiBs of activations every step, so each step took them from the kernel again
     as fresh zeroed pages until something freed a block large enough to raise the thresholds
-    (fashion-cnn: its first validation pass): ~5,000 page faults and 7-12 ms of a 30-37 ms step on
-    the AMX host, nearly all of the first epoch's excess (docs/benchmarks.md, "The first epoch").
+    (fashion-cnn: its first validation pass): 3,700-7,100 page faults a step, 34.8 ms against 25.4
+    on the AMX host, nearly all of the first epoch's excess (docs/benchmarks.md, "The first epoch").
     This sets the thresholds where glibc's own rule ends after such a block (an mmap threshold of
     32 MiB, its maximum, and twice that to trim), from the start. Process-wide; returns whether it applied.
     """
